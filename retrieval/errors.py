@@ -1,0 +1,37 @@
+"""Domain exceptions of the retrieval package.
+
+The server maps these to status codes in one place: ``InvalidQueryError`` and
+``InvalidSettingsError`` to ``INVALID_ARGUMENT``, ``EmptyIndexError`` to ``FAILED_PRECONDITION``,
+``IndexLockedError`` and ``IncompatibleIndexError`` to ``FAILED_PRECONDITION`` at start-up.
+Every message shows the offending value.
+"""
+
+from __future__ import annotations
+
+
+class RetrievalError(Exception):
+    """Base class of every error raised on purpose by ``retrieval``."""
+
+
+class InvalidQueryError(RetrievalError, ValueError):
+    """A search request is malformed: empty query, top_k out of range, unknown mode, bad filter."""
+
+
+class EmptyIndexError(RetrievalError):
+    """A search was made on an index that holds no chunks yet."""
+
+
+class EmbedderError(RetrievalError):
+    """The embedder could not be loaded or returned vectors of the wrong shape or values."""
+
+
+class IncompatibleIndexError(RetrievalError):
+    """The directory holds an index built with another embedder (name or dimension)."""
+
+
+class IndexLockedError(RetrievalError):
+    """Another process has the knowledge-base directory open."""
+
+
+class CorruptIndexError(RetrievalError):
+    """The docstore is unreadable or not a knowledge-base docstore."""

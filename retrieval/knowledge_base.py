@@ -1,0 +1,544 @@
+"""``KnowledgeBase``: documents in, ranked chunks out — the one object the server talks to.
+
+Persistence: SQLite (``docstore.sqlite3``) is the source of truth and stores every chunk's
+embedding; each ``ingest``/``delete`` call is one transaction. The FAISS index is a cache of
+those embeddings, saved atomically with the docstore generation it reflects in its file name.
+On open the cache's ids are reconciled with the docstore's (ids are never reused and a chunk's
+embedding never changes, so the id difference is the whole difference); a missing or
+incompatible cache is rebuilt from the stored embeddings, never by re-embedding. A crash at any
+point therefore leaves the last committed state.
+
+Concurrency: writers (ingest, delete) are serialised by a mutex and do their slow work —
+chunking, embedding, SQL inserts, index rebuilds — without blocking searches. Only the commit
+and the in-memory index edit run under the write side of a readers-writer lock; each search
+runs its index lookup and docstore reads under the read side, so it sees one committed state.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import logging
+import math
+import sqlite3
+import threading
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+from tqdm import tqdm
+
+from retrieval import lexical
+from retrieval.chunker import Chunker
+from retrieval.docstore import Docstore
+from retrieval.embedder import Embedder, check_embeddings
+from retrieval.errors import EmptyIndexError, IncompatibleIndexError, IndexLockedError, InvalidQueryError
+from retrieval.fusion import max_fused_score, reciprocal_rank_fusion
+from retrieval.ingest import IngestPlan, plan_ingest
+from retrieval.rwlock import ReadWriteLock
+from retrieval.settings import RetrievalSettings
+from retrieval.types import (
+    SEARCH_MODES,
+    DeleteSummary,
+    Document,
+    IndexStats,
+    IngestSummary,
+    RetrievedChunk,
+    SearchMode,
+)
+from retrieval.vector_index import VectorIndex
+
+logger = logging.getLogger(__name__)
+
+DOCSTORE_FILE = "docstore.sqlite3"
+LOCK_FILE = "LOCK"
+# A filter matching at most this many chunks is searched exactly over their stored embeddings:
+# cheaper than a FAISS pass, and exact where filtered HNSW/IVF would miss hits.
+EXACT_FILTER_LIMIT = 4096
+# Save the index after a write when it is small, or once this share of it changed since the
+# last save; a stale file only costs adding the difference on the next open.
+_SAVE_ALWAYS_BYTES = 256 * 1024 * 1024
+_SAVE_CHANGED_SHARE = 0.05
+
+
+class KnowledgeBase:
+    """A persistent, thread-safe chunk index with dense, lexical and hybrid search."""
+
+    def __init__(
+        self,
+        directory: Path,
+        embedder: Embedder,
+        settings: RetrievalSettings,
+        docstore: Docstore,
+        lock_handle: IO[str],
+    ) -> None:
+        # Use ``KnowledgeBase.open``; this only wires parts together.
+        self.directory = directory
+        self.settings = settings
+        self._embedder = embedder
+        self._docstore = docstore
+        self._lock_handle = lock_handle
+        self._chunker = Chunker(settings.chunk_size, settings.chunk_overlap)
+        self._rw = ReadWriteLock()
+        self._writer = threading.Lock()
+        self._kb_id = docstore.get_meta("kb_id") or ""
+        self._generation = docstore.generation()
+        self._documents, self._chunks = docstore.counts()
+        self._index = VectorIndex.empty(embedder.dimension, settings)
+        self._saved_generation = -1
+        self._changes_since_save = 0
+        self._closed = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @classmethod
+    def open(
+        cls, directory: Path, embedder: Embedder, settings: RetrievalSettings | None = None
+    ) -> KnowledgeBase:
+        """Open (creating if needed) the knowledge base stored in ``directory``.
+
+        Raises ``IndexLockedError`` if another process has it open and ``IncompatibleIndexError``
+        if its chunks were embedded by another embedder.
+        """
+        settings = settings or RetrievalSettings()
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        lock_handle = _lock_directory(directory)
+        try:
+            docstore = Docstore(directory / DOCSTORE_FILE)
+            try:
+                _check_embedder(docstore, embedder, directory)
+                kb = cls(directory, embedder, settings, docstore, lock_handle)
+                kb._index = kb._load_index()
+            except BaseException:
+                docstore.close()
+                raise
+        except BaseException:
+            lock_handle.close()
+            raise
+        logger.info(
+            "opened knowledge base %s: %d documents, %d chunks, %s index, embedder %s",
+            directory,
+            kb._documents,
+            kb._chunks,
+            kb._index.description,
+            embedder.name,
+        )
+        return kb
+
+    def close(self) -> None:
+        """Save the index if it changed since the last save and release the directory."""
+        with self._writer, self._rw.write():
+            if self._closed:
+                return
+            if self._saved_generation != self._generation and self._chunks:
+                self._save_index()
+            self._closed = True
+            self._docstore.close()
+            self._lock_handle.close()
+
+    def __enter__(self) -> KnowledgeBase:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _load_index(self) -> VectorIndex:
+        index = self._load_saved_index()
+        if index is None:
+            index = self._build_index()
+            self._saved_generation = -1
+        if self._chunks and self._saved_generation != self._generation:
+            self._save_index(index)
+        return index
+
+    def _build_index(self) -> VectorIndex:
+        """A fresh index of every stored embedding, as the writer connection sees them."""
+        dimension = self._embedder.dimension
+        return VectorIndex.build(dimension, self.settings, self._docstore.iter_embeddings(dimension))
+
+    def _load_saved_index(self) -> VectorIndex | None:
+        """The saved index brought up to the docstore's state, or None if it must be rebuilt."""
+        saved = VectorIndex.find_saved(self.directory, self.settings)
+        if saved is None:
+            return None
+        path, generation = saved
+        try:
+            index = VectorIndex.load(path, self._embedder.dimension, self.settings)
+        except Exception:  # any unreadable cache is rebuilt from the docstore
+            logger.warning("cannot read %s; rebuilding the vector index", path, exc_info=True)
+            return None
+        truth = self._docstore.all_chunk_ids()
+        stored = index.ids()
+        extra = np.setdiff1d(stored, truth, assume_unique=True)
+        missing = np.setdiff1d(truth, stored, assume_unique=True)
+        if index.needs_rebuild(len(missing), len(extra)):
+            return None
+        self._saved_generation = generation
+        if len(missing) or len(extra):
+            vectors = self._docstore.embeddings(self._docstore.reader(), missing, self._embedder.dimension)
+            index.apply(missing, vectors, extra)
+            self._saved_generation = -1
+            logger.info(
+                "vector index of generation %d brought to docstore generation %d: %d added, %d removed",
+                generation,
+                self._generation,
+                len(missing),
+                len(extra),
+            )
+        return index
+
+    def _save_index(self, index: VectorIndex | None = None) -> None:
+        index = index or self._index
+        index.save(self.directory, self._generation)
+        self._saved_generation = self._generation
+        self._changes_since_save = 0
+
+    def _maybe_save(self, changed: int) -> None:
+        self._changes_since_save += changed
+        small = self._index.bytes_estimate() <= _SAVE_ALWAYS_BYTES
+        if small or self._changes_since_save >= _SAVE_CHANGED_SHARE * max(self._index.live, 1):
+            self._save_index()
+
+    # ------------------------------------------------------------------ writes
+
+    def ingest(self, documents: Iterable[Document], progress: bool = False) -> IngestSummary:
+        """Add new documents, replace changed ones, skip unchanged ones; one atomic commit.
+
+        Invalid documents are skipped and described in ``errors``; the rest are ingested.
+        """
+        with self._writer:
+            self._check_open()
+            plan = plan_ingest(documents, self._docstore, self._chunker)
+            vectors = self._embed_chunks(plan, progress)
+            if not plan.changes:
+                return IngestSummary(
+                    received=plan.received, unchanged=plan.unchanged, errors=tuple(plan.errors)
+                )
+            self._docstore.begin()
+            try:
+                added_ids, removed_ids, added_docs = self._write_plan(plan, vectors)
+                self._docstore.bump_generation()
+                self._commit(added_ids, vectors, np.asarray(removed_ids, dtype=np.int64), added_docs)
+            except BaseException:
+                self._docstore.rollback()
+                raise
+            self._maybe_save(len(added_ids) + len(removed_ids))
+        summary = IngestSummary(
+            received=plan.received,
+            added=added_docs,
+            updated=len(plan.changes) - added_docs,
+            unchanged=plan.unchanged,
+            chunks_added=len(added_ids),
+            chunks_removed=len(removed_ids),
+            errors=tuple(plan.errors),
+        )
+        logger.info("ingest: %s", summary)
+        return summary
+
+    def _embed_chunks(self, plan: IngestPlan, progress: bool) -> np.ndarray:
+        texts = [chunk.text for change in plan.changes for chunk in change.chunks]
+        out = np.empty((len(texts), self._embedder.dimension), dtype=np.float32)
+        # Groups of several embedder batches: big enough for length-sorted batching inside the
+        # embedder, small enough for a live progress bar.
+        group = self.settings.embed_batch_size * 8
+        with tqdm(total=len(texts), unit="chunk", desc="embedding", disable=not progress) as bar:
+            for start in range(0, len(texts), group):
+                part = texts[start : start + group]
+                out[start : start + len(part)] = check_embeddings(
+                    self._embedder, self._embedder.embed(part), len(part)
+                )
+                bar.update(len(part))
+        return out
+
+    def _write_plan(self, plan: IngestPlan, vectors: np.ndarray) -> tuple[np.ndarray, list[int], int]:
+        """Apply the plan inside the open transaction; returns (added ids, removed ids, new docs)."""
+        next_id = self._docstore.next_chunk_id()
+        first_id = next_id
+        removed: list[int] = []
+        offset = 0
+        added_docs = 0
+        for change in plan.changes:
+            document = change.document
+            added_docs += not change.existed
+            if change.rechunk:
+                if change.existed:
+                    removed.extend(self._docstore.delete_chunks(document.id))
+                count = len(change.chunks)
+            else:
+                count = change.kept_chunks
+            self._docstore.put_document(
+                document.id,
+                source=document.source,
+                metadata=document.metadata,
+                content_hash=change.content_hash,
+                chunk_count=count,
+            )
+            if change.rechunk and change.chunks:
+                self._docstore.insert_chunks(
+                    document.id, change.chunks, vectors[offset : offset + len(change.chunks)], next_id
+                )
+                offset += len(change.chunks)
+                next_id += len(change.chunks)
+        return np.arange(first_id, next_id, dtype=np.int64), removed, added_docs
+
+    def delete(self, ids: Sequence[str]) -> DeleteSummary:
+        """Delete documents (and their chunks) by id; unknown ids are reported, not errors."""
+        with self._writer:
+            self._check_open()
+            not_found: list[str] = []
+            removed: list[int] = []
+            deleted = 0
+            self._docstore.begin()
+            try:
+                for doc_id in dict.fromkeys(ids):
+                    if self._docstore.document_state(doc_id) is None:
+                        not_found.append(doc_id)
+                        continue
+                    removed.extend(self._docstore.delete_document(doc_id))
+                    deleted += 1
+                if not deleted:
+                    self._docstore.rollback()
+                    return DeleteSummary(0, tuple(not_found))
+                self._docstore.bump_generation()
+                empty = np.zeros((0, self._embedder.dimension), dtype=np.float32)
+                self._commit(np.zeros(0, dtype=np.int64), empty, np.asarray(removed, np.int64), -deleted)
+            except BaseException:
+                self._docstore.rollback()
+                raise
+            self._maybe_save(len(removed))
+        logger.info("deleted %d documents (%d chunks); not found: %s", deleted, len(removed), not_found)
+        return DeleteSummary(deleted, tuple(not_found))
+
+    def _commit(
+        self, add_ids: np.ndarray, add_vectors: np.ndarray, remove_ids: np.ndarray, doc_delta: int
+    ) -> None:
+        """Prepare the index change, then commit SQLite and swap/edit the index atomically."""
+        replacement: VectorIndex | None = None
+        if self._index.needs_rebuild(len(add_ids), len(remove_ids)):
+            # The writer connection sees this transaction's rows: the rebuilt index is exactly
+            # the state about to be committed. Built before taking the lock: searches go on.
+            dimension = self._embedder.dimension
+            replacement = VectorIndex.build(
+                dimension, self.settings, self._docstore.iter_embeddings(dimension)
+            )
+        elif self._index.prefers_copy(len(add_ids)):
+            replacement = self._index.copy()
+            replacement.apply(add_ids, add_vectors, remove_ids)
+        with self._rw.write():
+            self._docstore.commit()
+            self._generation += 1
+            self._documents += doc_delta
+            self._chunks += len(add_ids) - len(remove_ids)
+            if replacement is not None:
+                self._index = replacement
+                return
+            try:
+                self._index.apply(add_ids, add_vectors, remove_ids)
+            except Exception:  # committed already: rebuild rather than serve a wrong index
+                logger.exception("vector index edit failed after commit; rebuilding from the docstore")
+                self._index = self._build_index()
+
+    # ------------------------------------------------------------------ search
+
+    def search(
+        self,
+        query: str,
+        top_k: int | None = None,
+        mode: SearchMode = "hybrid",
+        min_score: float = 0.0,
+        metadata_filter: Mapping[str, str] | None = None,
+    ) -> list[RetrievedChunk]:
+        """The best ``top_k`` chunks for ``query``, best first.
+
+        Scores: cosine (dense), BM25 (lexical), reciprocal-rank fusion scaled so that first in
+        both lists is 1.0 (hybrid). Hits scoring below ``min_score`` are dropped. A
+        ``metadata_filter`` keeps chunks of documents whose metadata has every key with that
+        exact value. Raises ``InvalidQueryError`` and ``EmptyIndexError``.
+        """
+        top_k = self._validate(query, top_k, mode, min_score, metadata_filter)
+        query_vector = self._embed_query(query) if mode != "lexical" else None
+        with self._rw.read():
+            self._check_open()
+            if not self._chunks:
+                raise EmptyIndexError(
+                    f"the knowledge base in {str(self.directory)!r} has no documents: ingest some first"
+                )
+            conn = self._docstore.reader()
+            conn.execute("BEGIN")
+            try:
+                ranked = self._rank(conn, query, query_vector, top_k, mode, metadata_filter)
+                ranked = [(chunk_id, score) for chunk_id, score in ranked if score >= min_score][:top_k]
+                rows = self._docstore.fetch_chunks(conn, [chunk_id for chunk_id, _ in ranked])
+            finally:
+                conn.execute("COMMIT")
+        return [
+            RetrievedChunk(
+                document_id=row.document_id,
+                chunk_id=str(chunk_id),
+                score=float(score),
+                text=row.text,
+                metadata=row.metadata,
+                start=row.start,
+                end=row.end,
+                source=row.source,
+            )
+            for chunk_id, score in ranked
+            if (row := rows.get(chunk_id)) is not None
+        ]
+
+    def _validate(
+        self,
+        query: str,
+        top_k: int | None,
+        mode: str,
+        min_score: float,
+        metadata_filter: Mapping[str, str] | None,
+    ) -> int:
+        problems = []
+        if not isinstance(query, str) or not query.strip():
+            problems.append(f"query must be a non-empty string, got {query!r}")
+        if top_k is None:
+            top_k = self.settings.default_top_k
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= self.settings.max_top_k:
+            problems.append(f"top_k must be an integer from 1 to {self.settings.max_top_k}, got {top_k!r}")
+        if mode not in SEARCH_MODES:
+            problems.append(f"mode must be one of {', '.join(SEARCH_MODES)}, got {mode!r}")
+        if not isinstance(min_score, int | float) or not math.isfinite(min_score):
+            problems.append(f"min_score must be a finite number, got {min_score!r}")
+        for key, value in (metadata_filter or {}).items():
+            if not isinstance(key, str) or not key or not isinstance(value, str):
+                problems.append(
+                    f"metadata_filter must map non-empty strings to strings, got {key!r}: {value!r}"
+                )
+        if problems:
+            raise InvalidQueryError("; ".join(problems))
+        return top_k
+
+    def _embed_query(self, query: str) -> np.ndarray:
+        return check_embeddings(self._embedder, self._embedder.embed([query]), 1)
+
+    def _rank(
+        self,
+        conn: sqlite3.Connection,
+        query: str,
+        query_vector: np.ndarray | None,
+        top_k: int,
+        mode: str,
+        metadata_filter: Mapping[str, str] | None,
+    ) -> list[tuple[int, float]]:
+        depth = top_k if mode != "hybrid" else max(self.settings.hybrid_candidates, 2 * top_k)
+        dense: list[tuple[int, float]] = []
+        if query_vector is not None:
+            dense = self._dense(conn, query_vector, depth, metadata_filter)
+        if mode == "dense":
+            return dense
+        restrict = Docstore.filter_subquery(metadata_filter) if metadata_filter else None
+        sparse = lexical.search(conn, query, depth, restrict)
+        if mode == "lexical":
+            return sparse
+        fused = reciprocal_rank_fusion([[i for i, _ in dense], [i for i, _ in sparse]], k=self.settings.rrf_k)
+        scale = max_fused_score(2, self.settings.rrf_k)
+        return [(chunk_id, score / scale) for chunk_id, score in fused]
+
+    def _dense(
+        self,
+        conn: sqlite3.Connection,
+        query_vector: np.ndarray,
+        depth: int,
+        metadata_filter: Mapping[str, str] | None,
+    ) -> list[tuple[int, float]]:
+        if metadata_filter:
+            allowed = self._docstore.chunk_ids_matching(conn, metadata_filter)
+            if not len(allowed):
+                return []
+            if len(allowed) <= EXACT_FILTER_LIMIT:
+                vectors = self._docstore.embeddings(conn, allowed, self._embedder.dimension)
+                scores = vectors @ query_vector[0]
+                best = np.argsort(-scores, kind="stable")[:depth]
+                return [(int(allowed[i]), float(scores[i])) for i in best]
+            scores, ids = self._index.search(query_vector, depth, allowed)
+        else:
+            scores, ids = self._index.search(query_vector, depth)
+        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
+
+    # ------------------------------------------------------------------ state
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError(f"the knowledge base in {str(self.directory)!r} is closed")
+
+    @property
+    def fingerprint(self) -> str:
+        """Changes whenever the content, the embedder or the index type changes."""
+        with self._rw.read():
+            return self._fingerprint()
+
+    def _fingerprint(self) -> str:
+        key = "|".join(
+            [
+                self._kb_id,
+                str(self._generation),
+                self._embedder.name,
+                str(self._embedder.dimension),
+                self.settings.index_build_key(),
+            ]
+        )
+        return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+    def stats(self) -> IndexStats:
+        with self._rw.read():
+            return IndexStats(
+                documents=self._documents,
+                chunks=self._chunks,
+                dimension=self._embedder.dimension,
+                index_type=self.settings.index_type,
+                bytes_on_disk=_directory_size(self.directory),
+                embedder=self._embedder.name,
+                fingerprint=self._fingerprint(),
+            )
+
+
+def _directory_size(directory: Path) -> int:
+    total = 0
+    for path in directory.iterdir():
+        try:
+            total += path.stat().st_size if path.is_file() else 0
+        except FileNotFoundError:  # an old index file removed by a concurrent save
+            continue
+    return total
+
+
+def _lock_directory(directory: Path) -> IO[str]:
+    handle = open(directory / LOCK_FILE, "a+")  # noqa: SIM115 - held open until close()
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError as exc:
+        handle.close()
+        raise IndexLockedError(
+            f"the knowledge base in {str(directory)!r} is open in another process"
+        ) from exc
+    return handle
+
+
+def _check_embedder(docstore: Docstore, embedder: Embedder, directory: Path) -> None:
+    """Refuse to mix embedders in one index; record the embedder of a new or empty one."""
+    stored_name = docstore.get_meta("embedder")
+    stored_dimension = docstore.get_meta("dimension")
+    _, chunks = docstore.counts()
+    if (
+        chunks
+        and stored_name is not None
+        and (stored_name != embedder.name or stored_dimension != str(embedder.dimension))
+    ):
+        raise IncompatibleIndexError(
+            f"the knowledge base in {str(directory)!r} was built with embedder {stored_name!r} "
+            f"(dimension {stored_dimension}), not {embedder.name!r} (dimension {embedder.dimension}); "
+            "open it with that embedder, or ingest into a new directory"
+        )
+    if docstore.get_meta("kb_id") is None:
+        docstore.set_meta("kb_id", uuid.uuid4().hex)
+    docstore.set_meta("embedder", embedder.name)
+    docstore.set_meta("dimension", str(embedder.dimension))
