@@ -1,0 +1,259 @@
+"""Python clients for a hybrid-assistant server: :class:`AssistantClient` (sync) and
+:class:`AsyncAssistantClient` (asyncio). They need only grpcio and protobuf.
+
+    from hybrid_assistant.client import AssistantClient
+
+    with AssistantClient("localhost:50051") as client:
+        print(client.generate("Name three colours.", adapter="json-style").text)
+        for part in client.stream("Tell me a story."):
+            print(part.delta, end="", flush=True)
+
+Errors surface as ``grpc.RpcError`` with the server's status code and message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from hybrid_assistant.requests import (
+    Messages,
+    documents,
+    generate_request,
+    retrieve_request,
+    score_request,
+)
+from hybrid_assistant.v1 import assistant_pb2 as pb
+from hybrid_assistant.v1 import assistant_pb2_grpc as pb_grpc
+
+__all__ = ["AssistantClient", "AsyncAssistantClient", "pb"]
+
+
+def _metadata(token: str | None) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {token}"),) if token else ()
+
+
+def _credentials(tls: bool, root_certificates: bytes | None) -> grpc.ChannelCredentials | None:
+    return grpc.ssl_channel_credentials(root_certificates) if tls or root_certificates else None
+
+
+class AssistantClient:
+    """Blocking client. ``token`` is sent as a bearer token (needed for admin calls when set)."""
+
+    def __init__(
+        self,
+        target: str = "localhost:50051",
+        *,
+        token: str | None = None,
+        tls: bool = False,
+        root_certificates: bytes | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        creds = _credentials(tls, root_certificates)
+        self.channel = grpc.secure_channel(target, creds) if creds else grpc.insecure_channel(target)
+        self._md = _metadata(token)
+        self.timeout = timeout
+        self.assistant = pb_grpc.AssistantStub(self.channel)
+        self.adapters = pb_grpc.AdaptersStub(self.channel)
+        self.knowledge = pb_grpc.KnowledgeStub(self.channel)
+        self.experiments = pb_grpc.ExperimentsStub(self.channel)
+        self.health = health_pb2_grpc.HealthStub(self.channel)
+
+    def __enter__(self) -> AssistantClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def _kw(self, timeout: float | None) -> dict[str, Any]:
+        return {"metadata": self._md, "timeout": timeout if timeout is not None else self.timeout}
+
+    def wait_ready(self, timeout: float = 120.0, service: str = "") -> None:
+        """Poll the health service until SERVING; raises TimeoutError."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                reply = self.health.Check(health_pb2.HealthCheckRequest(service=service), timeout=2)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"server not SERVING after {timeout} s")
+            time.sleep(0.2)
+
+    # answering
+    def generate(
+        self, messages: Messages, *, timeout: float | None = None, **options: Any
+    ) -> pb.GenerateResponse:
+        """Options: adapter, system, max_tokens, temperature, top_p, seed, stop, retrieval, top_k,
+        mode, passages, experiment, subject_key, request_id."""
+        return self.assistant.Generate(generate_request(messages, **options), **self._kw(timeout))
+
+    def stream(
+        self, messages: Messages, *, timeout: float | None = None, **options: Any
+    ) -> Iterator[pb.GenerateStreamResponse]:
+        """Text deltas; the last item's ``summary`` holds the totals. Closing the iterator cancels."""
+        return iter(self.assistant.GenerateStream(generate_request(messages, **options), **self._kw(timeout)))
+
+    def score(
+        self,
+        messages: Messages,
+        continuations: Sequence[str],
+        *,
+        timeout: float | None = None,
+        **options: Any,
+    ) -> pb.ScoreResponse:
+        return self.assistant.Score(score_request(messages, continuations, **options), **self._kw(timeout))
+
+    def server_info(self, *, timeout: float | None = None) -> pb.ServerInfo:
+        return self.assistant.GetServerInfo(pb.GetServerInfoRequest(), **self._kw(timeout))
+
+    # adapters
+    def list_adapters(self, *, timeout: float | None = None) -> list[pb.AdapterInfo]:
+        return list(self.adapters.ListAdapters(pb.ListAdaptersRequest(), **self._kw(timeout)).adapters)
+
+    def load_adapter(
+        self, name: str, path: str, *, replace: bool = False, pin: bool = False, timeout: float | None = None
+    ) -> pb.LoadAdapterResponse:
+        request = pb.LoadAdapterRequest(name=name, path=path, replace=replace, pin=pin)
+        return self.adapters.LoadAdapter(request, **self._kw(timeout))
+
+    def unload_adapter(self, name: str, *, timeout: float | None = None) -> pb.UnloadAdapterResponse:
+        return self.adapters.UnloadAdapter(pb.UnloadAdapterRequest(name=name), **self._kw(timeout))
+
+    # knowledge
+    def ingest(
+        self, docs: Iterable[pb.Document | Mapping[str, object]], *, timeout: float | None = None
+    ) -> pb.IngestResponse:
+        return self.knowledge.Ingest(documents(docs), **self._kw(timeout))
+
+    def delete_documents(
+        self, ids: Sequence[str], *, timeout: float | None = None
+    ) -> pb.DeleteDocumentsResponse:
+        return self.knowledge.DeleteDocuments(pb.DeleteDocumentsRequest(ids=list(ids)), **self._kw(timeout))
+
+    def index_stats(self, *, timeout: float | None = None) -> pb.IndexStatsResponse:
+        return self.knowledge.IndexStats(pb.IndexStatsRequest(), **self._kw(timeout))
+
+    def retrieve(self, query: str, *, timeout: float | None = None, **options: Any) -> pb.RetrieveResponse:
+        """Options: top_k, mode ("dense" | "lexical" | "hybrid"), min_score, metadata_filter."""
+        return self.knowledge.Retrieve(retrieve_request(query, **options), **self._kw(timeout))
+
+
+class AsyncAssistantClient:
+    """asyncio client with the same methods as :class:`AssistantClient`, awaitable."""
+
+    def __init__(
+        self,
+        target: str = "localhost:50051",
+        *,
+        token: str | None = None,
+        tls: bool = False,
+        root_certificates: bytes | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        creds = _credentials(tls, root_certificates)
+        self.channel = grpc.aio.secure_channel(target, creds) if creds else grpc.aio.insecure_channel(target)
+        self._md = _metadata(token)
+        self.timeout = timeout
+        self.assistant = pb_grpc.AssistantStub(self.channel)
+        self.adapters = pb_grpc.AdaptersStub(self.channel)
+        self.knowledge = pb_grpc.KnowledgeStub(self.channel)
+        self.experiments = pb_grpc.ExperimentsStub(self.channel)
+        self.health = health_pb2_grpc.HealthStub(self.channel)
+
+    async def __aenter__(self) -> AsyncAssistantClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self.channel.close(None)
+
+    def _kw(self, timeout: float | None) -> dict[str, Any]:
+        return {"metadata": self._md, "timeout": timeout if timeout is not None else self.timeout}
+
+    async def wait_ready(self, timeout: float = 120.0, service: str = "") -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                reply = await self.health.Check(health_pb2.HealthCheckRequest(service=service), timeout=2)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"server not SERVING after {timeout} s")
+            await asyncio.sleep(0.2)
+
+    async def generate(
+        self, messages: Messages, *, timeout: float | None = None, **options: Any
+    ) -> pb.GenerateResponse:
+        return await self.assistant.Generate(generate_request(messages, **options), **self._kw(timeout))
+
+    async def stream(
+        self, messages: Messages, *, timeout: float | None = None, **options: Any
+    ) -> AsyncIterator[pb.GenerateStreamResponse]:
+        call = self.assistant.GenerateStream(generate_request(messages, **options), **self._kw(timeout))
+        try:
+            async for item in call:
+                yield item
+        finally:
+            call.cancel()  # a consumer that stops early frees the server's batch slot
+
+    async def score(
+        self,
+        messages: Messages,
+        continuations: Sequence[str],
+        *,
+        timeout: float | None = None,
+        **options: Any,
+    ) -> pb.ScoreResponse:
+        return await self.assistant.Score(
+            score_request(messages, continuations, **options), **self._kw(timeout)
+        )
+
+    async def server_info(self, *, timeout: float | None = None) -> pb.ServerInfo:
+        return await self.assistant.GetServerInfo(pb.GetServerInfoRequest(), **self._kw(timeout))
+
+    async def list_adapters(self, *, timeout: float | None = None) -> list[pb.AdapterInfo]:
+        reply = await self.adapters.ListAdapters(pb.ListAdaptersRequest(), **self._kw(timeout))
+        return list(reply.adapters)
+
+    async def load_adapter(
+        self, name: str, path: str, *, replace: bool = False, pin: bool = False, timeout: float | None = None
+    ) -> pb.LoadAdapterResponse:
+        request = pb.LoadAdapterRequest(name=name, path=path, replace=replace, pin=pin)
+        return await self.adapters.LoadAdapter(request, **self._kw(timeout))
+
+    async def unload_adapter(self, name: str, *, timeout: float | None = None) -> pb.UnloadAdapterResponse:
+        return await self.adapters.UnloadAdapter(pb.UnloadAdapterRequest(name=name), **self._kw(timeout))
+
+    async def ingest(
+        self, docs: Iterable[pb.Document | Mapping[str, object]], *, timeout: float | None = None
+    ) -> pb.IngestResponse:
+        return await self.knowledge.Ingest(iter(documents(docs)), **self._kw(timeout))
+
+    async def delete_documents(
+        self, ids: Sequence[str], *, timeout: float | None = None
+    ) -> pb.DeleteDocumentsResponse:
+        request = pb.DeleteDocumentsRequest(ids=list(ids))
+        return await self.knowledge.DeleteDocuments(request, **self._kw(timeout))
+
+    async def index_stats(self, *, timeout: float | None = None) -> pb.IndexStatsResponse:
+        return await self.knowledge.IndexStats(pb.IndexStatsRequest(), **self._kw(timeout))
+
+    async def retrieve(
+        self, query: str, *, timeout: float | None = None, **options: Any
+    ) -> pb.RetrieveResponse:
+        return await self.knowledge.Retrieve(retrieve_request(query, **options), **self._kw(timeout))

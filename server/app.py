@@ -1,0 +1,204 @@
+"""Server lifecycle: build the gRPC server, warm up, serve, drain on SIGTERM, exit if the engine dies.
+
+The gRPC server starts listening at once so health checks answer during warm-up (NOT_SERVING);
+health turns SERVING only after the model is loaded, warmed up and adapters are preloaded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from importlib import metadata
+from typing import TYPE_CHECKING
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+from hybrid_assistant.v1 import assistant_pb2 as pb
+from hybrid_assistant.v1 import assistant_pb2_grpc as pb_grpc
+
+from server import metrics
+from server.adapter_registry import AdapterRegistry
+from server.assistant import AssistantCore
+from server.auth import AdminTokenInterceptor
+from server.engines.factory import make_engine
+from server.servicers.adapters import AdaptersServicer
+from server.servicers.assistant import AssistantServicer
+
+if TYPE_CHECKING:
+    from server.config import Settings
+    from server.engines.types import Engine
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAMES = tuple(s.full_name for s in pb.DESCRIPTOR.services_by_name.values())
+_MAX_MESSAGE = 64 * 1024 * 1024
+
+
+class App:
+    def __init__(self, settings: Settings, engine: Engine | None = None) -> None:
+        self.settings = settings
+        self.engine = engine or make_engine(settings, on_death=self._engine_died_threadsafe)
+        self.registry = AdapterRegistry(
+            self.engine.adapter_backend,
+            lambda: self.engine.base_model_spec,
+            settings.resolved_adapter_roots,
+            max_resident=settings.max_resident_adapters,
+            max_rank=settings.max_lora_rank,
+        )
+        self.core = AssistantCore(settings, self.engine, self.registry)
+        self.health = HealthServicer()
+        self.server: grpc.aio.Server | None = None
+        self.port = 0
+        self.exit_code = 0
+        self.warm_error: BaseException | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ready = asyncio.Event()
+        self._stopped = asyncio.Event()
+        self._stopping = False
+        self._warm_task: asyncio.Task[None] | None = None
+
+    # ------------------------------------------------------------------ start
+
+    async def start(self) -> int:
+        """Listen (health NOT_SERVING) and begin warming up in the background; returns the port."""
+        self._loop = asyncio.get_running_loop()
+        interceptors = []
+        if self.settings.admin_token is not None:
+            interceptors.append(AdminTokenInterceptor(self.settings.admin_token.get_secret_value()))
+        server = grpc.aio.server(
+            interceptors=interceptors,
+            options=[
+                ("grpc.max_receive_message_length", _MAX_MESSAGE),
+                ("grpc.max_send_message_length", _MAX_MESSAGE),
+            ],
+        )
+        pb_grpc.add_AssistantServicer_to_server(AssistantServicer(self.core, self.server_info), server)
+        pb_grpc.add_AdaptersServicer_to_server(AdaptersServicer(self.registry), server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection(
+            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+        self.port = self._bind(server)
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        await server.start()
+        self.server = server
+        if self.settings.metrics_port:
+            metrics.serve(self.settings.metrics_port)
+        log.info("listening on %s (port %d); warming up", self.settings.listen, self.port)
+        self._warm_task = asyncio.create_task(self._warm_up())
+        return self.port
+
+    def _bind(self, server: grpc.aio.Server) -> int:
+        listen = self.settings.listen
+        if self.settings.tls_cert is not None and self.settings.tls_key is not None:
+            credentials = grpc.ssl_server_credentials(
+                [(self.settings.tls_key.read_bytes(), self.settings.tls_cert.read_bytes())]
+            )
+            port = server.add_secure_port(listen, credentials)
+        else:
+            port = server.add_insecure_port(listen)
+        if port == 0:
+            raise OSError(f"cannot listen on {listen!r} (address in use or not available)")
+        return port
+
+    async def _warm_up(self) -> None:
+        try:
+            await self.engine.start()
+            for preload in self.settings.preload_adapters:
+                await self.registry.load(preload.name, preload.path, replace=True, pin=preload.pin)
+        except Exception as exc:
+            log.exception("warm-up failed; the server will exit")
+            self.warm_error = exc
+            self.exit_code = 1
+            await self.stop(grace=0)
+            return
+        self.core.ready = True
+        await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        self._ready.set()
+        log.info("ready: %s on %s engine", self.engine.model_info.name, self.engine.name)
+
+    async def wait_ready(self) -> None:
+        """Wait until SERVING (wrap in ``asyncio.timeout``); raises if warm-up failed."""
+        ready = asyncio.ensure_future(self._ready.wait())
+        stopped = asyncio.ensure_future(self._stopped.wait())
+        try:
+            await asyncio.wait({ready, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ready.cancel()
+            stopped.cancel()
+        if self.warm_error is not None:
+            raise RuntimeError(f"warm-up failed: {self.warm_error}") from self.warm_error
+        if not self._ready.is_set():
+            raise RuntimeError("the server stopped before it was ready")
+
+    # ------------------------------------------------------------------ stop
+
+    async def stop(self, grace: float | None = None) -> None:
+        """NOT_SERVING, let in-flight requests finish (up to ``grace`` s), then release everything."""
+        if self._stopping:
+            await self._stopped.wait()
+            return
+        self._stopping = True
+        grace = self.settings.shutdown_grace_s if grace is None else grace
+        self.core.ready = False
+        await self.health.enter_graceful_shutdown()
+        if self.server is not None:
+            await self.server.stop(grace)
+        if self._warm_task is not None and not self._warm_task.done():
+            self._warm_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._warm_task
+        await self.engine.close()
+        self._stopped.set()
+        log.info("stopped")
+
+    async def wait_stopped(self) -> int:
+        await self._stopped.wait()
+        return self.exit_code
+
+    async def serve_forever(self) -> int:
+        """Run until SIGTERM/SIGINT (graceful drain) or engine death; returns the exit code."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, lambda: asyncio.ensure_future(self.stop()))
+        await self.start()
+        return await self.wait_stopped()
+
+    def _engine_died_threadsafe(self, exc: BaseException) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self._engine_died(exc)))
+
+    async def _engine_died(self, exc: BaseException) -> None:
+        # Serving errors forever helps nobody: go NOT_SERVING and exit so the supervisor restarts us.
+        log.critical("engine died (%s): stopping the server", exc)
+        self.exit_code = 1
+        await self.stop(grace=0)
+
+    # ------------------------------------------------------------------ helpers
+
+    async def _set_health(self, status: health_pb2.HealthCheckResponse.ServingStatus.ValueType) -> None:
+        for name in ("", *SERVICE_NAMES):
+            await self.health.set(name, status)
+
+    def server_info(self) -> pb.ServerInfo:
+        model = self.engine.model_info
+        return pb.ServerInfo(
+            version=_version(),
+            engine=self.engine.name,
+            model=model.name,
+            model_fingerprint=model.fingerprint,
+            max_context_tokens=model.max_context_tokens,
+            default_max_tokens=self.settings.default_max_tokens,
+            dtype=model.dtype,
+        )
+
+
+def _version() -> str:
+    try:
+        return metadata.version("hybrid-assistant")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"

@@ -1,0 +1,277 @@
+"""The transport-free core of answering: validate, pick the arm, retrieve, build the prompt, generate.
+
+Servicers convert protobuf to the inputs here and the outcomes back; nothing here knows gRPC.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+from server import metrics
+from server.engines.types import FinishReason, GenerationRequest, SamplingParams
+from server.errors import InvalidArgument, Unavailable
+from server.prompt import BuiltPrompt, ContextPassage, build_prompt
+from server.validation import (
+    Problem,
+    Problems,
+    SamplingInput,
+    check_messages,
+    check_min_score,
+    check_request_id,
+    check_sampling,
+    check_top_k,
+)
+
+if TYPE_CHECKING:
+    from server.adapter_registry import AdapterRegistry
+    from server.config import Settings
+    from server.engines.types import ContinuationScore, Engine
+
+
+@dataclass(frozen=True)
+class RetrievalInput:
+    enabled: bool = False
+    top_k: int = 0  # 0 = server default
+    mode: str = ""  # "dense" | "lexical" | "hybrid" | "" (server default)
+    min_score: float = 0.0
+    metadata_filter: Mapping[str, str] = field(default_factory=dict)
+    passages: tuple[ContextPassage, ...] = ()  # caller-supplied context instead of searching
+
+
+@dataclass(frozen=True)
+class GenerateInput:
+    messages: tuple[tuple[str, str], ...]
+    request_id: str = ""
+    adapter: str | None = None  # None: not set by the caller
+    sampling: SamplingInput = field(default_factory=SamplingInput)
+    retrieval: RetrievalInput = field(default_factory=RetrievalInput)
+    experiment: str = ""
+    subject_key: str = ""
+
+
+@dataclass(frozen=True)
+class ScoreInput:
+    messages: tuple[tuple[str, str], ...]
+    continuations: tuple[str, ...]
+    request_id: str = ""
+    adapter: str | None = None
+    retrieval: RetrievalInput = field(default_factory=RetrievalInput)
+
+
+@dataclass(frozen=True)
+class GenerateOutcome:
+    request_id: str
+    text: str
+    finish_reason: FinishReason
+    prompt_tokens: int
+    completion_tokens: int
+    context_tokens: int
+    adapter: str
+    queue_ms: float
+    ttft_ms: float
+    total_ms: float
+    retrieval_ms: float
+    contexts: list[ContextPassage]
+    model: str
+    experiment: str = ""
+    arm: str = ""
+
+
+@dataclass(frozen=True)
+class ScoreOutcome:
+    request_id: str
+    scores: list[ContinuationScore]
+    contexts: list[ContextPassage]
+    adapter: str
+
+
+@dataclass(frozen=True)
+class ArmPlan:
+    """What a request will actually run: the adapter and the retrieval settings."""
+
+    adapter: str
+    retrieval: RetrievalInput
+    experiment: str = ""
+    arm: str = ""
+
+
+def arm_name(adapter: str, retrieval: RetrievalInput) -> str:
+    """Canonical arm label: base, adapter:NAME, rag, adapter:NAME+rag (context = caller passages)."""
+    parts = [f"adapter:{adapter}"] if adapter else []
+    if retrieval.passages:
+        parts.append("context")
+    elif retrieval.enabled:
+        parts.append("rag")
+    return "+".join(parts) or "base"
+
+
+class ContextSource(Protocol):
+    """Where retrieval-augmented requests get passages (the knowledge index)."""
+
+    async def passages(self, query: str, retrieval: RetrievalInput) -> list[ContextPassage]: ...
+
+
+ArmResolver = Callable[[GenerateInput], ArmPlan]
+OutcomeSink = Callable[[GenerateInput, ArmPlan, GenerateOutcome | None, str], Awaitable[None] | None]
+
+
+class AssistantCore:
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        registry: AdapterRegistry,
+        contexts: ContextSource | None = None,
+        resolve_arm: ArmResolver | None = None,
+        on_outcome: OutcomeSink | None = None,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.registry = registry
+        self.contexts = contexts
+        self._resolve_arm = resolve_arm
+        self._on_outcome = on_outcome
+        self.ready = False
+
+    def _require_ready(self) -> None:
+        if not self.ready or not self.engine.healthy():
+            raise Unavailable("the server is warming up or shutting down; retry shortly")
+
+    # ------------------------------------------------------------------ generate
+
+    async def generate(self, inp: GenerateInput) -> AsyncIterator[str | GenerateOutcome]:
+        """Yield text deltas, then the :class:`GenerateOutcome`."""
+        accepted = time.perf_counter()
+        self._require_ready()
+        problems = Problems()
+        check_request_id(inp.request_id, problems)
+        check_messages(inp.messages, problems)
+        check_sampling(inp.sampling, self.settings.max_total_tokens, problems)
+        _check_retrieval(inp.retrieval, problems)
+        problems.raise_if_any()
+        request_id = inp.request_id or uuid.uuid4().hex
+        plan = self._resolve_arm(inp) if self._resolve_arm else ArmPlan(inp.adapter or "", inp.retrieval)
+        plan = ArmPlan(
+            plan.adapter, plan.retrieval, plan.experiment, plan.arm or arm_name(plan.adapter, plan.retrieval)
+        )
+        outcome: GenerateOutcome | None = None
+        status = "ok"
+        try:
+            prompt, retrieval_ms = await self._prompt(inp.messages, plan.retrieval)
+            sampling = self._sampling(inp.sampling, len(prompt.ids))
+            text: list[str] = []
+            final = None
+            async with self.registry.use(plan.adapter) as lease:
+                request = GenerationRequest(request_id, prompt.ids, sampling, lease.uid, lease.name, accepted)
+                async for chunk in self.engine.generate(request):
+                    if chunk.text:
+                        text.append(chunk.text)
+                        yield chunk.text
+                    if chunk.finish_reason is not None:
+                        final = chunk
+            if final is None or final.finish_reason is None or final.timings is None:
+                raise RuntimeError(f"engine ended request {request_id} without a final chunk")
+            outcome = GenerateOutcome(
+                request_id=request_id,
+                text="".join(text),
+                finish_reason=final.finish_reason,
+                prompt_tokens=len(prompt.ids),
+                completion_tokens=final.completion_tokens,
+                context_tokens=prompt.context_tokens,
+                adapter=plan.adapter,
+                queue_ms=final.timings.queue_ms,
+                ttft_ms=final.timings.ttft_ms,
+                total_ms=final.timings.total_ms,
+                retrieval_ms=retrieval_ms,
+                contexts=prompt.passages,
+                model=self.engine.model_info.name,
+                experiment=plan.experiment,
+                arm=plan.arm,
+            )
+            metrics.observe_generation(outcome)
+            yield outcome
+        except BaseException as exc:
+            status = type(exc).__name__
+            raise
+        finally:
+            metrics.REQUESTS.labels(method="generate", adapter=plan.adapter, status=status).inc()
+            if self._on_outcome is not None:
+                result = self._on_outcome(inp, plan, outcome, status)
+                if result is not None:
+                    await result
+
+    async def _prompt(
+        self, messages: Sequence[tuple[str, str]], retrieval: RetrievalInput
+    ) -> tuple[BuiltPrompt, float]:
+        started = time.perf_counter()
+        passages: list[ContextPassage] = list(retrieval.passages)
+        if retrieval.enabled and not passages:
+            if self.contexts is None:
+                raise Unavailable("retrieval is not available on this server")
+            query = next(content for role, content in reversed(messages) if role == "user")
+            passages = await self.contexts.passages(query, retrieval)
+        retrieval_ms = (time.perf_counter() - started) * 1000
+        chat = [{"role": role, "content": content} for role, content in messages]
+        return build_prompt(
+            self.engine.tokenizer, chat, passages, self.settings.max_prompt_tokens
+        ), retrieval_ms
+
+    def _sampling(self, sampling: SamplingInput, prompt_tokens: int) -> SamplingParams:
+        room = self.engine.model_info.max_context_tokens - prompt_tokens
+        if room < 1:
+            raise InvalidArgument(
+                f"prompt is {prompt_tokens} tokens, leaving no room to answer within "
+                f"max_total_tokens={self.engine.model_info.max_context_tokens}"
+            )
+        if sampling.max_tokens is not None and sampling.max_tokens > room:
+            raise InvalidArgument(
+                f"prompt ({prompt_tokens} tokens) + max_tokens ({sampling.max_tokens}) exceeds "
+                f"max_total_tokens={self.engine.model_info.max_context_tokens}"
+            )
+        return SamplingParams(
+            max_tokens=sampling.max_tokens or min(self.settings.default_max_tokens, room),
+            temperature=1.0 if sampling.temperature is None else sampling.temperature,
+            top_p=1.0 if sampling.top_p is None else sampling.top_p,
+            seed=sampling.seed,
+            stop=sampling.stop,
+        )
+
+    # ------------------------------------------------------------------ score
+
+    async def score(self, inp: ScoreInput) -> ScoreOutcome:
+        self._require_ready()
+        problems = Problems()
+        check_request_id(inp.request_id, problems)
+        check_messages(inp.messages, problems)
+        _check_retrieval(inp.retrieval, problems)
+        if not inp.continuations:
+            problems.add(Problem.NO_CONTINUATIONS)
+        for index, continuation in enumerate(inp.continuations):
+            if not continuation:
+                problems.add(Problem.EMPTY_CONTINUATION, index=index)
+        problems.raise_if_any()
+        prompt, _ = await self._prompt(inp.messages, inp.retrieval)
+        tokenizer = self.engine.tokenizer
+        continuation_ids = [
+            list(tokenizer(c, add_special_tokens=False)["input_ids"]) for c in inp.continuations
+        ]
+        longest = len(prompt.ids) + max(len(c) for c in continuation_ids)
+        if longest > self.engine.model_info.max_context_tokens:
+            raise InvalidArgument(
+                f"prompt + longest continuation is {longest} tokens, more than "
+                f"max_total_tokens={self.engine.model_info.max_context_tokens}"
+            )
+        adapter = inp.adapter or ""
+        async with self.registry.use(adapter) as lease:
+            scores = await self.engine.score(prompt.ids, continuation_ids, lease.uid)
+        metrics.REQUESTS.labels(method="score", adapter=adapter, status="ok").inc()
+        return ScoreOutcome(inp.request_id or uuid.uuid4().hex, scores, prompt.passages, adapter)
+
+
+def _check_retrieval(retrieval: RetrievalInput, problems: Problems) -> None:
+    check_top_k(retrieval.top_k, problems)
+    check_min_score(retrieval.min_score, problems)

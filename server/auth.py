@@ -1,0 +1,68 @@
+"""Bearer-token check for admin methods, as one server interceptor."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+
+_PACKAGE = "/hybrid_assistant.v1."
+ADMIN_METHODS = frozenset(
+    _PACKAGE + m
+    for m in (
+        "Adapters/LoadAdapter",
+        "Adapters/UnloadAdapter",
+        "Knowledge/Ingest",
+        "Knowledge/DeleteDocuments",
+        "Experiments/CreateExperiment",
+        "Experiments/UpdateExperiment",
+    )
+)
+
+
+def _bearer(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str:
+    for key, value in metadata or ():
+        if key.lower() == "authorization":
+            text = value.decode() if isinstance(value, bytes) else value
+            scheme, _, token = text.partition(" ")
+            return token.strip() if scheme.lower() == "bearer" else ""
+    return ""
+
+
+class AdminTokenInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self, token: str) -> None:
+        self._token = token.encode()
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler_call_details.method not in ADMIN_METHODS:
+            return handler
+        presented = _bearer(handler_call_details.invocation_metadata).encode()
+        if presented and hmac.compare_digest(presented, self._token):
+            return handler
+        return _reject(handler, handler_call_details.method)
+
+
+def _reject(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+    message = f"{method} is an admin call: send metadata 'authorization: Bearer <admin token>'"
+
+    async def abort(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+
+    kwargs = {
+        "request_deserializer": handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
+    if handler.request_streaming and handler.response_streaming:
+        return grpc.stream_stream_rpc_method_handler(abort, **kwargs)
+    if handler.request_streaming:
+        return grpc.stream_unary_rpc_method_handler(abort, **kwargs)
+    if handler.response_streaming:
+        return grpc.unary_stream_rpc_method_handler(abort, **kwargs)
+    return grpc.unary_unary_rpc_method_handler(abort, **kwargs)

@@ -1,0 +1,23 @@
+"""The ``hybrid-assistant`` command line (typer). Every option can also come from its env var."""
+
+from __future__ import annotations
+
+import typer
+
+from server.cli import client_commands, serve
+
+app = typer.Typer(
+    name="hybrid-assistant",
+    help="A gRPC LLM server with per-request LoRA adapters, retrieval, and a knowledge-vs-style eval.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+adapters_app = typer.Typer(help="List, load, unload (on a running server); train and sweep (locally).")
+app.add_typer(adapters_app, name="adapters")
+
+app.command("serve")(serve.serve)
+app.command("generate")(client_commands.generate)
+app.command("info")(client_commands.info)
+adapters_app.command("list")(client_commands.adapters_list)
+adapters_app.command("load")(client_commands.adapters_load)
+adapters_app.command("unload")(client_commands.adapters_unload)

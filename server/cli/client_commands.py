@@ -1,0 +1,144 @@
+"""Client commands: talk to a running server through :mod:`hybrid_assistant.client`."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+from typing import Annotated, Any
+
+import grpc
+import typer
+from google.protobuf.json_format import MessageToJson
+from google.protobuf.message import Message
+from hybrid_assistant.client import AssistantClient
+
+from server.cli.options import Json, Target, Tls, Token
+
+
+@contextlib.contextmanager
+def connect(target: str, token: str | None = None, tls: bool = False) -> Iterator[AssistantClient]:
+    """A client whose RPC errors become a one-line message and exit status 1."""
+    client = AssistantClient(target, token=token, tls=tls)
+    try:
+        yield client
+    except grpc.RpcError as exc:
+        code = exc.code().name if hasattr(exc, "code") else "ERROR"
+        details = exc.details() if hasattr(exc, "details") else str(exc)
+        typer.echo(f"error: {code}: {details}", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        client.close()
+
+
+def print_json(message: Message) -> None:
+    typer.echo(MessageToJson(message, preserving_proto_field_name=True, indent=2))
+
+
+def generate(
+    prompt: Annotated[str, typer.Argument(help="The user message.")],
+    adapter: Annotated[str | None, typer.Option("--adapter", "-a", help="Adapter name ('' = base).")] = None,
+    system: Annotated[str | None, typer.Option(help="System message.")] = None,
+    stream: Annotated[bool, typer.Option("--stream", help="Print tokens as they arrive.")] = False,
+    max_tokens: Annotated[int | None, typer.Option(help="Most tokens to generate.")] = None,
+    temperature: Annotated[float | None, typer.Option(help="0 = greedy.")] = None,
+    top_p: Annotated[float | None, typer.Option()] = None,
+    seed: Annotated[int | None, typer.Option()] = None,
+    stop: Annotated[list[str] | None, typer.Option(help="Stop string, repeatable.")] = None,
+    rag: Annotated[bool, typer.Option("--rag", help="Ground the answer in the knowledge index.")] = False,
+    top_k: Annotated[int, typer.Option(help="Passages to retrieve with --rag (0 = default).")] = 0,
+    show_contexts: Annotated[bool, typer.Option("--contexts", help="Print the cited passages.")] = False,
+    target: Target = "localhost:50051",
+    tls: Tls = False,
+    json_out: Json = False,
+) -> None:
+    """Ask the server one question."""
+    options: dict[str, Any] = {
+        "adapter": adapter,
+        "system": system,
+        "max_tokens": max_tokens,
+        "temperature": temperature,
+        "top_p": top_p,
+        "seed": seed,
+        "stop": stop or (),
+        "retrieval": rag,
+        "top_k": top_k,
+    }
+    with connect(target, tls=tls) as client:
+        if stream:
+            summary = None
+            for part in client.stream(prompt, **options):
+                if part.HasField("summary"):
+                    summary = part.summary
+                else:
+                    sys.stdout.write(part.delta)
+                    sys.stdout.flush()
+            typer.echo("")
+            if summary is not None and json_out:
+                print_json(summary)
+            response = summary
+        else:
+            response = client.generate(prompt, **options)
+            if json_out:
+                print_json(response)
+            else:
+                typer.echo(response.text)
+        if response is not None and show_contexts and not json_out:
+            for passage in response.contexts:
+                typer.echo(f"[{passage.index}] {passage.document_id} (score {passage.score:.3f})", err=True)
+
+
+def info(target: Target = "localhost:50051", tls: Tls = False) -> None:
+    """Show what the server runs."""
+    with connect(target, tls=tls) as client:
+        print_json(client.server_info())
+
+
+def adapters_list(target: Target = "localhost:50051", tls: Tls = False, json_out: Json = False) -> None:
+    """List adapters registered on the server."""
+    with connect(target, tls=tls) as client:
+        adapters = client.list_adapters()
+    if json_out:
+        for adapter in adapters:
+            print_json(adapter)
+        return
+    if not adapters:
+        typer.echo("no adapters loaded")
+    for a in adapters:
+        state = ("resident" if a.resident else "evicted") + (", pinned" if a.pinned else "")
+        purpose = a.metadata.get("purpose", "")
+        typer.echo(
+            f"{a.name:<20} rank {a.rank:<3} {','.join(a.target_modules):<28} {state:<18} "
+            f"in-flight {a.in_flight:<3} {purpose}"
+        )
+
+
+def adapters_load(
+    name: Annotated[str, typer.Argument(help="Name requests will use.")],
+    path: Annotated[str, typer.Argument(help="Adapter directory (inside an adapter root on the server).")],
+    replace: Annotated[bool, typer.Option(help="Replace an adapter of the same name.")] = False,
+    pin: Annotated[bool, typer.Option(help="Never evict it.")] = False,
+    target: Target = "localhost:50051",
+    token: Token = None,
+    tls: Tls = False,
+) -> None:
+    """Load (or replace) an adapter on a running server."""
+    with connect(target, token, tls) as client:
+        reply = client.load_adapter(name, path, replace=replace, pin=pin)
+    verb = "replaced" if reply.replaced else "loaded"
+    typer.echo(f"{verb} {reply.adapter.name} (rank {reply.adapter.rank}) in {reply.adapter.load_ms:.0f} ms")
+
+
+def adapters_unload(
+    name: Annotated[str, typer.Argument()],
+    target: Target = "localhost:50051",
+    token: Token = None,
+    tls: Tls = False,
+) -> None:
+    """Unload an adapter; if requests still use it, its memory is freed when they finish."""
+    with connect(target, token, tls) as client:
+        reply = client.unload_adapter(name)
+    if reply.deferred:
+        typer.echo(f"unloaded {name}; {reply.in_flight} in-flight requests finish on it first")
+    else:
+        typer.echo(f"unloaded {name}")

@@ -1,0 +1,76 @@
+"""``hybrid-assistant serve``: run the server until SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from server.config import AdapterPreload, load_settings
+
+
+def _preloads(values: list[str] | None) -> list[AdapterPreload] | None:
+    if not values:
+        return None
+    out = []
+    for value in values:
+        name, sep, path = value.partition("=")
+        if not sep or not name or not path:
+            raise typer.BadParameter(f"--preload expects NAME=PATH, got {value!r}")
+        out.append(AdapterPreload(name=name, path=path))
+    return out
+
+
+def serve(
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", envvar="HA_CONFIG", help="TOML config file.")
+    ] = None,
+    listen: Annotated[str | None, typer.Option(help="host:port [HA_LISTEN].")] = None,
+    engine: Annotated[str | None, typer.Option(help="transformers | vllm [HA_ENGINE].")] = None,
+    model_path: Annotated[Path | None, typer.Option(help="Local HF model dir [HA_MODEL_PATH].")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Data directory [HA_DATA_DIR].")] = None,
+    adapter_root: Annotated[
+        list[Path] | None, typer.Option(help="Adapter root, repeatable [HA_ADAPTER_ROOTS as JSON].")
+    ] = None,
+    preload: Annotated[
+        list[str] | None, typer.Option(help="NAME=PATH adapter to preload, repeatable.")
+    ] = None,
+    dtype: Annotated[str | None, typer.Option(help="float32 | bfloat16 [HA_DTYPE].")] = None,
+    threads: Annotated[int | None, typer.Option(help="Torch threads [HA_THREADS].")] = None,
+    max_batch_size: Annotated[int | None, typer.Option(help="[HA_MAX_BATCH_SIZE]")] = None,
+    max_resident_adapters: Annotated[int | None, typer.Option(help="[HA_MAX_RESIDENT_ADAPTERS]")] = None,
+    max_lora_rank: Annotated[int | None, typer.Option(help="[HA_MAX_LORA_RANK]")] = None,
+    admin_token: Annotated[str | None, typer.Option(help="Admin bearer token [HA_ADMIN_TOKEN].")] = None,
+    metrics_port: Annotated[int | None, typer.Option(help="Prometheus port [HA_METRICS_PORT].")] = None,
+    log_level: Annotated[str | None, typer.Option(help="[HA_LOG_LEVEL]")] = None,
+) -> None:
+    """Start the gRPC server (health, reflection, metrics). Works with no flags on a fresh machine."""
+    settings = load_settings(
+        config,
+        listen=listen,
+        engine=engine,
+        model_path=model_path,
+        data_dir=data_dir,
+        adapter_roots=adapter_root or None,
+        preload_adapters=_preloads(preload),
+        dtype=dtype,
+        threads=threads,
+        max_batch_size=max_batch_size,
+        max_resident_adapters=max_resident_adapters,
+        max_lora_rank=max_lora_rank,
+        admin_token=admin_token,
+        metrics_port=metrics_port,
+        log_level=log_level,
+    )
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    for root in settings.resolved_adapter_roots:
+        root.mkdir(parents=True, exist_ok=True)
+
+    from server.app import App  # heavy imports only once the config is valid
+
+    raise typer.Exit(asyncio.run(App(settings).serve_forever()))

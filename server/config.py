@@ -1,0 +1,144 @@
+"""The server's one typed configuration: defaults < TOML file < environment (HA_*) < CLI flags.
+
+Nested fields read from the environment with ``__``: ``HA_RETRIEVAL__TOP_K=8``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "hybrid-assistant"
+
+
+class AdapterPreload(BaseModel):
+    """An adapter loaded at start-up."""
+
+    name: str
+    path: str
+    pin: bool = True
+    """Pinned adapters are never evicted to make room for others."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="HA_",
+        env_nested_delimiter="__",
+        use_attribute_docstrings=True,
+        extra="forbid",
+    )
+
+    listen: str = "127.0.0.1:50051"
+    """host:port to listen on. Localhost only by default; use 0.0.0.0:50051 to accept remote clients."""
+    engine: Literal["transformers", "vllm"] = "transformers"
+    """Which engine generates: the embedded transformers+PEFT engine, or vLLM."""
+    model_path: Path | None = None
+    """A local Hugging Face model directory. Empty: SmolLM2-135M-Instruct, converted once into data_dir."""
+    model_name: str | None = None
+    """Name reported to clients and matched against adapters' base model. Default: the model folder's name."""
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    """Weights and activations. float32 gives answers that do not depend on batch composition;
+    bfloat16 is about 2x faster on CPUs with AVX512-BF16/AMX but batch-dependent."""
+    threads: int | None = None
+    """Torch intra-op threads. Default: all cores."""
+    data_dir: Path = Field(default_factory=default_data_dir)
+    """Everything the server keeps: model cache, adapters, knowledge index, request log."""
+    adapter_roots: list[Path] = Field(default_factory=list)
+    """Directories adapters may be loaded from. Default: <data_dir>/adapters."""
+    preload_adapters: list[AdapterPreload] = Field(default_factory=list)
+    """Adapters loaded (and by default pinned) at start-up."""
+    max_batch_size: int = Field(32, ge=1, le=512)
+    """Most sequences decoded together."""
+    max_queue: int = Field(256, ge=0)
+    """Most requests waiting for a batch slot; beyond it, RESOURCE_EXHAUSTED."""
+    max_resident_adapters: int = Field(8, ge=1)
+    """Most adapters held in memory; the least recently used unpinned one is evicted past it."""
+    max_lora_rank: int = Field(64, ge=1)
+    """Adapters of higher rank are refused."""
+    max_prompt_tokens: int = Field(1536, ge=1)
+    """Longest prompt accepted (after retrieval context and the chat template)."""
+    max_total_tokens: int = Field(2048, ge=2)
+    """Longest prompt + answer."""
+    default_max_tokens: int = Field(256, ge=1)
+    """max_tokens when a request does not set it."""
+    prefill_chunk_tokens: int = Field(512, ge=16)
+    """Prompt tokens processed per scheduler step; bounds how long a long prompt stalls decoding."""
+    admin_token: SecretStr | None = None
+    """If set, admin calls (adapter load/unload, ingest, delete, experiments) need the metadata
+    'authorization: Bearer <token>'."""
+    tls_cert: Path | None = None
+    """PEM certificate chain; with tls_key, the server speaks TLS."""
+    tls_key: Path | None = None
+    """PEM private key for tls_cert."""
+    metrics_port: int | None = None
+    """Serve Prometheus metrics on this port (0.0.0.0) when set."""
+    shutdown_grace_s: float = Field(30.0, ge=0)
+    """On SIGTERM, how long in-flight requests may take to finish."""
+    log_level: str = "INFO"
+    """Python logging level."""
+
+    @field_validator("listen")
+    @classmethod
+    def _check_listen(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise ValueError(f"listen must be host:port, got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _check_limits(self) -> Settings:
+        if self.max_prompt_tokens >= self.max_total_tokens:
+            raise ValueError(
+                f"max_prompt_tokens ({self.max_prompt_tokens}) must be below max_total_tokens "
+                f"({self.max_total_tokens})"
+            )
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key must be set together")
+        return self
+
+    @property
+    def resolved_adapter_roots(self) -> list[Path]:
+        return self.adapter_roots or [self.data_dir / "adapters"]
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+
+def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Settings:
+    """Build settings from an optional TOML file (or $HA_CONFIG), the environment and overrides.
+
+    ``None`` overrides are ignored, so CLI options that were not given do not mask the file.
+    """
+    file = config_file or os.environ.get("HA_CONFIG")
+
+    class _FileSettings(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+            if file:
+                sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(file)))
+            return tuple(sources)
+
+    if file and not Path(file).is_file():
+        raise FileNotFoundError(f"config file {str(file)!r} does not exist")
+    return _FileSettings(**{k: v for k, v in overrides.items() if v is not None})

@@ -1,0 +1,123 @@
+"""One Hugging Face causal LM, its row cache and its LoRA bank: forward passes for the scheduler.
+
+Only the scheduler thread calls this; nothing here is thread-safe.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM
+
+from adapters.peft_format import BaseModelSpec
+from server.engines.kv_cache import SlotKVCache
+from server.engines.lora_bank import LoraBank
+from server.engines.types import ContinuationScore
+
+log = logging.getLogger(__name__)
+
+
+class ModelRunner:
+    def __init__(
+        self,
+        model_dir: Path,
+        *,
+        dtype: torch.dtype,
+        max_rows: int,
+        max_tokens: int,
+        model_name: str,
+        aliases: set[str],
+    ) -> None:
+        self.dtype = dtype
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, attn_implementation="sdpa")
+        model.eval()
+        model.requires_grad_(False)
+        self.model = model
+        # The decoder stack and the LM head, called separately so logits are computed only
+        # for the positions that need them (one per row, not one per prompt token).
+        self.decoder = model.base_model
+        self.lm_head = model.get_output_embeddings()
+        self.base_spec = BaseModelSpec.from_model(model, model_name, aliases)
+        self.bank = LoraBank(dtype)
+        LoraBank.wrap(model, self.bank, sorted(self.base_spec.linear_shapes))
+        config = model.config
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        self.cache = SlotKVCache(
+            layers=config.num_hidden_layers,
+            rows=max_rows,
+            kv_heads=config.num_key_value_heads,
+            head_dim=head_dim,
+            max_tokens=max_tokens,
+            dtype=dtype,
+        )
+        self.vocab_size = int(config.vocab_size)
+        self.context_limit = int(getattr(config, "max_position_embeddings", max_tokens))
+
+    @torch.inference_mode()
+    def forward(
+        self,
+        row_start: int,
+        tokens: torch.Tensor,
+        starts: torch.Tensor,
+        lengths: torch.Tensor,
+        row_uids: Sequence[int],
+        logits_rows: Sequence[int],
+    ) -> torch.Tensor:
+        """Append ``tokens`` ``(rows, T)`` (right-padded to ``lengths``) after ``starts`` cached tokens.
+
+        Returns float32 logits ``(len(logits_rows), vocab)`` at each listed row's last real token.
+        """
+        new_tokens = tokens.shape[1]
+        self.cache.begin(row_start, starts, new_tokens)
+        mask = SlotKVCache.attention_mask(starts, lengths, new_tokens)
+        positions = starts[:, None] + torch.arange(new_tokens)[None, :]
+        self.bank.set_batch(row_uids, new_tokens)
+        try:
+            out = self.decoder(
+                input_ids=tokens,
+                attention_mask=mask,
+                position_ids=positions,
+                past_key_values=self.cache,
+                use_cache=True,
+            )
+        finally:
+            self.bank.clear_batch()
+        if not logits_rows:
+            return torch.empty(0, self.vocab_size)
+        index = torch.tensor(list(logits_rows), dtype=torch.int64)
+        hidden = out.last_hidden_state[index, lengths[index] - 1]
+        return self.lm_head(hidden).float()
+
+    @torch.inference_mode()
+    def score(
+        self, prompt_ids: list[int], continuations: Sequence[list[int]], adapter_uid: int
+    ) -> list[ContinuationScore]:
+        """Sum of log-probabilities of each continuation's tokens after the prompt (no cache)."""
+        sequences = [prompt_ids + list(c) for c in continuations]
+        width = max(len(s) for s in sequences)
+        ids = torch.zeros(len(sequences), width, dtype=torch.int64)
+        attention = torch.zeros(len(sequences), width, dtype=torch.int64)
+        for i, seq in enumerate(sequences):
+            ids[i, : len(seq)] = torch.tensor(seq)
+            attention[i, : len(seq)] = 1
+        self.bank.set_batch([adapter_uid] * len(sequences), width)
+        try:
+            logits = self.model(input_ids=ids, attention_mask=attention, use_cache=False).logits.float()
+        finally:
+            self.bank.clear_batch()
+        logprobs = torch.log_softmax(logits, dim=-1)
+        results = []
+        start = len(prompt_ids)
+        for i, continuation in enumerate(continuations):
+            if not continuation:
+                results.append(ContinuationScore(logprob=0.0, tokens=0, greedy=True))
+                continue
+            targets = torch.tensor(list(continuation))
+            predicted = logprobs[i, start - 1 : start - 1 + len(continuation)]
+            token_lp = predicted.gather(1, targets[:, None]).squeeze(1)
+            greedy = bool((predicted.argmax(dim=-1) == targets).all())
+            results.append(ContinuationScore(float(token_lp.sum()), len(continuation), greedy))
+        return results

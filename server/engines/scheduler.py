@@ -1,0 +1,375 @@
+"""Continuous batching: one thread runs the model; requests join and leave between steps.
+
+Each iteration: run queued control operations (adapter installs, scoring), drop cancelled
+requests, admit waiting ones into free cache rows, run one prefill chunk for rows still
+reading their prompt (bounded by ``prefill_chunk_tokens`` so a long prompt never stalls
+decoding for long), then one decode step for every row that is generating. A row that
+finishes frees its cache row at once; nobody waits for the slowest request.
+
+Cache rows stay compact: rows ``[0, D)`` decode, rows ``[D, D+P)`` prefill.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import torch
+
+from server.engines.sampling import make_generator, sample
+from server.engines.text import IncrementalDetokenizer
+from server.engines.types import FinishReason, GenerationChunk, GenerationRequest, GenerationTimings
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+    from server.engines.model_runner import ModelRunner
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class QueueFullError(Exception):
+    """More requests are waiting than the configured queue allows."""
+
+
+class EngineStoppedError(Exception):
+    """The scheduler is not running (stopped, or died on an error)."""
+
+
+@dataclass(eq=False)
+class Sequence:
+    request: GenerationRequest
+    loop: asyncio.AbstractEventLoop
+    queue: asyncio.Queue[GenerationChunk | BaseException]
+    detok: IncrementalDetokenizer
+    generator: torch.Generator
+    row: int = -1
+    cached: int = 0  # tokens whose keys/values are in the cache
+    generated: list[int] = field(default_factory=list)
+    cancelled: bool = False
+    scheduled_at: float = 0.0
+    first_token_at: float = 0.0
+
+    @property
+    def prompt_left(self) -> int:
+        return max(0, len(self.request.prompt_ids) - self.cached)
+
+
+class Scheduler:
+    def __init__(
+        self,
+        runner: ModelRunner,
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        eos_ids: set[int],
+        max_batch: int,
+        max_queue: int,
+        prefill_chunk_tokens: int,
+        max_total_tokens: int,
+        on_death: Callable[[BaseException], None] | None = None,
+    ) -> None:
+        self.runner = runner
+        self.tokenizer = tokenizer
+        self.eos_ids = eos_ids
+        self.max_batch = max_batch
+        self.max_queue = max_queue
+        self.prefill_chunk_tokens = prefill_chunk_tokens
+        self.max_total_tokens = max_total_tokens
+        self.on_death = on_death
+        self._waiting: deque[Sequence] = deque()
+        self._decoding: list[Sequence] = []
+        self._prefilling: list[Sequence] = []
+        self._ops: deque[tuple[Callable[[], Any], concurrent.futures.Future[Any]]] = deque()
+        self._wake = threading.Condition()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self.error: BaseException | None = None
+        self._outbox: list[tuple[Sequence, GenerationChunk | BaseException]] = []
+        self.steps = 0
+
+    # ------------------------------------------------------------------ public, any thread
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="engine-scheduler", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        with self._wake:
+            self._stopping = True
+            self._wake.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive() and not self._stopping
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "waiting": len(self._waiting),
+            "prefilling": len(self._prefilling),
+            "decoding": len(self._decoding),
+        }
+
+    def submit(self, request: GenerationRequest, loop: asyncio.AbstractEventLoop) -> Sequence:
+        seq = Sequence(
+            request=request,
+            loop=loop,
+            queue=asyncio.Queue(),
+            detok=IncrementalDetokenizer(self.tokenizer, request.sampling.stop),
+            generator=make_generator(request.sampling.seed),
+        )
+        with self._wake:
+            if not self.running:
+                raise EngineStoppedError("the engine is not running")
+            if len(self._waiting) >= self.max_queue:
+                raise QueueFullError(
+                    f"{len(self._waiting)} requests are already queued (max_queue={self.max_queue})"
+                )
+            self._waiting.append(seq)
+            self._wake.notify()
+        return seq
+
+    def cancel(self, seq: Sequence) -> None:
+        with self._wake:
+            seq.cancelled = True
+            self._wake.notify()
+
+    def call(self, fn: Callable[[], T]) -> concurrent.futures.Future[T]:
+        """Run ``fn`` on the scheduler thread between two steps (the model is never mid-forward)."""
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        with self._wake:
+            if not self.running:
+                future.set_exception(EngineStoppedError("the engine is not running"))
+                return future
+            self._ops.append((fn, future))
+            self._wake.notify()
+        return future
+
+    # ------------------------------------------------------------------ scheduler thread
+
+    def _run(self) -> None:
+        try:
+            while True:
+                with self._wake:
+                    while not self._stopping and not self._has_work():
+                        self._wake.wait()
+                    if self._stopping:
+                        break
+                self._iteration()
+        except BaseException as exc:  # the engine is dead: fail everything, tell the server
+            log.exception("engine scheduler died")
+            self.error = exc
+            self._fail_all(exc)
+            if self.on_death is not None:
+                self.on_death(exc)
+            return
+        self._fail_all(EngineStoppedError("the engine is shutting down"))
+
+    def _has_work(self) -> bool:
+        return bool(self._ops or self._waiting or self._decoding or self._prefilling)
+
+    def _iteration(self) -> None:
+        self._run_ops()
+        self._drop_cancelled()
+        self._admit()
+        if self._prefilling:
+            self._prefill_step()
+        if self._decoding:
+            self._decode_step()
+        self._flush_outbox()
+        self.steps += 1
+
+    def _run_ops(self) -> None:
+        while True:
+            with self._wake:
+                if not self._ops:
+                    return
+                fn, future = self._ops.popleft()
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(fn())
+                except Exception as exc:  # reported to the caller, not fatal to the engine
+                    future.set_exception(exc)
+
+    def _drop_cancelled(self) -> None:
+        with self._wake:
+            if any(s.cancelled for s in self._waiting):
+                self._waiting = deque(s for s in self._waiting if not s.cancelled)
+        for seq in [s for s in self._decoding + self._prefilling if s.cancelled]:
+            self._release_row(seq)
+
+    def _admit(self) -> None:
+        with self._wake:
+            while self._waiting and len(self._decoding) + len(self._prefilling) < self.max_batch:
+                seq = self._waiting.popleft()
+                seq.row = len(self._decoding) + len(self._prefilling)
+                seq.scheduled_at = time.perf_counter()
+                self._prefilling.append(seq)
+
+    # ------------------------------------------------------------------ steps
+
+    def _prefill_step(self) -> None:
+        budget = self.prefill_chunk_tokens
+        chunks: list[tuple[Sequence, int]] = []
+        for seq in sorted(self._prefilling, key=lambda s: s.row):
+            if budget <= 0:
+                break
+            take = min(seq.prompt_left, budget)
+            chunks.append((seq, take))
+            budget -= take
+        width = max(take for _, take in chunks)
+        tokens = torch.zeros(len(chunks), width, dtype=torch.int64)
+        for i, (seq, take) in enumerate(chunks):
+            tokens[i, :take] = torch.tensor(seq.request.prompt_ids[seq.cached : seq.cached + take])
+        starts = torch.tensor([seq.cached for seq, _ in chunks])
+        lengths = torch.tensor([take for _, take in chunks])
+        done = [i for i, (seq, take) in enumerate(chunks) if take == seq.prompt_left]
+        logits = self.runner.forward(
+            row_start=len(self._decoding),
+            tokens=tokens,
+            starts=starts,
+            lengths=lengths,
+            row_uids=[seq.request.adapter_uid for seq, _ in chunks],
+            logits_rows=done,
+        )
+        for seq, take in chunks:
+            seq.cached += take
+        finished = [chunks[i][0] for i in done]
+        if finished:
+            next_tokens = self._sample(finished, logits)
+            for seq, token in zip(finished, next_tokens, strict=True):
+                self._to_decoding(seq)
+                self._accept_token(seq, token)
+
+    def _decode_step(self) -> None:
+        seqs = list(self._decoding)
+        tokens = torch.tensor([[seq.generated[-1]] for seq in seqs], dtype=torch.int64)
+        starts = torch.tensor([seq.cached for seq in seqs])
+        logits = self.runner.forward(
+            row_start=0,
+            tokens=tokens,
+            starts=starts,
+            lengths=torch.ones(len(seqs), dtype=torch.int64),
+            row_uids=[seq.request.adapter_uid for seq in seqs],
+            logits_rows=range(len(seqs)),
+        )
+        for seq in seqs:
+            seq.cached += 1
+        for seq, token in zip(seqs, self._sample(seqs, logits), strict=True):
+            self._accept_token(seq, token)
+
+    def _sample(self, seqs: list[Sequence], logits: torch.Tensor) -> list[int]:
+        return sample(logits, [s.request.sampling for s in seqs], [s.generator for s in seqs])
+
+    def _accept_token(self, seq: Sequence, token: int) -> None:
+        now = time.perf_counter()
+        if not seq.generated:
+            seq.first_token_at = now
+        seq.generated.append(token)
+        finish: FinishReason | None = None
+        if token in self.eos_ids:
+            finish = FinishReason.STOP
+        else:
+            seq.detok.push(token)
+            if seq.detok.stopped:
+                finish = FinishReason.STOP
+            elif (
+                len(seq.generated) >= seq.request.sampling.max_tokens
+                or len(seq.request.prompt_ids) + len(seq.generated) >= self.max_total_tokens
+            ):
+                finish = FinishReason.LENGTH
+        if finish is None:
+            delta = seq.detok.take(final=False)
+            if delta:
+                self._outbox.append((seq, GenerationChunk(text=delta, completion_tokens=len(seq.generated))))
+            return
+        seq.detok.flush()
+        accepted = seq.request.accepted_at
+        timings = GenerationTimings(
+            queue_ms=(seq.scheduled_at - accepted) * 1000,
+            ttft_ms=(seq.first_token_at - accepted) * 1000,
+            total_ms=(now - accepted) * 1000,
+        )
+        chunk = GenerationChunk(
+            text=seq.detok.take(final=True),
+            completion_tokens=len(seq.generated),
+            finish_reason=finish,
+            timings=timings,
+        )
+        self._outbox.append((seq, chunk))
+        self._release_row(seq)
+
+    # ------------------------------------------------------------------ rows
+
+    def _to_decoding(self, seq: Sequence) -> None:
+        """Move a row that finished its prompt to the end of the decoding region."""
+        first_prefill_row = len(self._decoding)
+        if seq.row != first_prefill_row:
+            other = next(s for s in self._prefilling if s.row == first_prefill_row)
+            self.runner.cache.swap_rows(seq.row, other.row, max(seq.cached, other.cached))
+            other.row, seq.row = seq.row, first_prefill_row
+        self._prefilling.remove(seq)
+        self._decoding.append(seq)
+
+    def _release_row(self, seq: Sequence) -> None:
+        """Free ``seq``'s row, moving the last row of its region (and of the next) down to stay compact."""
+        cache = self.runner.cache
+        if seq in self._decoding:
+            # The decode step feeds rows in list order, so the list must mirror row order.
+            last = self._decoding.pop()
+            if last is not seq:
+                cache.move_row(last.row, seq.row, last.cached)
+                last.row = seq.row
+                self._decoding[seq.row] = last
+            hole = len(self._decoding)
+        else:
+            hole = seq.row
+            self._prefilling.remove(seq)
+        # Fill the hole in the prefill region with its last row.
+        end = len(self._decoding) + len(self._prefilling)
+        if hole < end:
+            mover = next(s for s in self._prefilling if s.row == end)
+            cache.move_row(mover.row, hole, mover.cached)
+            mover.row = hole
+        seq.row = -1
+
+    # ------------------------------------------------------------------ delivery
+
+    def _flush_outbox(self) -> None:
+        if not self._outbox:
+            return
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Sequence, GenerationChunk | BaseException]]] = {}
+        for seq, item in self._outbox:
+            by_loop.setdefault(seq.loop, []).append((seq, item))
+        self._outbox = []
+        for loop, items in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # the client's loop closed: nobody listens
+                loop.call_soon_threadsafe(_deliver, items)
+
+    def _fail_all(self, exc: BaseException) -> None:
+        with self._wake:
+            seqs = list(self._waiting) + self._decoding + self._prefilling
+            self._waiting.clear()
+            ops = list(self._ops)
+            self._ops.clear()
+        self._decoding, self._prefilling = [], []
+        self._outbox.extend((seq, exc) for seq in seqs)
+        self._flush_outbox()
+        for _, future in ops:
+            if not future.done():
+                future.set_exception(EngineStoppedError(str(exc)))
+
+
+def _deliver(items: list[tuple[Sequence, GenerationChunk | BaseException]]) -> None:
+    for seq, item in items:
+        seq.queue.put_nowait(item)

@@ -1,0 +1,214 @@
+"""The embedded engine: one transformers model, many LoRA adapters, continuous batching on CPU."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+from transformers import AutoTokenizer, GenerationConfig
+
+from adapters.peft_format import AdapterSpec, BaseModelSpec, load_lora_weights
+from server.engines.model_runner import ModelRunner
+from server.engines.scheduler import EngineStoppedError, QueueFullError, Scheduler
+from server.engines.types import (
+    ContinuationScore,
+    GenerationChunk,
+    GenerationRequest,
+    ModelInfo,
+    SamplingParams,
+)
+from server.errors import ResourceExhausted, Unavailable
+from server.model_store import model_fingerprint, resolve_model
+from server.prompt import render_chat
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+    from server.adapter_registry import AdapterBackend
+    from server.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+class TransformersEngine:
+    name = "transformers"
+
+    def __init__(self, settings: Settings, on_death: Callable[[BaseException], None] | None = None) -> None:
+        self._settings = settings
+        self._on_death = on_death
+        self._runner: ModelRunner | None = None
+        self._scheduler: Scheduler | None = None
+        self._tokenizer: PreTrainedTokenizerBase | None = None
+        self._info: ModelInfo | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self._load)
+        await self._warm_up()
+
+    def _load(self) -> None:
+        settings = self._settings
+        if settings.threads:
+            torch.set_num_threads(settings.threads)
+        resolved = resolve_model(settings.model_path, settings.model_name, settings.models_dir)
+        started = time.perf_counter()
+        dtype = getattr(torch, settings.dtype)
+        self._tokenizer = AutoTokenizer.from_pretrained(resolved.path)
+        self._runner = ModelRunner(
+            resolved.path,
+            dtype=dtype,
+            max_rows=settings.max_batch_size,
+            max_tokens=settings.max_total_tokens,
+            model_name=resolved.name,
+            aliases=set(resolved.aliases),
+        )
+        max_context = min(settings.max_total_tokens, self._runner.context_limit)
+        self._info = ModelInfo(
+            name=resolved.name,
+            fingerprint=model_fingerprint(resolved.path),
+            max_context_tokens=max_context,
+            dtype=settings.dtype,
+        )
+        self._scheduler = Scheduler(
+            self._runner,
+            self._tokenizer,
+            eos_ids=_eos_ids(resolved.path, self._tokenizer),
+            max_batch=settings.max_batch_size,
+            max_queue=settings.max_queue,
+            prefill_chunk_tokens=settings.prefill_chunk_tokens,
+            max_total_tokens=max_context,
+            on_death=self._on_death,
+        )
+        self._scheduler.start()
+        log.info(
+            "loaded %s (%s, %d threads) in %.1f s",
+            resolved.name,
+            settings.dtype,
+            torch.get_num_threads(),
+            time.perf_counter() - started,
+        )
+
+    async def _warm_up(self) -> None:
+        # One short generation, so the first client does not pay for lazy initialisation.
+        ids = render_chat(self.tokenizer, [{"role": "user", "content": "Hello"}])
+        request = GenerationRequest("warm-up", ids, SamplingParams(max_tokens=4, temperature=0.0))
+        async for _ in self.generate(request):
+            pass
+
+    async def close(self) -> None:
+        if self._scheduler is not None:
+            await asyncio.to_thread(self._scheduler.stop)
+
+    def healthy(self) -> bool:
+        return self._scheduler is not None and self._scheduler.running and self._scheduler.error is None
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def tokenizer(self) -> PreTrainedTokenizerBase:
+        if self._tokenizer is None:
+            raise Unavailable("the model is still loading")
+        return self._tokenizer
+
+    @property
+    def model_info(self) -> ModelInfo:
+        if self._info is None:
+            raise Unavailable("the model is still loading")
+        return self._info
+
+    @property
+    def base_model_spec(self) -> BaseModelSpec:
+        return self._require_runner().base_spec
+
+    @property
+    def adapter_backend(self) -> AdapterBackend:
+        return self
+
+    def scheduler_stats(self) -> dict[str, int]:
+        return self._scheduler.stats() if self._scheduler else {}
+
+    def active_requests(self) -> int:
+        return sum(self.scheduler_stats().values())
+
+    def resident_adapter_uids(self) -> set[int]:
+        return set(self._runner.bank.uids) if self._runner else set()
+
+    def _require_runner(self) -> ModelRunner:
+        if self._runner is None:
+            raise Unavailable("the model is still loading")
+        return self._runner
+
+    def _require_scheduler(self) -> Scheduler:
+        if self._scheduler is None:
+            raise Unavailable("the model is still loading")
+        return self._scheduler
+
+    # ------------------------------------------------------------------ adapters (AdapterBackend)
+
+    async def install(self, uid: int, name: str, spec: AdapterSpec) -> None:
+        runner = self._require_runner()
+        # Reading and converting weights happens off both the event loop and the model thread;
+        # the scheduler only inserts the ready tensors between two steps.
+        weights = await asyncio.to_thread(load_lora_weights, spec, runner.dtype)
+        await asyncio.wrap_future(self._require_scheduler().call(lambda: runner.bank.add(uid, weights)))
+
+    async def uninstall(self, uid: int) -> None:
+        runner = self._require_runner()
+        with contextlib.suppress(EngineStoppedError):  # shutting down: weights go with the process
+            await asyncio.wrap_future(self._require_scheduler().call(lambda: runner.bank.remove(uid)))
+
+    # ------------------------------------------------------------------ generation
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+        scheduler = self._require_scheduler()
+        try:
+            seq = scheduler.submit(request, asyncio.get_running_loop())
+        except QueueFullError as exc:
+            raise ResourceExhausted(str(exc)) from exc
+        except EngineStoppedError as exc:
+            raise Unavailable(str(exc)) from exc
+        finished = False
+        try:
+            while True:
+                item = await seq.queue.get()
+                if isinstance(item, EngineStoppedError):
+                    raise Unavailable(str(item))
+                if isinstance(item, BaseException):
+                    raise item
+                if item.finish_reason is not None:
+                    finished = True
+                yield item
+                if finished:
+                    return
+        finally:
+            if not finished:
+                scheduler.cancel(seq)  # client went away or failed: free the row within a step
+
+    async def score(
+        self, prompt_ids: list[int], continuations: Sequence[list[int]], adapter_uid: int
+    ) -> list[ContinuationScore]:
+        runner = self._require_runner()
+        future = self._require_scheduler().call(lambda: runner.score(prompt_ids, continuations, adapter_uid))
+        try:
+            return await asyncio.wrap_future(future)
+        except EngineStoppedError as exc:
+            raise Unavailable(str(exc)) from exc
+
+
+def _eos_ids(model_dir: Path, tokenizer: PreTrainedTokenizerBase) -> set[int]:
+    ids: set[int] = set()
+    try:
+        eos = GenerationConfig.from_pretrained(model_dir).eos_token_id
+        ids.update([eos] if isinstance(eos, int) else list(eos or []))
+    except OSError:
+        pass  # no generation_config.json: the tokenizer's EOS is enough
+    if tokenizer.eos_token_id is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    return ids

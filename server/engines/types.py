@@ -1,0 +1,117 @@
+"""What an engine takes and gives: transport-free dataclasses shared by both engines."""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+    from adapters.peft_format import BaseModelSpec
+    from server.adapter_registry import AdapterBackend
+
+
+class FinishReason(enum.Enum):
+    STOP = "stop"  # end-of-sequence token or a stop string
+    LENGTH = "length"  # max_tokens or the context limit
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    max_tokens: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+
+@dataclass
+class GenerationRequest:
+    """One generation, already tokenised. ``adapter_uid`` 0 means the base model."""
+
+    request_id: str
+    prompt_ids: list[int]
+    sampling: SamplingParams
+    adapter_uid: int = 0
+    adapter_name: str = ""
+    accepted_at: float = field(default_factory=time.perf_counter)
+
+
+@dataclass(frozen=True)
+class GenerationTimings:
+    queue_ms: float
+    ttft_ms: float
+    total_ms: float
+
+
+@dataclass(frozen=True)
+class GenerationChunk:
+    """A streamed piece of output. The last chunk has ``finish_reason`` and ``timings`` set."""
+
+    text: str
+    completion_tokens: int
+    finish_reason: FinishReason | None = None
+    timings: GenerationTimings | None = None
+
+
+@dataclass(frozen=True)
+class ContinuationScore:
+    logprob: float
+    tokens: int
+    greedy: bool
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    fingerprint: str
+    max_context_tokens: int
+    dtype: str
+
+
+class Engine(Protocol):
+    """What turns a prompt into tokens. Implementations: TransformersEngine, VllmEngine."""
+
+    name: str
+
+    @property
+    def tokenizer(self) -> PreTrainedTokenizerBase: ...
+
+    @property
+    def model_info(self) -> ModelInfo: ...
+
+    @property
+    def base_model_spec(self) -> BaseModelSpec: ...
+
+    @property
+    def adapter_backend(self) -> AdapterBackend: ...
+
+    async def start(self) -> None:
+        """Load the model and warm up; raises if the engine cannot serve."""
+
+    async def close(self) -> None: ...
+
+    def healthy(self) -> bool:
+        """False once the engine has died; the server then stops serving and exits."""
+
+    def active_requests(self) -> int:
+        """Requests waiting or running in the engine (cancelled ones leave within a step)."""
+
+    def resident_adapter_uids(self) -> set[int]:
+        """Adapter versions whose weights the engine holds now."""
+
+    def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+        """Stream the answer. Closing the iterator early cancels the request within a step."""
+
+    async def score(
+        self, prompt_ids: list[int], continuations: Sequence[list[int]], adapter_uid: int
+    ) -> list[ContinuationScore]:
+        """Log-likelihood of each continuation after the prompt."""

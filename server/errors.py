@@ -1,0 +1,112 @@
+"""Domain errors and the one place that maps every error to a gRPC status.
+
+Servicer methods are wrapped with :func:`grpc_errors`; streaming handlers catch inside the
+generator the same way. Unknown exceptions become INTERNAL with a generic message and are
+logged with their traceback, so no internal detail leaks to clients.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+
+from adapters.errors import AdapterNotFoundError, AdapterValidationError, UnsafeAdapterPathError
+
+log = logging.getLogger(__name__)
+
+
+class ServiceError(Exception):
+    code = grpc.StatusCode.INTERNAL
+
+
+class InvalidArgument(ServiceError):
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class NotFound(ServiceError):
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class AlreadyExists(ServiceError):
+    code = grpc.StatusCode.ALREADY_EXISTS
+
+
+class FailedPrecondition(ServiceError):
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class Unavailable(ServiceError):
+    code = grpc.StatusCode.UNAVAILABLE
+
+
+class ResourceExhausted(ServiceError):
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class Unauthenticated(ServiceError):
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
+# Errors raised by packages that do not know about gRPC, mapped here once. Later entries
+# are registered by the modules that own them (see register_error).
+_MAPPING: dict[type[BaseException], grpc.StatusCode] = {
+    AdapterNotFoundError: grpc.StatusCode.NOT_FOUND,
+    AdapterValidationError: grpc.StatusCode.INVALID_ARGUMENT,
+    UnsafeAdapterPathError: grpc.StatusCode.INVALID_ARGUMENT,
+}
+
+
+def register_error(exc_type: type[BaseException], code: grpc.StatusCode) -> None:
+    _MAPPING[exc_type] = code
+
+
+def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
+    if isinstance(exc, ServiceError):
+        return exc.code, str(exc)
+    for exc_type, code in _MAPPING.items():
+        if isinstance(exc, exc_type):
+            return code, str(exc)
+    log.error("unexpected error", exc_info=exc)
+    return grpc.StatusCode.INTERNAL, "internal error (see the server log)"
+
+
+Handler = TypeVar("Handler", bound=Callable[..., Awaitable[Any]])
+
+
+def grpc_errors(handler: Handler) -> Handler:
+    """Wrap a unary (or stream-unary) servicer method: domain errors become status codes."""
+
+    @functools.wraps(handler)
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            return await handler(self, request, context)
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:
+            code, message = status_for(exc)
+            await context.abort(code, message)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def grpc_stream_errors(
+    handler: Callable[..., AsyncIterator[Any]],
+) -> Callable[..., AsyncIterator[Any]]:
+    """Like :func:`grpc_errors`, for server-streaming methods (errors caught inside the generator)."""
+
+    @functools.wraps(handler)
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        try:
+            async for item in handler(self, request, context):
+                yield item
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:
+            code, message = status_for(exc)
+            await context.abort(code, message)
+
+    return wrapper

@@ -1,0 +1,1 @@
+"""gRPC servicers: validate, delegate to the core, convert. No model logic here."""

@@ -1,0 +1,104 @@
+"""Shared fixtures. Nothing here downloads anything; the tiny model is built from a config."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+from collections.abc import Callable, Iterator  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import pytest  # noqa: E402
+
+from tests.helpers import ServerThread, build_adapter, build_tiny_model  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-llama")
+
+
+@pytest.fixture(scope="session")
+def adapter_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("adapters")
+
+
+@pytest.fixture(scope="session")
+def tiny_adapters(tiny_model_dir: Path, adapter_root: Path) -> dict[str, Path]:
+    """Two adapters that change the tiny model's answers, saved under the adapter root."""
+    return {
+        "alpha": build_adapter(tiny_model_dir, adapter_root / "alpha", seed=1, targets=("q_proj", "v_proj")),
+        "beta": build_adapter(
+            tiny_model_dir, adapter_root / "beta", seed=2, rank=8, targets=("q_proj", "o_proj", "down_proj")
+        ),
+    }
+
+
+@pytest.fixture
+def make_settings(
+    tiny_model_dir: Path, adapter_root: Path, tmp_path: Path
+) -> Callable[..., Any]:
+    def factory(**overrides: Any) -> Any:
+        from server.config import load_settings
+
+        values: dict[str, Any] = {
+            "listen": "127.0.0.1:0",
+            "model_path": tiny_model_dir,
+            "data_dir": tmp_path / "data",
+            "adapter_roots": [adapter_root],
+            "max_total_tokens": 512,
+            "max_prompt_tokens": 384,
+            "default_max_tokens": 16,
+            "threads": 1,
+            "shutdown_grace_s": 5,
+        }
+        values.update(overrides)
+        return load_settings(None, **values)
+
+    return factory
+
+
+@pytest.fixture
+def start_server(make_settings: Callable[..., Any]) -> Iterator[Callable[..., ServerThread]]:
+    """Start a real gRPC server (tiny model) with the given settings; stopped after the test."""
+    servers: list[ServerThread] = []
+
+    def start(wait: bool = True, **overrides: Any) -> ServerThread:
+        server = ServerThread(make_settings(**overrides))
+        servers.append(server)
+        if wait:
+            server.wait_ready()
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def shared_server(
+    tiny_model_dir: Path, adapter_root: Path, tiny_adapters: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerThread]:
+    """One server per test module, with both tiny adapters loaded."""
+    from server.config import AdapterPreload, load_settings
+
+    settings = load_settings(
+        None,
+        listen="127.0.0.1:0",
+        model_path=tiny_model_dir,
+        data_dir=tmp_path_factory.mktemp("shared-data"),
+        adapter_roots=[adapter_root],
+        preload_adapters=[AdapterPreload(name=n, path=str(p)) for n, p in tiny_adapters.items()],
+        max_total_tokens=512,
+        max_prompt_tokens=384,
+        default_max_tokens=16,
+        threads=1,
+    )
+    server = ServerThread(settings)
+    server.wait_ready()
+    yield server
+    server.stop()

@@ -1,0 +1,189 @@
+"""Generate / GenerateStream / Score / GetServerInfo over a real gRPC socket, with their failure paths."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from hybrid_assistant.client import AssistantClient, AsyncAssistantClient
+from hybrid_assistant.v1 import assistant_pb2 as pb
+from tests.helpers import ServerThread
+
+Q = "What is the capital of France?"
+
+
+def code_of(call: Callable[[], Any]) -> tuple[grpc.StatusCode, str]:
+    with pytest.raises(grpc.RpcError) as info:
+        call()
+    return info.value.code(), info.value.details()
+
+
+def test_generate_and_stream_agree(shared_server: ServerThread) -> None:
+    with AssistantClient(shared_server.target) as client:
+        unary = client.generate(Q, temperature=0, max_tokens=12)
+        parts = list(client.stream(Q, temperature=0, max_tokens=12))
+    assert unary.text
+    assert unary.finish_reason in (pb.FINISH_REASON_LENGTH, pb.FINISH_REASON_STOP)
+    assert unary.usage.prompt_tokens > 0
+    assert unary.usage.completion_tokens <= 12
+    assert unary.timings.total_ms >= unary.timings.ttft_ms > 0
+    assert unary.arm == "base"
+    assert unary.model == "tiny-llama"
+    summary = parts[-1].summary
+    assert "".join(p.delta for p in parts[:-1]) == summary.text == unary.text
+    assert not any(p.HasField("summary") for p in parts[:-1])
+
+
+def test_adapter_changes_answer_with_same_seed(shared_server: ServerThread) -> None:
+    with AssistantClient(shared_server.target) as client:
+        base = client.generate(Q, temperature=0.8, seed=11, max_tokens=12)
+        adapted = client.generate(Q, adapter="alpha", temperature=0.8, seed=11, max_tokens=12)
+        again = client.generate(Q, adapter="alpha", temperature=0.8, seed=11, max_tokens=12)
+    assert adapted.adapter == "alpha"
+    assert adapted.arm == "adapter:alpha"
+    assert adapted.text != base.text
+    assert adapted.text == again.text
+
+
+async def test_concurrent_mixed_burst_matches_each_alone(shared_server: ServerThread) -> None:
+    prompts = ["Tell me a story.", Q, "Numbers: 1 2 3", "Answer in JSON."]
+    jobs = [(p, a, seed) for p in prompts for a in ("", "alpha", "beta") for seed in (1, 2)]
+    async with AsyncAssistantClient(shared_server.target) as client:
+        alone = [
+            (await client.generate(p, adapter=a, seed=s, temperature=0.7, max_tokens=10)).text for p, a, s in jobs
+        ]
+        together = await asyncio.gather(
+            *(client.generate(p, adapter=a, seed=s, temperature=0.7, max_tokens=10) for p, a, s in jobs)
+        )
+    assert [r.text for r in together] == alone
+
+
+def test_score_prefers_likelier_continuation(shared_server: ServerThread) -> None:
+    with AssistantClient(shared_server.target) as client:
+        greedy = client.generate(Q, temperature=0, max_tokens=3).text
+        reply = client.score(Q, [greedy, "zzzz qqqq"])
+    assert len(reply.scores) == 2
+    assert reply.scores[0].logprob > reply.scores[1].logprob
+
+
+def test_server_info_health_and_reflection(shared_server: ServerThread) -> None:
+    with AssistantClient(shared_server.target) as client:
+        info = client.server_info()
+        assert info.engine == "transformers"
+        assert info.model == "tiny-llama"
+        assert len(info.model_fingerprint) == 64
+        status = client.health.Check(health_pb2.HealthCheckRequest(service="hybrid_assistant.v1.Assistant"))
+        assert status.status == health_pb2.HealthCheckResponse.SERVING
+        stub = reflection_pb2_grpc.ServerReflectionStub(client.channel)
+        replies = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+        names = {s.name for r in replies for s in r.list_services_response.service}
+    assert {"hybrid_assistant.v1.Assistant", "hybrid_assistant.v1.Adapters", "grpc.health.v1.Health"} <= names
+
+
+# ---------------------------------------------------------------- failure paths
+
+
+def test_bad_requests_are_invalid_argument_with_every_problem(shared_server: ServerThread) -> None:
+    with AssistantClient(shared_server.target) as client:
+        code, details = code_of(lambda: client.generate([]))
+        assert code is grpc.StatusCode.INVALID_ARGUMENT
+        assert "messages is empty" in details
+        code, details = code_of(
+            lambda: client.generate(
+                [{"role": "robot", "content": "hi"}], temperature=7.5, top_p=0.0, max_tokens=100000
+            )
+        )
+        assert code is grpc.StatusCode.INVALID_ARGUMENT
+        for fragment in ("'robot'", "7.5", "top_p is 0.0", "100000", "no 'user' message"):
+            assert fragment in details
+        code, details = code_of(lambda: client.generate(Q, stop=[""] * 9))
+        assert code is grpc.StatusCode.INVALID_ARGUMENT
+        assert "9 strings" in details
+        code, _ = code_of(lambda: client.generate(Q, request_id="x" * 500))
+        assert code is grpc.StatusCode.INVALID_ARGUMENT
+        code, _ = code_of(lambda: client.score(Q, []))
+        assert code is grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_prompt_too_long_is_invalid_argument(shared_server: ServerThread) -> None:
+    with AssistantClient(shared_server.target) as client:
+        code, details = code_of(lambda: client.generate("word " * 2000))
+        assert code is grpc.StatusCode.INVALID_ARGUMENT
+        assert "max_prompt_tokens=384" in details
+        code, details = code_of(lambda: client.generate("word " * 60, max_tokens=500))
+        assert code is grpc.StatusCode.INVALID_ARGUMENT
+        assert "exceeds" in details
+
+
+def test_unknown_adapter_is_not_found(shared_server: ServerThread) -> None:
+    with AssistantClient(shared_server.target) as client:
+        code, details = code_of(lambda: client.generate(Q, adapter="nope"))
+        assert code is grpc.StatusCode.NOT_FOUND
+        assert "'nope'" in details and "alpha" in details
+        code, _ = code_of(lambda: list(client.stream(Q, adapter="nope")))
+        assert code is grpc.StatusCode.NOT_FOUND
+        code, _ = code_of(lambda: client.generate(Q, adapter="../etc"))
+        assert code is grpc.StatusCode.NOT_FOUND
+
+
+def test_not_warmed_up_is_unavailable(start_server: Callable[..., ServerThread]) -> None:
+    server = start_server(wait=False)
+    with AssistantClient(server.target) as client:
+        saw_unavailable = False
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                client.generate(Q, max_tokens=2)
+                break
+            except grpc.RpcError as exc:
+                assert exc.code() is grpc.StatusCode.UNAVAILABLE
+                saw_unavailable = True
+                time.sleep(0.01)
+        status = client.health.Check(health_pb2.HealthCheckRequest()).status
+    assert saw_unavailable
+    assert status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_queue_full_is_resource_exhausted(start_server: Callable[..., ServerThread]) -> None:
+    server = start_server(max_batch_size=1, max_queue=1)
+    results: list[grpc.StatusCode | str] = []
+
+    def ask() -> None:
+        try:
+            with AssistantClient(server.target) as client:
+                results.append(client.generate(Q, max_tokens=60, temperature=0).text)
+        except grpc.RpcError as exc:
+            results.append(exc.code())
+
+    threads = [threading.Thread(target=ask) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert grpc.StatusCode.RESOURCE_EXHAUSTED in results
+    assert any(isinstance(r, str) for r in results)
+    with AssistantClient(server.target) as client:  # and the server still serves afterwards
+        assert client.generate(Q, max_tokens=2).usage.completion_tokens >= 1
+
+
+def test_deadline_and_cancel_free_the_slot(shared_server: ServerThread) -> None:
+    engine = shared_server.app.engine
+    with AssistantClient(shared_server.target) as client:
+        code, _ = code_of(lambda: client.generate(Q, max_tokens=400, timeout=0.3))
+        assert code is grpc.StatusCode.DEADLINE_EXCEEDED
+        stream = client.stream(Q, max_tokens=400)
+        next(stream)
+        stream.cancel()  # type: ignore[attr-defined]
+        deadline = time.monotonic() + 10
+        while engine.active_requests() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert engine.active_requests() == 0
+        assert client.generate(Q, max_tokens=2).text is not None

@@ -1,0 +1,156 @@
+"""The engine contract: one suite, run against every engine through the ``engine_env`` fixture.
+
+A test module plugs an engine in by defining an ``engine_env`` fixture that yields an
+:class:`EngineEnv` (a started engine, an AdapterRegistry on it, and adapter directories made
+for its base model), then subclasses :class:`EngineContract`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from server.adapter_registry import AdapterRegistry
+from server.engines.types import Engine, FinishReason, GenerationRequest, SamplingParams
+from server.prompt import render_chat
+
+QUESTIONS = [
+    "What is the capital of France?",
+    "Tell me a story about a cat.",
+    "Numbers: 1 2 3",
+    "Answer in JSON please.",
+]
+
+
+@dataclass
+class EngineEnv:
+    engine: Engine
+    registry: AdapterRegistry
+    adapters: dict[str, Path]  # name -> directory, loadable by the registry
+
+
+def prompt(env: EngineEnv, question: str) -> list[int]:
+    return render_chat(env.engine.tokenizer, [{"role": "user", "content": question}])
+
+
+async def run(
+    env: EngineEnv, question: str, adapter: str = "", *, request_id: str = "r", **sampling: Any
+) -> tuple[str, Any]:
+    params = SamplingParams(**{"max_tokens": 12, "temperature": 0.0, **sampling})
+    async with env.registry.use(adapter) as lease:
+        request = GenerationRequest(request_id, prompt(env, question), params, lease.uid, lease.name)
+        text, last = "", None
+        async for chunk in env.engine.generate(request):
+            text += chunk.text
+            last = chunk
+    return text, last
+
+
+async def ensure_loaded(env: EngineEnv, *names: str) -> None:
+    for name in names:
+        if name not in env.registry.names():
+            await env.registry.load(name, str(env.adapters[name]))
+
+
+class EngineContract:
+    async def test_greedy_is_deterministic_and_stream_adds_up(self, engine_env: EngineEnv) -> None:
+        first, last = await run(engine_env, QUESTIONS[0])
+        second, _ = await run(engine_env, QUESTIONS[0])
+        assert first == second
+        assert last.finish_reason in (FinishReason.LENGTH, FinishReason.STOP)
+        assert 1 <= last.completion_tokens <= 12
+        assert last.timings.total_ms >= last.timings.ttft_ms >= last.timings.queue_ms >= 0
+
+    async def test_max_tokens_gives_length(self, engine_env: EngineEnv) -> None:
+        _, last = await run(engine_env, QUESTIONS[1], max_tokens=3)
+        assert last.completion_tokens <= 3
+        if last.finish_reason is FinishReason.LENGTH:
+            assert last.completion_tokens == 3
+
+    async def test_stop_string_ends_early_and_is_not_returned(self, engine_env: EngineEnv) -> None:
+        full, _ = await run(engine_env, QUESTIONS[0], max_tokens=16)
+        if len(full) < 4:
+            pytest.skip("model output too short to pick a stop string")
+        stop = full[2:4]
+        text, last = await run(engine_env, QUESTIONS[0], max_tokens=16, stop=(stop,))
+        assert last.finish_reason is FinishReason.STOP
+        assert stop not in text
+        assert full.startswith(text)
+
+    async def test_seeded_sampling_is_reproducible(self, engine_env: EngineEnv) -> None:
+        a, _ = await run(engine_env, QUESTIONS[1], temperature=1.0, seed=7, max_tokens=10)
+        b, _ = await run(engine_env, QUESTIONS[1], temperature=1.0, seed=7, max_tokens=10)
+        others = {(await run(engine_env, QUESTIONS[1], temperature=1.0, seed=s, max_tokens=10))[0] for s in range(8)}
+        assert a == b
+        assert len(others) > 1
+
+    async def test_adapter_changes_the_answer(self, engine_env: EngineEnv) -> None:
+        await ensure_loaded(engine_env, "alpha")
+        base, _ = await run(engine_env, QUESTIONS[2], seed=3)
+        adapted, _ = await run(engine_env, QUESTIONS[2], "alpha", seed=3)
+        assert base != adapted
+
+    async def test_mixed_concurrent_batch_matches_each_alone(self, engine_env: EngineEnv) -> None:
+        await ensure_loaded(engine_env, "alpha", "beta")
+        jobs = [(q, a) for q in QUESTIONS for a in ("", "alpha", "beta")]
+        alone = [await run(engine_env, q, a, request_id=f"alone-{i}") for i, (q, a) in enumerate(jobs)]
+        together = await asyncio.gather(
+            *(run(engine_env, q, a, request_id=f"burst-{i}") for i, (q, a) in enumerate(jobs))
+        )
+        assert [t for t, _ in together] == [t for t, _ in alone]
+
+    async def test_cancelled_request_leaves_the_engine(self, engine_env: EngineEnv) -> None:
+        params = SamplingParams(max_tokens=200, temperature=0.0)
+        request = GenerationRequest("cancel-me", prompt(engine_env, QUESTIONS[1]), params)
+        stream = engine_env.engine.generate(request)
+        await stream.__anext__()
+        await stream.aclose()
+        for _ in range(200):
+            if engine_env.engine.active_requests() == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert engine_env.engine.active_requests() == 0
+
+    async def test_unload_really_frees_the_adapter(self, engine_env: EngineEnv) -> None:
+        await env_load(engine_env, "gamma", "alpha")
+        uids_loaded = engine_env.engine.resident_adapter_uids()
+        deferred, _ = await engine_env.registry.unload("gamma")
+        assert not deferred
+        assert len(engine_env.engine.resident_adapter_uids()) == len(uids_loaded) - 1
+
+    async def test_replace_keeps_in_flight_request_on_old_weights(self, engine_env: EngineEnv) -> None:
+        await env_load(engine_env, "swap", "alpha")
+        expected_old, _ = await run(engine_env, QUESTIONS[3], "swap", max_tokens=24)
+        params = SamplingParams(max_tokens=24, temperature=0.0)
+        async with engine_env.registry.use("swap") as lease:
+            request = GenerationRequest("old", prompt(engine_env, QUESTIONS[3]), params, lease.uid, "swap")
+            stream = engine_env.engine.generate(request)
+            text = (await stream.__anext__()).text
+            await engine_env.registry.load("swap", str(engine_env.adapters["beta"]), replace=True)
+            async for chunk in stream:
+                text += chunk.text
+        assert text == expected_old
+        new, _ = await run(engine_env, QUESTIONS[3], "swap", max_tokens=24)
+        beta, _ = await run(engine_env, QUESTIONS[3], "beta", max_tokens=24)
+        assert new == beta
+        await engine_env.registry.unload("swap")
+
+    async def test_score_matches_greedy_continuation(self, engine_env: EngineEnv) -> None:
+        ids = prompt(engine_env, QUESTIONS[0])
+        greedy_text, _ = await run(engine_env, QUESTIONS[0], max_tokens=4)
+        greedy_ids = list(engine_env.engine.tokenizer(greedy_text, add_special_tokens=False)["input_ids"])
+        other = list(engine_env.engine.tokenizer(" zebra", add_special_tokens=False)["input_ids"])
+        scores = await engine_env.engine.score(ids, [greedy_ids, other], 0)
+        assert scores[0].tokens == len(greedy_ids)
+        assert scores[0].logprob <= 0.0
+        assert scores[1].logprob < 0.0
+
+
+async def env_load(env: EngineEnv, name: str, source: str) -> None:
+    if name in env.registry.names():
+        await env.registry.unload(name)
+    await env.registry.load(name, str(env.adapters[source]))
