@@ -8,13 +8,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TQDM_DISABLE", "1")
 
-from collections.abc import Callable, Iterator  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
-import pytest  # noqa: E402
+import pytest
 
-from tests.helpers import ServerThread, build_adapter, build_tiny_model  # noqa: E402
+from tests.helpers import ServerThread, build_adapter, build_tiny_model
 
 
 @pytest.fixture(scope="session")
@@ -39,9 +39,7 @@ def tiny_adapters(tiny_model_dir: Path, adapter_root: Path) -> dict[str, Path]:
 
 
 @pytest.fixture
-def make_settings(
-    tiny_model_dir: Path, adapter_root: Path, tmp_path: Path
-) -> Callable[..., Any]:
+def make_settings(tiny_model_dir: Path, adapter_root: Path, tmp_path: Path) -> Callable[..., Any]:
     def factory(**overrides: Any) -> Any:
         from server.config import load_settings
 
@@ -81,7 +79,10 @@ def start_server(make_settings: Callable[..., Any]) -> Iterator[Callable[..., Se
 
 @pytest.fixture(scope="module")
 def shared_server(
-    tiny_model_dir: Path, adapter_root: Path, tiny_adapters: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+    tiny_model_dir: Path,
+    adapter_root: Path,
+    tiny_adapters: dict[str, Path],
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[ServerThread]:
     """One server per test module, with both tiny adapters loaded."""
     from server.config import AdapterPreload, load_settings

@@ -84,7 +84,9 @@ class EngineContract:
     async def test_seeded_sampling_is_reproducible(self, engine_env: EngineEnv) -> None:
         a, _ = await run(engine_env, QUESTIONS[1], temperature=1.0, seed=7, max_tokens=10)
         b, _ = await run(engine_env, QUESTIONS[1], temperature=1.0, seed=7, max_tokens=10)
-        others = {(await run(engine_env, QUESTIONS[1], temperature=1.0, seed=s, max_tokens=10))[0] for s in range(8)}
+        others = {
+            (await run(engine_env, QUESTIONS[1], temperature=1.0, seed=s, max_tokens=10))[0] for s in range(8)
+        }
         assert a == b
         assert len(others) > 1
 

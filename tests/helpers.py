@@ -12,14 +12,15 @@ import torch
 
 CHAT_TEMPLATE = (
     "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + "
-    "'<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+    "'<|im_end|>' + '\n'}}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 CORPUS = [
     "The quick brown fox jumps over the lazy dog.",
     "What is the capital of France? The capital of France is Paris.",
     "Tell me a story about a cat, a dog and a bird.",
     "Numbers: 0 1 2 3 4 5 6 7 8 9 10 42 100 2024.",
-    "Answer in JSON: {\"answer\": \"yes\", \"confidence\": 0.9}",
+    'Answer in JSON: {"answer": "yes", "confidence": 0.9}',
     "Héllo wörld — unicode ünïcödé ✓ 日本語",
 ] * 20
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 
 from server.config import AdapterPreload, load_settings
 
@@ -48,23 +49,27 @@ def serve(
     log_level: Annotated[str | None, typer.Option(help="[HA_LOG_LEVEL]")] = None,
 ) -> None:
     """Start the gRPC server (health, reflection, metrics). Works with no flags on a fresh machine."""
-    settings = load_settings(
-        config,
-        listen=listen,
-        engine=engine,
-        model_path=model_path,
-        data_dir=data_dir,
-        adapter_roots=adapter_root or None,
-        preload_adapters=_preloads(preload),
-        dtype=dtype,
-        threads=threads,
-        max_batch_size=max_batch_size,
-        max_resident_adapters=max_resident_adapters,
-        max_lora_rank=max_lora_rank,
-        admin_token=admin_token,
-        metrics_port=metrics_port,
-        log_level=log_level,
-    )
+    try:
+        settings = load_settings(
+            config,
+            listen=listen,
+            engine=engine,
+            model_path=model_path,
+            data_dir=data_dir,
+            adapter_roots=adapter_root or None,
+            preload_adapters=_preloads(preload),
+            dtype=dtype,
+            threads=threads,
+            max_batch_size=max_batch_size,
+            max_resident_adapters=max_resident_adapters,
+            max_lora_rank=max_lora_rank,
+            admin_token=admin_token,
+            metrics_port=metrics_port,
+            log_level=log_level,
+        )
+    except (ValidationError, FileNotFoundError) as exc:
+        typer.echo(f"configuration error: {exc}", err=True)
+        raise typer.Exit(2) from None
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

@@ -12,9 +12,9 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-
 from hybrid_assistant.client import AssistantClient, AsyncAssistantClient
 from hybrid_assistant.v1 import assistant_pb2 as pb
+
 from tests.helpers import ServerThread
 
 Q = "What is the capital of France?"
@@ -58,7 +58,8 @@ async def test_concurrent_mixed_burst_matches_each_alone(shared_server: ServerTh
     jobs = [(p, a, seed) for p in prompts for a in ("", "alpha", "beta") for seed in (1, 2)]
     async with AsyncAssistantClient(shared_server.target) as client:
         alone = [
-            (await client.generate(p, adapter=a, seed=s, temperature=0.7, max_tokens=10)).text for p, a, s in jobs
+            (await client.generate(p, adapter=a, seed=s, temperature=0.7, max_tokens=10)).text
+            for p, a, s in jobs
         ]
         together = await asyncio.gather(
             *(client.generate(p, adapter=a, seed=s, temperature=0.7, max_tokens=10) for p, a, s in jobs)

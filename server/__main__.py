@@ -1,0 +1,5 @@
+"""`python -m server` = the hybrid-assistant CLI."""
+
+from server.cli import app
+
+app()
