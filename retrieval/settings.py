@@ -35,7 +35,7 @@ class RetrievalSettings(BaseModel):
     """Retrain the IVF cells when the index has grown this many times since it was trained."""
     hnsw_m: int = Field(default=32, ge=4, le=256)
     """HNSW graph degree: higher is more exact, bigger and slower to build."""
-    hnsw_ef_construction: int = Field(default=80, ge=8)
+    hnsw_ef_construction: int = Field(default=40, ge=8)
     """HNSW build-time beam width."""
     hnsw_ef_search: int = Field(default=64, ge=1)
     """HNSW query-time beam width: higher is slower and more exact."""

@@ -31,4 +31,4 @@ def test_build_key_names_the_parameters_that_shape_the_index() -> None:
     assert RetrievalSettings(index_type="ivf", ivf_nlist=64).index_build_key() == "ivf-nlist64-t10000"
     assert RetrievalSettings(index_type="ivf").index_build_key() == "ivf-nlistauto-t10000"
     hnsw = RetrievalSettings(index_type="hnsw", hnsw_m=16, hnsw_ef_search=10)
-    assert hnsw.index_build_key() == "hnsw-m16-efc80", "efSearch is a query-time knob"
+    assert hnsw.index_build_key() == "hnsw-m16-efc40", "efSearch is a query-time knob"
