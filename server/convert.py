@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from hybrid_assistant.v1 import assistant_pb2 as pb
-
 from server.adapter_registry import AdapterInfo
 from server.assistant import GenerateInput, GenerateOutcome, RetrievalInput, ScoreInput, ScoreOutcome
 from server.engines.types import FinishReason

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from server.cli import client_commands, serve
+from server.cli import client_commands, prepare, serve
 
 app = typer.Typer(
     name="hybrid-assistant",
@@ -18,6 +18,8 @@ app.add_typer(adapters_app, name="adapters")
 app.command("serve")(serve.serve)
 app.command("generate")(client_commands.generate)
 app.command("info")(client_commands.info)
+app.command("health")(client_commands.health_check)
+app.command("prepare")(prepare.prepare)
 adapters_app.command("list")(client_commands.adapters_list)
 adapters_app.command("load")(client_commands.adapters_load)
 adapters_app.command("unload")(client_commands.adapters_unload)

@@ -11,8 +11,8 @@ import grpc
 import typer
 from google.protobuf.json_format import MessageToJson
 from google.protobuf.message import Message
-from hybrid_assistant.client import AssistantClient
 
+from hybrid_assistant.client import AssistantClient
 from server.cli.options import Json, Target, Tls, Token
 
 
@@ -142,3 +142,24 @@ def adapters_unload(
         typer.echo(f"unloaded {name}; {reply.in_flight} in-flight requests finish on it first")
     else:
         typer.echo(f"unloaded {name}")
+
+
+def health_check(
+    target: Target = "localhost:50051",
+    tls: Tls = False,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for an answer.")] = 3.0,
+) -> None:
+    """Exit 0 if the server reports SERVING (for container health checks), else 1."""
+    from grpc_health.v1 import health_pb2
+
+    client = AssistantClient(target, tls=tls)
+    try:
+        reply = client.health.Check(health_pb2.HealthCheckRequest(), timeout=timeout)
+        serving = reply.status == health_pb2.HealthCheckResponse.SERVING
+    except grpc.RpcError as exc:
+        typer.echo(f"not serving: {exc.code().name}", err=True)
+        serving = False
+    finally:
+        client.close()
+    typer.echo("SERVING" if serving else "NOT_SERVING")
+    raise typer.Exit(0 if serving else 1)

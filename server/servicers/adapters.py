@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import grpc
+
 from hybrid_assistant.v1 import assistant_pb2 as pb
 from hybrid_assistant.v1 import assistant_pb2_grpc as pb_grpc
-
 from server import convert, metrics
 from server.adapter_registry import AdapterRegistry
 from server.errors import InvalidArgument, grpc_errors

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 
 import grpc
+
 from hybrid_assistant.v1 import assistant_pb2 as pb
 from hybrid_assistant.v1 import assistant_pb2_grpc as pb_grpc
-
 from server import convert
 from server.assistant import AssistantCore, GenerateOutcome
 from server.errors import grpc_errors, grpc_stream_errors

