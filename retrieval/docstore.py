@@ -1,7 +1,7 @@
 """SQLite docstore: the source of truth for documents, chunks, their embeddings and FTS5 index.
 
 One writer connection, used by one thread at a time (the knowledge base serialises writers),
-runs explicit transactions; readers get one read-only connection per thread. WAL mode lets
+runs explicit transactions; readers borrow read-only connections from a pool. WAL mode lets
 readers see the last committed state while a write transaction is open.
 """
 
@@ -13,6 +13,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,8 +95,7 @@ class Docstore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._local = threading.local()
-        self._readers: list[sqlite3.Connection] = []
+        self._idle_readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
         try:
             self._writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -118,24 +118,35 @@ class Docstore:
 
     # ------------------------------------------------------------------ connections
 
-    def reader(self) -> sqlite3.Connection:
-        """This thread's read-only connection (opened on first use)."""
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+    @contextmanager
+    def reading(self) -> Iterator[sqlite3.Connection]:
+        """A read-only connection inside one read transaction (one consistent snapshot).
+
+        Connections are pooled rather than kept per thread, so a server that starts threads
+        freely never accumulates them; the pool grows to the peak number of concurrent reads.
+        """
+        with self._readers_lock:
+            conn = self._idle_readers.pop() if self._idle_readers else None
         if conn is None:
             conn = sqlite3.connect(
                 f"file:{self.path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
             )
             conn.execute("PRAGMA busy_timeout=10000")
-            self._local.conn = conn
+        conn.execute("BEGIN")
+        try:
+            yield conn
+        finally:
+            if conn.in_transaction:
+                conn.execute("COMMIT")
             with self._readers_lock:
-                self._readers.append(conn)
-        return conn
+                self._idle_readers.append(conn)
 
     def close(self) -> None:
+        """Close every connection; call only when no read is in progress."""
         with self._readers_lock:
-            for conn in self._readers:
+            for conn in self._idle_readers:
                 conn.close()
-            self._readers.clear()
+            self._idle_readers.clear()
         self._writer.close()
 
     # ------------------------------------------------------------------ meta

@@ -178,7 +178,8 @@ class KnowledgeBase:
             return None
         self._saved_generation = generation
         if len(missing) or len(extra):
-            vectors = self._docstore.embeddings(self._docstore.reader(), missing, self._embedder.dimension)
+            with self._docstore.reading() as conn:
+                vectors = self._docstore.embeddings(conn, missing, self._embedder.dimension)
             index.apply(missing, vectors, extra)
             self._saved_generation = -1
             logger.info(
@@ -366,14 +367,10 @@ class KnowledgeBase:
                 raise EmptyIndexError(
                     f"the knowledge base in {str(self.directory)!r} has no documents: ingest some first"
                 )
-            conn = self._docstore.reader()
-            conn.execute("BEGIN")
-            try:
+            with self._docstore.reading() as conn:
                 ranked = self._rank(conn, query, query_vector, top_k, mode, metadata_filter)
                 ranked = [(chunk_id, score) for chunk_id, score in ranked if score >= min_score][:top_k]
                 rows = self._docstore.fetch_chunks(conn, [chunk_id for chunk_id, _ in ranked])
-            finally:
-                conn.execute("COMMIT")
         return [
             RetrievedChunk(
                 document_id=row.document_id,

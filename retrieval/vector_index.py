@@ -18,7 +18,8 @@ import logging
 import math
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,11 @@ _MIN_POINTS_PER_CELL = 39
 _TRAIN_POINTS_PER_CELL = 50
 # HNSW inserts are slow (~0.1-1 ms each): above this many, add to a copy outside the lock.
 _HNSW_COPY_ON_WRITE_ADDS = 256
+# Fewer queries than this run on one OpenMP thread. A single query gains little from FAISS's
+# threads and, on a busy machine (an LLM decoding beside it), waiting for them made one search
+# 10-40x slower in bench/retrieval.py. FAISS's thread count is per calling thread, so this
+# leaves index builds and other threads alone.
+_SERIAL_QUERY_LIMIT = 8
 _FILE_PATTERN = re.compile(r"^vectors-g(\d+)-(.+)\.faiss$")
 
 
@@ -202,7 +208,8 @@ class VectorIndex:
         elif self._mask is not None:
             selector = self._mask
         params = self._params(selector)
-        scores, ids = self._index.search(queries, k, params=params)
+        with _omp_threads(1 if len(queries) < _SERIAL_QUERY_LIMIT else None):
+            scores, ids = self._index.search(queries, k, params=params)
         del keep
         return scores, ids
 
@@ -266,6 +273,20 @@ class VectorIndex:
 
     def bytes_estimate(self) -> int:
         return self.stored * self.dimension * 4
+
+
+@contextmanager
+def _omp_threads(count: int | None) -> Iterator[None]:
+    """Run FAISS calls made by this thread on ``count`` OpenMP threads (None: unchanged)."""
+    if count is None:
+        yield
+        return
+    previous = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(count)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(previous)
 
 
 def _fsync_directory(directory: Path) -> None:

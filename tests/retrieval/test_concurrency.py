@@ -123,3 +123,13 @@ def test_deleting_everything_while_searching_gives_results_or_empty_index(
         stop.set()
         thread.join()
     assert outcomes <= {"hits", "empty"}
+
+
+def test_reader_connections_are_pooled_not_kept_per_thread(open_kb: Callable[..., KnowledgeBase]) -> None:
+    kb = open_kb()
+    kb.ingest(versioned(0))
+    for _ in range(20):  # a server may run each request on a fresh thread
+        thread = threading.Thread(target=kb.search, args=("entry",))
+        thread.start()
+        thread.join()
+    assert len(kb._docstore._idle_readers) == 1
