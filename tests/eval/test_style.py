@@ -1,0 +1,131 @@
+"""Style metrics: format validity sub-checks, the JSON Schema subset, similarity to exemplars."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from eval.dataset import DatasetError, StyleSpec, load_style_spec
+from eval.metrics.schema import schema_problems, validate
+from eval.metrics.style import format_checks, format_valid, style_scores, style_similarity
+
+DEMO_SPEC = Path(__file__).resolve().parents[2] / "eval" / "data" / "demo" / "style_spec.json"
+
+
+@pytest.fixture(scope="module")
+def spec() -> StyleSpec:
+    return load_style_spec(DEMO_SPEC)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            '{"answer": "Paris", "confidence": 0.9}',
+            {"format_json": 1, "format_schema": 1, "format_length": 1},
+        ),
+        (
+            '  {"answer": "Paris", "confidence": 0}\n',
+            {"format_json": 1, "format_schema": 1, "format_length": 1},
+        ),
+        (
+            'Answer: {"answer": "Paris", "confidence": 0.9}',
+            {"format_json": 0, "format_schema": 0, "format_length": 1},
+        ),
+        ('{"answer": "Paris", "confidence": 0.9, "source": "x"}', {"format_json": 1, "format_schema": 0}),
+        ('{"answer": "Paris", "confidence": 1.5}', {"format_json": 1, "format_schema": 0}),
+        ('{"answer": "Paris", "confidence": -0.1}', {"format_json": 1, "format_schema": 0}),
+        ('{"answer": "Paris", "confidence": true}', {"format_json": 1, "format_schema": 0}),
+        ('{"answer": "Paris", "confidence": "0.9"}', {"format_json": 1, "format_schema": 0}),
+        ('{"answer": "", "confidence": 0.5}', {"format_json": 1, "format_schema": 0}),
+        ('{"answer": "Paris"}', {"format_json": 1, "format_schema": 0}),
+        ('["Paris", 0.9]', {"format_json": 1, "format_schema": 0}),
+        ("Paris", {"format_json": 0, "format_schema": 0, "format_length": 1}),
+    ],
+)
+def test_format_checks_on_the_demo_spec(spec: StyleSpec, text: str, expected: dict[str, int]) -> None:
+    checks = format_checks(text, spec)
+    for key, value in expected.items():
+        assert checks[key] == value, (key, text)
+    assert checks["format_valid"] == float(all(v == 1.0 for k, v in checks.items() if k != "format_valid"))
+
+
+def test_length_bound(spec: StyleSpec) -> None:
+    long_answer = json.dumps({"answer": "word " * 23 + "end", "confidence": 0.5})
+    assert len(long_answer) > 100
+    assert format_checks(long_answer, spec)["format_schema"] == 1.0
+    near_limit = json.dumps({"answer": "x" * 120, "confidence": 0.5})
+    assert len(near_limit) <= 200 and format_valid(near_limit, spec) == 1.0
+    over_limit = json.dumps({"answer": "x" * 121, "confidence": 0.5})
+    assert format_checks(over_limit, spec)["format_schema"] == 0.0  # maxLength 120
+    spec_short = StyleSpec(name="short", max_chars=10, min_chars=2)
+    assert format_checks("a", spec_short) == {"format_length": 0.0, "format_valid": 0.0}
+    assert format_checks("abcdefghijk", spec_short)["format_length"] == 0.0
+    assert format_checks("  abc  ", spec_short)["format_valid"] == 1.0
+
+
+def test_regex_spec_matches_the_whole_output() -> None:
+    spec = StyleSpec(name="bullets", regex=r"(- .+\n?)+")
+    assert format_checks("- one\n- two", spec) == {"format_regex": 1.0, "format_valid": 1.0}
+    assert format_checks("intro\n- one", spec)["format_regex"] == 0.0
+
+
+def test_answer_field_without_schema_requires_the_field() -> None:
+    spec = StyleSpec(name="loose", answer_field="answer")
+    assert format_checks('{"answer": 1, "x": 2}', spec)["format_valid"] == 1.0
+    assert format_checks('{"reply": 1}', spec)["format_schema"] == 0.0
+
+
+def test_schema_subset() -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            "n": {"type": "integer", "multipleOf": 2},
+            "tags": {"type": "array", "items": {"enum": ["a", "b"]}, "maxItems": 2},
+            "code": {"type": "string", "pattern": "^[A-Z]{3}$"},
+        },
+        "additionalProperties": {"type": "null"},
+    }
+    assert schema_problems(schema) == []
+    assert validate({"n": 4.0, "tags": ["a"], "code": "ABC", "extra": None}, schema) == []
+    errors = validate({"n": 3, "tags": ["c", "a", "b"], "code": "AB", "extra": 1}, schema)
+    assert len(errors) == 5, errors
+    assert validate(True, {"type": "integer"})  # booleans are not numbers
+
+
+def test_unsupported_schema_keywords_are_rejected(tmp_path: Path) -> None:
+    assert schema_problems({"oneOf": [{"type": "string"}]})
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps({"name": "x", "json_schema": {"$ref": "#/x"}, "regex": "(", "max_chars": -1}))
+    with pytest.raises(DatasetError) as err:
+        load_style_spec(path)
+    assert len(err.value.problems) == 3, err.value.problems
+
+
+class FixedEmbedder:
+    """Maps known texts to hand-picked vectors."""
+
+    def __init__(self, table: dict[str, list[float]]) -> None:
+        self.table = table
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        return np.array([self.table[t] for t in texts], dtype=np.float32)
+
+
+def test_style_similarity_is_cosine_to_the_exemplar_centroid() -> None:
+    embedder = FixedEmbedder(
+        {"e1": [1, 0, 0], "e2": [0, 1, 0], "same": [1, 1, 0], "other": [0, 0, 1], "e1x": [1, 0, 0]}
+    )
+    sims = style_similarity(["same", "other", "e1x"], ["e1", "e2"], embedder)
+    assert sims == pytest.approx([1.0, 0.0, 1 / np.sqrt(2)])
+    with pytest.raises(ValueError, match="exemplar"):
+        style_similarity(["same"], [], embedder)
+
+
+def test_style_scores_gathers_checks_and_similarity(spec: StyleSpec) -> None:
+    scores = style_scores('{"answer": "a", "confidence": 0.5}', spec, similarity=0.7)
+    assert scores["format_valid"] == 1.0 and scores["style_similarity"] == 0.7
+    assert style_scores("x", None) == {}
