@@ -1,0 +1,427 @@
+"""From items and answer records to every number the reports show.
+
+:func:`analyse` scores each (item, arm) record (:mod:`eval.metrics`), then reports, with one
+paired cluster bootstrap shared by all arms (:mod:`eval.stats`):
+
+- per arm and metric: the mean and its 95% interval;
+- per complete 2x2 (:func:`eval.arms.factorial_sets`) and metric: the context (retrieval or
+  oracle) effect, the adapter effect, their interaction and the simple effects, each with an
+  interval, a p-value and the minimum detectable effect;
+- every arm against the ``base`` arm;
+- per stratum: the dataset's own labels, and "known" vs "new" from the closed-book ``base``
+  arm's correctness (unanswerable items form their own stratum); no item is ever dropped;
+- for arms that search the index: the four-way split of retrieval hit x correctness;
+- the items where arms disagree on correctness, with every arm's extracted answer;
+- per arm: latency (p50/p99), time to first token, tokens, errors and truncated answers.
+
+Correctness (for strata, disagreements, the split) is ``contains`` on answerable items and
+``abstained`` on unanswerable ones.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from eval.arms import Arm, FactorialSet, factorial_sets, parse_arm
+from eval.dataset import EvalItem, StyleSpec
+from eval.metrics.knowledge import extract_answer, is_correct
+from eval.metrics.registry import EFFECT_METRICS, METRICS, PRIMARY_KNOWLEDGE, PRIMARY_STYLE, score_record
+from eval.metrics.retrieval import four_way_split
+from eval.metrics.style import TextEmbedder, style_similarity
+from eval.records import AnswerRecord
+from eval.stats import ClusterBootstrap, Effect, Estimate, factorial_effects, paired_difference
+
+logger = logging.getLogger(__name__)
+
+CLOSED_BOOK_ARM = "base"
+KNOWN, NEW, UNANSWERABLE = "known", "new", "unanswerable"
+#: Metrics whose factorial effects are also reported within each stratum.
+STRATUM_EFFECT_METRICS = (PRIMARY_KNOWLEDGE, "abstained", PRIMARY_STYLE)
+
+
+@dataclass
+class Operations:
+    n: int
+    errors: int
+    truncated: int  # finish_reason == "length"
+    latency_p50_ms: float | None
+    latency_p99_ms: float | None
+    ttft_p50_ms: float | None
+    ttft_p99_ms: float | None
+    prompt_tokens_mean: float | None
+    completion_tokens_mean: float | None
+
+
+@dataclass
+class ArmResult:
+    arm: str
+    metrics: dict[str, Estimate]
+    operations: Operations
+
+
+@dataclass
+class FactorialResult:
+    set: str
+    adapter: str
+    context: str
+    arms: list[str]  # base, adapter, context, both
+    metric: str
+    effects: dict[str, Effect]
+
+
+@dataclass
+class Comparison:
+    arm: str
+    baseline: str
+    metric: str
+    effect: Effect
+
+
+@dataclass
+class StratumResult:
+    scheme: str  # "dataset" | "closed_book"
+    stratum: str
+    n_items: int
+    metrics: dict[str, dict[str, Estimate]]  # arm -> metric -> estimate
+    factorial: list[FactorialResult]
+
+
+@dataclass
+class RetrievalSplit:
+    arm: str
+    n: int
+    counts: dict[str, int]
+    fractions: dict[str, float]
+
+
+@dataclass
+class Disagreement:
+    item_id: str
+    question: str
+    stratum: str
+    closed_book: str
+    references: list[str]
+    answers: dict[str, str]  # arm -> extracted answer
+    correct: dict[str, bool]
+
+
+@dataclass
+class EvalAnalysis:
+    meta: dict[str, Any]
+    arms: list[ArmResult]
+    factorial: list[FactorialResult]
+    comparisons: list[Comparison]
+    strata: list[StratumResult]
+    retrieval_split: list[RetrievalSplit]
+    disagreements: list[Disagreement]
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _finite(asdict(self))
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent, ensure_ascii=False, allow_nan=False)
+
+    def arm(self, name: str) -> ArmResult:
+        for result in self.arms:
+            if result.arm == name:
+                return result
+        raise KeyError(name)
+
+
+def _finite(obj: Any) -> Any:
+    """NaN and infinities become None, so the JSON is standard."""
+    if isinstance(obj, float):
+        return obj if np.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+class AnalysisError(ValueError):
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems = list(problems)
+        shown = "\n  ".join(self.problems[:20])
+        more = f"\n  ... and {len(self.problems) - 20} more" if len(self.problems) > 20 else ""
+        super().__init__(f"cannot analyse: {len(self.problems)} problem(s):\n  {shown}{more}")
+
+
+def _index_records(
+    items: Sequence[EvalItem], records: Iterable[AnswerRecord], arms: Sequence[Arm]
+) -> dict[tuple[str, str], AnswerRecord]:
+    by_id = {i.id: i for i in items}
+    arm_names = {a.name for a in arms}
+    table: dict[tuple[str, str], AnswerRecord] = {}
+    problems: list[str] = []
+    ignored = 0
+    for r in records:
+        if r.item_id not in by_id or r.arm not in arm_names:
+            ignored += 1
+            continue
+        options = by_id[r.item_id].options
+        if r.option_logprobs is not None and (options is None or len(options) != len(r.option_logprobs)):
+            problems.append(
+                f"item {r.item_id!r} on arm {r.arm!r}: {len(r.option_logprobs)} option log-probabilities "
+                f"for {0 if options is None else len(options)} options"
+            )
+        if (r.item_id, r.arm) in table:
+            problems.append(f"two records for item {r.item_id!r} on arm {r.arm!r}")
+        table[(r.item_id, r.arm)] = r
+    missing = [(i.id, a.name) for a in arms for i in items if (i.id, a.name) not in table]
+    problems += [f"no record for item {i!r} on arm {a!r}" for i, a in missing]
+    if ignored:
+        logger.warning("ignored %d records for items or arms not in this analysis", ignored)
+    if problems:
+        raise AnalysisError(problems)
+    return table
+
+
+def _check_styles(items: Sequence[EvalItem], spec: StyleSpec | None) -> None:
+    named = Counter(i.style for i in items if i.style is not None)
+    wrong = {s: n for s, n in named.items() if spec is None or s != spec.name}
+    if spec is not None and wrong:
+        raise AnalysisError(
+            [f"{n} item(s) ask for style {s!r} but the spec is {spec.name!r}" for s, n in wrong.items()]
+        )
+    if spec is None and named:
+        logger.warning("items name styles %s but no style spec was given: no style metrics", sorted(named))
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    return float(np.percentile(values, q)) if values else None
+
+
+def _mean(values: list[float]) -> float | None:
+    return float(np.mean(values)) if values else None
+
+
+def _operations(records: list[AnswerRecord]) -> Operations:
+    ok = [r for r in records if not r.error]
+    lat = [r.latency_ms for r in ok if r.latency_ms is not None]
+    ttft = [r.ttft_ms for r in ok if r.ttft_ms is not None]
+    return Operations(
+        n=len(records),
+        errors=len(records) - len(ok),
+        truncated=sum(1 for r in records if r.finish_reason == "length"),
+        latency_p50_ms=_percentile(lat, 50),
+        latency_p99_ms=_percentile(lat, 99),
+        ttft_p50_ms=_percentile(ttft, 50),
+        ttft_p99_ms=_percentile(ttft, 99),
+        prompt_tokens_mean=_mean([float(r.prompt_tokens) for r in ok if r.prompt_tokens is not None]),
+        completion_tokens_mean=_mean(
+            [float(r.completion_tokens) for r in ok if r.completion_tokens is not None]
+        ),
+    )
+
+
+def _similarities(
+    texts: dict[tuple[str, str], str], exemplars: Sequence[str], embedder: TextEmbedder | None
+) -> dict[tuple[str, str], float]:
+    if embedder is None or not exemplars:
+        return {}
+    unique = sorted(set(texts.values()))
+    sims = dict(zip(unique, style_similarity(unique, exemplars, embedder), strict=True))
+    return {key: sims[text] for key, text in texts.items()}
+
+
+def _factorial(
+    fset: FactorialSet,
+    values: dict[str, dict[str, np.ndarray]],
+    boot: ClusterBootstrap,
+    metrics: Iterable[str],
+    seed: int,
+) -> list[FactorialResult]:
+    out = []
+    for metric in metrics:
+        base, adapter, context, both = (values[metric][a] for a in fset.arms)
+        if all(np.isnan(c).all() for c in (base, adapter, context, both)):
+            continue
+        effects = factorial_effects(
+            base, adapter, context, both, boot, binary=METRICS[metric].binary, seed=seed
+        )
+        if effects["context"].n == 0:
+            continue
+        out.append(FactorialResult(fset.name, fset.adapter, fset.context, list(fset.arms), metric, effects))
+    return out
+
+
+def _arm_metrics(
+    values: dict[str, dict[str, np.ndarray]], arm_names: list[str], boot: ClusterBootstrap
+) -> dict[str, dict[str, Estimate]]:
+    out: dict[str, dict[str, Estimate]] = {}
+    for arm in arm_names:
+        out[arm] = {}
+        for metric in METRICS:
+            column = values[metric][arm]
+            if not np.isnan(column).all():
+                out[arm][metric] = boot.mean_ci(column)
+    return out
+
+
+def analyse(
+    items: Sequence[EvalItem],
+    records: Iterable[AnswerRecord],
+    arms: Sequence[Arm | str],
+    spec: StyleSpec | None = None,
+    *,
+    exemplars: Sequence[str] = (),
+    embedder: TextEmbedder | None = None,
+    n_resamples: int = 2000,
+    seed: int = 0,
+    confidence: float = 0.95,
+    closed_book_arm: str = CLOSED_BOOK_ARM,
+) -> EvalAnalysis:
+    """Score every record and compute the statistics described in the module docstring.
+
+    ``records`` must hold exactly one record per (item, arm); records of other items or arms are
+    ignored. ``spec`` applies to every item (an item naming another style is an error).
+    ``style_similarity`` is computed only when both ``exemplars`` and ``embedder`` are given.
+    """
+    arm_list = [parse_arm(a) if isinstance(a, str) else a for a in arms]
+    items = list(items)
+    if not items:
+        raise AnalysisError(["no items"])
+    if len({a.name for a in arm_list}) != len(arm_list):
+        raise AnalysisError([f"duplicate arms in {[a.name for a in arm_list]}"])
+    _check_styles(items, spec)
+    table = _index_records(items, records, arm_list)
+    arm_names = [a.name for a in arm_list]
+    n = len(items)
+
+    texts = {k: ("" if r.error else r.text) for k, r in table.items()}
+    sims = _similarities(texts, exemplars, embedder)
+    values: dict[str, dict[str, np.ndarray]] = {
+        m: {a: np.full(n, np.nan) for a in arm_names} for m in METRICS
+    }
+    for arm in arm_list:
+        for i, item in enumerate(items):
+            key = (item.id, arm.name)
+            for metric, value in score_record(item, table[key], arm, spec, sims.get(key)).items():
+                values[metric][arm.name][i] = value
+
+    boot = ClusterBootstrap([it.group for it in items], n_resamples, seed, confidence)
+    arm_metrics = _arm_metrics(values, arm_names, boot)
+    arm_results = [
+        ArmResult(a, arm_metrics[a], _operations([table[(it.id, a)] for it in items])) for a in arm_names
+    ]
+    present = [m for m in EFFECT_METRICS if any(m in arm_metrics[a] for a in arm_names)]
+    fsets = factorial_sets(arm_list)
+    factorial = [r for fs in fsets for r in _factorial(fs, values, boot, present, seed)]
+
+    notes: list[str] = []
+    comparisons = []
+    if closed_book_arm in arm_names:
+        for a in arm_names:
+            if a == closed_book_arm:
+                continue
+            for m in present:
+                eff = paired_difference(
+                    f"{a} - {closed_book_arm}",
+                    values[m][a],
+                    values[m][closed_book_arm],
+                    boot,
+                    binary=METRICS[m].binary,
+                )
+                if eff.n:
+                    comparisons.append(Comparison(a, closed_book_arm, m, eff))
+
+    correct = {
+        a: [
+            is_correct(it, {m: values[m][a][i] for m in ("contains", "abstained")})
+            for i, it in enumerate(items)
+        ]
+        for a in arm_names
+    }
+    if closed_book_arm in arm_names:
+        closed = [
+            UNANSWERABLE if not it.answerable else KNOWN if correct[closed_book_arm][i] else NEW
+            for i, it in enumerate(items)
+        ]
+    else:
+        closed = ["" for _ in items]
+        notes.append(f"no {closed_book_arm!r} arm: the known/new strata need a closed-book run")
+
+    strata = _strata(items, closed, values, arm_names, boot, fsets, seed)
+    splits = []
+    for arm in arm_list:
+        if not arm.retrieval:
+            continue
+        rows = [i for i, it in enumerate(items) if it.answerable and it.gold_doc_ids]
+        split = four_way_split(
+            [bool(values["retrieval_hit"][arm.name][i]) for i in rows], [correct[arm.name][i] for i in rows]
+        )
+        counts = {
+            k: getattr(split, k)
+            for k in ("retrieved_right", "retrieved_wrong", "missed_right", "missed_wrong")
+        }
+        splits.append(RetrievalSplit(arm.name, split.total, counts, split.fractions()))
+
+    disagreements = [
+        Disagreement(
+            item_id=it.id,
+            question=it.text,
+            stratum=it.stratum,
+            closed_book=closed[i],
+            references=list(it.answers),
+            answers={a: extract_answer(texts[(it.id, a)], spec) for a in arm_names},
+            correct={a: correct[a][i] for a in arm_names},
+        )
+        for i, it in enumerate(items)
+        if len({correct[a][i] for a in arm_names}) > 1
+    ]
+    if not fsets:
+        notes.append("no complete 2x2 (base, adapter:A, rag, adapter:A+rag): no factorial effects")
+    if boot.n_groups < 20:
+        notes.append(f"only {boot.n_groups} groups: bootstrap intervals are unreliable with so few clusters")
+    meta = {
+        "n_items": n,
+        "n_groups": boot.n_groups,
+        "arms": arm_names,
+        "n_resamples": n_resamples,
+        "seed": seed,
+        "confidence": confidence,
+        "style_spec": spec.name if spec else None,
+        "closed_book_arm": closed_book_arm,
+        "primary_knowledge": PRIMARY_KNOWLEDGE,
+        "primary_style": PRIMARY_STYLE,
+        "strata_counts": dict(Counter(it.stratum for it in items)),
+        "closed_book_counts": dict(Counter(c for c in closed if c)),
+        "metrics": {m: asdict(info) for m, info in METRICS.items()},
+        "factorial_sets": [{"name": f.name, "arms": list(f.arms)} for f in fsets],
+    }
+    return EvalAnalysis(meta, arm_results, factorial, comparisons, strata, splits, disagreements, notes)
+
+
+def _strata(
+    items: Sequence[EvalItem],
+    closed: list[str],
+    values: dict[str, dict[str, np.ndarray]],
+    arm_names: list[str],
+    boot: ClusterBootstrap,
+    fsets: list[FactorialSet],
+    seed: int,
+) -> list[StratumResult]:
+    schemes = [("dataset", [it.stratum for it in items])]
+    if any(closed):
+        schemes.append(("closed_book", closed))
+    out = []
+    for scheme, labels in schemes:
+        for label in dict.fromkeys(labels):
+            mask = np.array([lab == label for lab in labels])
+            sub = boot.subset(mask)
+            sub_values = {m: {a: values[m][a][mask] for a in arm_names} for m in METRICS}
+            metrics = _arm_metrics(sub_values, arm_names, sub)
+            factorial = [
+                r for fs in fsets for r in _factorial(fs, sub_values, sub, STRATUM_EFFECT_METRICS, seed)
+            ]
+            out.append(StratumResult(scheme, label, int(mask.sum()), metrics, factorial))
+    return out
