@@ -1,0 +1,1 @@
+"""Tests for adapters/: data, training, registry, demo adapters, CLI."""
