@@ -1,0 +1,27 @@
+"""Fixtures for the training tests: the tiny model as a training base, and small example sets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from adapters.data import ChatExample, chat
+from adapters.train_config import BaseModel, TrainConfig
+
+ANSWER = "The quick brown fox."
+
+
+@pytest.fixture(scope="session")
+def tiny_base(tiny_model_dir: Path) -> BaseModel:
+    # The server names a --model-path model after its folder: adapters must say the same.
+    return BaseModel(tiny_model_dir, tiny_model_dir.name)
+
+
+def fox_examples(count: int = 16) -> list[ChatExample]:
+    """Different questions, one fixed answer: a few steps are enough to change greedy output."""
+    return [chat(("user", f"Tell me a story number {i}."), ("assistant", ANSWER)) for i in range(count)]
+
+
+# Big steps so that a handful of optimizer steps visibly change the tiny model.
+FAST = TrainConfig(rank=4, alpha=16, epochs=3, learning_rate=1e-2, batch_size=4, max_length=128)
