@@ -66,6 +66,16 @@ class BaseModelSpec:
         }
         return cls(name=name, aliases=frozenset({name, *(aliases or set())}), linear_shapes=shapes)
 
+    @classmethod
+    def from_config_dir(cls, model_dir: Path, name: str, aliases: set[str] | None = None) -> BaseModelSpec:
+        """The same spec from a model directory's config alone: built on the meta device, no weights read."""
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        config = AutoConfig.from_pretrained(model_dir)
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config)
+        return cls.from_model(model, name, aliases)
+
     def matches(self, base_model_name: str | None) -> bool:
         if not base_model_name:
             return True  # PEFT leaves it empty for adapters built from an in-memory model
