@@ -25,8 +25,10 @@ from server.adapter_registry import AdapterRegistry
 from server.assistant import AssistantCore
 from server.auth import AdminTokenInterceptor
 from server.engines.factory import make_engine
+from server.knowledge import KnowledgeService
 from server.servicers.adapters import AdaptersServicer
 from server.servicers.assistant import AssistantServicer
+from server.servicers.knowledge import KnowledgeServicer
 
 if TYPE_CHECKING:
     from server.config import Settings
@@ -34,7 +36,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SERVICE_NAMES = tuple(s.full_name for s in pb.DESCRIPTOR.services_by_name.values())
+SERVICES = pb.DESCRIPTOR.services_by_name
 _MAX_MESSAGE = 64 * 1024 * 1024
 
 
@@ -49,7 +51,8 @@ class App:
             max_resident=settings.max_resident_adapters,
             max_rank=settings.max_lora_rank,
         )
-        self.core = AssistantCore(settings, self.engine, self.registry)
+        self.knowledge = KnowledgeService(settings) if settings.knowledge else None
+        self.core = AssistantCore(settings, self.engine, self.registry, contexts=self.knowledge)
         self.health = HealthServicer()
         self.server: grpc.aio.Server | None = None
         self.port = 0
@@ -60,6 +63,7 @@ class App:
         self._stopped = asyncio.Event()
         self._stopping = False
         self._warm_task: asyncio.Task[None] | None = None
+        self._services: list[str] = []
 
     # ------------------------------------------------------------------ start
 
@@ -78,9 +82,14 @@ class App:
         )
         pb_grpc.add_AssistantServicer_to_server(AssistantServicer(self.core, self.server_info), server)
         pb_grpc.add_AdaptersServicer_to_server(AdaptersServicer(self.registry), server)
+        self._services = [SERVICES["Assistant"].full_name, SERVICES["Adapters"].full_name]
+        if self.knowledge is not None:
+            servicer = KnowledgeServicer(self.knowledge, self.settings.retrieval.max_top_k)
+            pb_grpc.add_KnowledgeServicer_to_server(servicer, server)
+            self._services.append(SERVICES["Knowledge"].full_name)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
-            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+            (*self._services, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
         self.port = self._bind(server)
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
@@ -107,6 +116,8 @@ class App:
 
     async def _warm_up(self) -> None:
         try:
+            if self.knowledge is not None:
+                await self.knowledge.open()
             await self.engine.start()
             for preload in self.settings.preload_adapters:
                 await self.registry.load(preload.name, preload.path, replace=True, pin=preload.pin)
@@ -153,6 +164,8 @@ class App:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._warm_task
         await self.engine.close()
+        if self.knowledge is not None:
+            await self.knowledge.close()
         self._stopped.set()
         log.info("stopped")
 
@@ -181,7 +194,7 @@ class App:
     # ------------------------------------------------------------------ helpers
 
     async def _set_health(self, status: health_pb2.HealthCheckResponse.ServingStatus.ValueType) -> None:
-        for name in ("", *SERVICE_NAMES):
+        for name in ("", *self._services):
             await self.health.set(name, status)
 
     def server_info(self) -> pb.ServerInfo:
@@ -194,6 +207,8 @@ class App:
             max_context_tokens=model.max_context_tokens,
             default_max_tokens=self.settings.default_max_tokens,
             dtype=model.dtype,
+            index_fingerprint=self.knowledge.fingerprint() if self.knowledge else "",
+            embedder=self.knowledge.embedder_name() if self.knowledge else "",
         )
 
 

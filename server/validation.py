@@ -13,7 +13,6 @@ ROLES = ("system", "user", "assistant")
 MAX_STOP_STRINGS = 8
 MAX_STOP_LENGTH = 128
 MAX_REQUEST_ID_LENGTH = 128
-MAX_TOP_K = 50
 
 
 class Problem(enum.Enum):
@@ -92,9 +91,9 @@ def check_request_id(request_id: str, problems: Problems) -> None:
         problems.add(Problem.REQUEST_ID, value=request_id[:200], limit=MAX_REQUEST_ID_LENGTH)
 
 
-def check_top_k(top_k: int, problems: Problems) -> None:
-    if not 0 <= top_k <= MAX_TOP_K:
-        problems.add(Problem.TOP_K, value=top_k, limit=MAX_TOP_K)
+def check_top_k(top_k: int, limit: int, problems: Problems) -> None:
+    if not 0 <= top_k <= limit:
+        problems.add(Problem.TOP_K, value=top_k, limit=limit)
 
 
 def check_min_score(min_score: float, problems: Problems) -> None:

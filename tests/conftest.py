@@ -53,6 +53,7 @@ def make_settings(tiny_model_dir: Path, adapter_root: Path, tmp_path: Path) -> C
             "default_max_tokens": 16,
             "threads": 1,
             "shutdown_grace_s": 5,
+            "embedder": "hashing",
         }
         values.update(overrides)
         return load_settings(None, **values)
@@ -98,6 +99,7 @@ def shared_server(
         max_prompt_tokens=384,
         default_max_tokens=16,
         threads=1,
+        embedder="hashing",
     )
     server = ServerThread(settings)
     server.wait_ready()

@@ -12,8 +12,8 @@ from typing import Any
 
 import grpc
 import pytest
-from hybrid_assistant.client import AssistantClient
 
+from hybrid_assistant.client import AssistantClient
 from tests.helpers import ServerThread, build_adapter
 
 Q = "Tell me a story about a cat."

@@ -12,9 +12,9 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
 from hybrid_assistant.client import AssistantClient, AsyncAssistantClient
 from hybrid_assistant.v1 import assistant_pb2 as pb
-
 from tests.helpers import ServerThread
 
 Q = "What is the capital of France?"
@@ -178,13 +178,13 @@ def test_queue_full_is_resource_exhausted(start_server: Callable[..., ServerThre
 def test_deadline_and_cancel_free_the_slot(shared_server: ServerThread) -> None:
     engine = shared_server.app.engine
     with AssistantClient(shared_server.target) as client:
-        code, _ = code_of(lambda: client.generate(Q, max_tokens=480, timeout=0.05))
-        assert code is grpc.StatusCode.DEADLINE_EXCEEDED
+        code, details = code_of(lambda: client.generate(Q, max_tokens=480, timeout=0.05))
+        assert code is grpc.StatusCode.DEADLINE_EXCEEDED, details
         stream = client.stream(Q, max_tokens=400)
         next(stream)
         stream.cancel()  # type: ignore[attr-defined]
         deadline = time.monotonic() + 10
         while engine.active_requests() and time.monotonic() < deadline:
             time.sleep(0.02)
-        assert engine.active_requests() == 0
+        assert engine.active_requests() == 0, engine.scheduler_stats()
         assert client.generate(Q, max_tokens=2).text is not None

@@ -15,8 +15,8 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2
-from hybrid_assistant.client import AssistantClient
 
+from hybrid_assistant.client import AssistantClient
 from tests.helpers import ServerThread
 
 Q = "Tell me a story about a dog."
@@ -40,6 +40,7 @@ def served(
         "HA_ADAPTER_ROOTS": f'["{adapter_root}"]',
         "HA_ADMIN_TOKEN": "tok",
         "HA_THREADS": "1",
+        "HA_EMBEDDER": "hashing",
         "HA_MAX_TOTAL_TOKENS": "1024",
         "HA_MAX_PROMPT_TOKENS": "768",
     }

@@ -6,8 +6,8 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from hybrid_assistant.client import AssistantClient, AsyncAssistantClient
 
+from hybrid_assistant.client import AssistantClient, AsyncAssistantClient
 from server.model_store import model_fingerprint, resolve_model
 from tests.helpers import ServerThread, build_adapter
 

@@ -1,0 +1,108 @@
+"""``hybrid-assistant ingest`` and ``hybrid-assistant knowledge ...``: load and inspect the index."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from tqdm import tqdm
+
+from hybrid_assistant.v1 import assistant_pb2 as pb
+from retrieval.loaders import DocumentLoader, LoadProblem
+from retrieval.types import Document, IngestSummary
+from server.cli.client_commands import connect
+from server.cli.options import Target, Tls, Token
+
+
+def _report_problem(problem: LoadProblem) -> None:
+    tqdm.write(f"skipped {problem}")
+
+
+def _summary(summary: IngestSummary | pb.IngestResponse, loader: DocumentLoader) -> None:
+    typer.echo(
+        f"files read {loader.files_read}, documents {summary.received}: {summary.added} added, "
+        f"{summary.updated} updated, {summary.unchanged} unchanged; chunks +{summary.chunks_added} "
+        f"-{summary.chunks_removed}; {len(loader.problems)} files/lines skipped"
+    )
+    for error in summary.errors:
+        typer.echo(f"error: {error}", err=True)
+
+
+def _as_pb(documents: Iterator[Document], bar: tqdm) -> Iterator[pb.Document]:
+    for d in documents:
+        bar.update(1)
+        yield pb.Document(id=d.id, text=d.text, metadata=dict(d.metadata), source=d.source)
+
+
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(help=".txt, .md, .jsonl files or folders (recursive).")],
+    text_field: Annotated[str, typer.Option(help="JSONL field holding the text.")] = "text",
+    local: Annotated[
+        bool,
+        typer.Option("--local", help="Write the data dir's index directly (no server may be running on it)."),
+    ] = False,
+    data_dir: Annotated[Path | None, typer.Option(help="Data directory for --local [HA_DATA_DIR].")] = None,
+    target: Target = "localhost:50051",
+    token: Token = None,
+    tls: Tls = False,
+) -> None:
+    """Add or update documents in the knowledge index (unchanged documents are skipped)."""
+    loader = DocumentLoader(text_field=text_field, on_problem=_report_problem)
+    documents = loader.iter_documents(paths)
+    if local:
+        from server.config import load_settings
+        from server.knowledge import open_knowledge_base
+
+        settings = load_settings(None, data_dir=data_dir)
+        with open_knowledge_base(settings) as kb:
+            summary = kb.ingest(list(documents), progress=True)
+        _summary(summary, loader)
+        raise typer.Exit(1 if summary.errors else 0)
+    with connect(target, token, tls) as client, tqdm(desc="documents sent", unit="doc") as bar:
+        reply = client.ingest(_as_pb(documents, bar))
+    _summary(reply, loader)
+    raise typer.Exit(1 if reply.errors else 0)
+
+
+def stats(target: Target = "localhost:50051", tls: Tls = False) -> None:
+    """Documents, chunks, index type and size of the server's knowledge index."""
+    with connect(target, tls=tls) as client:
+        s = client.index_stats()
+    typer.echo(
+        f"{s.documents} documents, {s.chunks} chunks, {s.index_type} index, dimension {s.dimension}, "
+        f"{s.bytes_on_disk / 1e6:.1f} MB on disk, embedder {s.embedder}, fingerprint {s.fingerprint}"
+    )
+
+
+def delete(
+    ids: Annotated[list[str], typer.Argument(help="Document ids.")],
+    target: Target = "localhost:50051",
+    token: Token = None,
+    tls: Tls = False,
+) -> None:
+    """Delete documents by id."""
+    with connect(target, token, tls) as client:
+        reply = client.delete_documents(ids)
+    typer.echo(
+        f"deleted {reply.deleted}" + (f"; not found: {', '.join(reply.not_found)}" if reply.not_found else "")
+    )
+
+
+def search(
+    query: Annotated[str, typer.Argument()],
+    top_k: Annotated[int, typer.Option(help="Hits to return.")] = 5,
+    mode: Annotated[str, typer.Option(help="dense | lexical | hybrid")] = "hybrid",
+    target: Target = "localhost:50051",
+    tls: Tls = False,
+) -> None:
+    """Show what retrieval finds for a query."""
+    if mode not in ("dense", "lexical", "hybrid"):
+        raise typer.BadParameter(f"mode must be dense, lexical or hybrid, got {mode!r}")
+    with connect(target, tls=tls) as client:
+        reply = client.retrieve(query, top_k=top_k, mode=mode)
+    for i, p in enumerate(reply.passages, start=1):
+        text = " ".join(p.text.split())
+        typer.echo(f"[{i}] {p.document_id} #{p.chunk_id} score {p.score:.3f}: {text[:160]}")
+    typer.echo(f"({reply.took_ms:.1f} ms)", err=True)

@@ -1,0 +1,123 @@
+"""The server's side of the knowledge index: open it at warm-up, run its blocking calls off the
+event loop, and turn search hits into prompt passages for retrieval-augmented requests."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import grpc
+
+from retrieval.errors import (
+    CorruptIndexError,
+    EmbedderError,
+    EmptyIndexError,
+    IncompatibleIndexError,
+    IndexLockedError,
+    InvalidQueryError,
+)
+from retrieval.knowledge_base import KnowledgeBase
+from retrieval.types import DeleteSummary, Document, IndexStats, IngestSummary, RetrievedChunk, SearchMode
+from server.errors import Unavailable, register_error
+from server.prompt import ContextPassage
+
+if TYPE_CHECKING:
+    from server.assistant import RetrievalInput
+    from server.config import Settings
+
+log = logging.getLogger(__name__)
+
+register_error(InvalidQueryError, grpc.StatusCode.INVALID_ARGUMENT)
+register_error(EmptyIndexError, grpc.StatusCode.FAILED_PRECONDITION)
+register_error(IndexLockedError, grpc.StatusCode.FAILED_PRECONDITION)
+register_error(IncompatibleIndexError, grpc.StatusCode.FAILED_PRECONDITION)
+register_error(CorruptIndexError, grpc.StatusCode.FAILED_PRECONDITION)
+register_error(EmbedderError, grpc.StatusCode.FAILED_PRECONDITION)
+
+
+def index_dir(settings: Settings) -> Path:
+    return settings.data_dir / "index"
+
+
+def open_knowledge_base(settings: Settings) -> KnowledgeBase:
+    """Open the index in the data dir with the configured embedder (blocking)."""
+    from retrieval.embedder import Embedder, HashingEmbedder, SentenceTransformerEmbedder
+
+    embedder: Embedder
+    if settings.embedder == "hashing":
+        embedder = HashingEmbedder()
+    else:
+        batch = settings.retrieval.embed_batch_size
+        embedder = SentenceTransformerEmbedder(settings.embedder_path, batch_size=batch)
+    return KnowledgeBase.open(index_dir(settings), embedder, settings.retrieval)
+
+
+def to_passage(chunk: RetrievedChunk) -> ContextPassage:
+    metadata = dict(chunk.metadata)
+    if chunk.source:
+        metadata.setdefault("source", chunk.source)
+    return ContextPassage(chunk.document_id, chunk.chunk_id, chunk.score, chunk.text, metadata)
+
+
+class KnowledgeService:
+    """Async facade over :class:`KnowledgeBase` (whose calls are thread-safe but blocking)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._kb: KnowledgeBase | None = None
+
+    async def open(self) -> None:
+        self._kb = await asyncio.to_thread(open_knowledge_base, self._settings)
+
+    async def close(self) -> None:
+        if self._kb is not None:
+            kb, self._kb = self._kb, None
+            await asyncio.to_thread(kb.close)
+
+    def _require(self) -> KnowledgeBase:
+        if self._kb is None:
+            raise Unavailable("the knowledge index is not open (server warming up, or disabled)")
+        return self._kb
+
+    @property
+    def is_open(self) -> bool:
+        return self._kb is not None
+
+    def fingerprint(self) -> str:
+        return self._kb.fingerprint if self._kb is not None else ""
+
+    def embedder_name(self) -> str:
+        return self._kb.stats().embedder if self._kb is not None else ""
+
+    async def ingest(self, documents: Sequence[Document]) -> IngestSummary:
+        return await asyncio.to_thread(self._require().ingest, documents)
+
+    async def delete(self, ids: Sequence[str]) -> DeleteSummary:
+        return await asyncio.to_thread(self._require().delete, ids)
+
+    async def stats(self) -> IndexStats:
+        return await asyncio.to_thread(self._require().stats)
+
+    async def search(
+        self,
+        query: str,
+        top_k: int | None,
+        mode: str,
+        min_score: float,
+        metadata_filter: Mapping[str, str],
+    ) -> list[RetrievedChunk]:
+        kb = self._require()
+        search_mode: SearchMode = mode or "hybrid"  # type: ignore[assignment]  # validated by search
+        return await asyncio.to_thread(
+            kb.search, query, top_k or None, search_mode, min_score, metadata_filter
+        )
+
+    async def passages(self, query: str, retrieval: RetrievalInput) -> list[ContextPassage]:
+        """ContextSource for retrieval-augmented generation."""
+        hits = await self.search(
+            query, retrieval.top_k, retrieval.mode, retrieval.min_score, retrieval.metadata_filter
+        )
+        return [to_passage(hit) for hit in hits]
