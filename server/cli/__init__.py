@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from server.cli import client_commands, prepare, serve
+from server.cli import adapter_training, client_commands, prepare, serve
 
 app = typer.Typer(
     name="hybrid-assistant",
@@ -23,3 +23,6 @@ app.command("prepare")(prepare.prepare)
 adapters_app.command("list")(client_commands.adapters_list)
 adapters_app.command("load")(client_commands.adapters_load)
 adapters_app.command("unload")(client_commands.adapters_unload)
+adapters_app.command("train")(adapter_training.train)
+adapters_app.command("train-demo")(adapter_training.train_demo)
+adapters_app.command("available")(adapter_training.available)

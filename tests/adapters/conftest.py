@@ -25,3 +25,7 @@ def fox_examples(count: int = 16) -> list[ChatExample]:
 
 # Big steps so that a handful of optimizer steps visibly change the tiny model.
 FAST = TrainConfig(rank=4, alpha=16, epochs=3, learning_rate=1e-2, batch_size=4, max_length=128)
+
+
+# The real SmolLM2 (converted once per session) for the slow test; defined for the integration tests.
+from tests.integration.conftest import smol_data_dir, smol_model_dir  # noqa: E402, F401

@@ -1,0 +1,252 @@
+"""The two demo adapters, built deterministically from ``eval/data/demo`` and cached.
+
+* **style** (json-answer format): ``style_train.jsonl`` as it is, 153 general questions
+  answered as compact JSON. Nothing in it touches the fictional world.
+* **knowledge** (the fictional Orravay facts): for each of the 211 facts, its *training*
+  wording (``train_question``) answered with the short answer (``answers[0]``), so a
+  knowledge metric that looks for the answer can score it. The eval asks the paraphrases
+  (``test_question``): they are never in the training data, which is checked here.
+
+Why question/answer pairs and not the documents: on 2 CPU cores training runs at roughly
+100-150 tokens/s, and "a few minutes" buys about 40,000 tokens. The 211 pairs are ~10,000
+tokens an epoch, so every fact is seen 4 times; the 47 documents would add ~17,000 tokens an
+epoch for one more view of each fact, leaving 1-2 epochs: too few repetitions for a 135M
+model to retain a new fact. Direct supervision in the form the eval asks, repeated, is the
+best chance of injecting knowledge within the budget. ``include_documents=True`` adds them
+(``Tell me about <title>.`` -> the document) for whoever has more time.
+
+Validation for the knowledge adapter is a seeded sample of the documents (not trained on):
+if learning the pairs lowers the loss on prose stating the same facts, the facts were
+learned as knowledge, not as question-to-answer strings. The eval's test questions are
+never used.
+
+Adapters are cached by (data sha256, hyperparameters, base model): a second run with the
+same inputs reuses the adapter already in the adapter root.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import random
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from adapters.data import ChatExample, chat, file_sha256, load_examples, write_examples
+from adapters.errors import AdapterValidationError
+from adapters.metadata import read_metadata
+from adapters.peft_format import BaseModelSpec, inspect_adapter
+from adapters.train_config import BaseModel, TrainConfig, TrainResult
+from adapters.training import train_adapter
+
+log = logging.getLogger(__name__)
+
+DEMO_DATA_DIR = Path(__file__).resolve().parents[1] / "eval" / "data" / "demo"
+RECIPE = "train-demo"  # metadata marker: this directory may be replaced by the next train-demo
+RECIPE_VERSION = 1  # bump when the training recipe changes in a way the data hash misses
+VALIDATION_DOCUMENTS = 12
+
+
+@dataclass(frozen=True)
+class DemoSpec:
+    name: str
+    purpose: str
+    config: TrainConfig
+
+
+STYLE = DemoSpec(
+    "style",
+    "json-answer style: one compact JSON object {answer, confidence} (eval/data/demo/style_spec.json)",
+    # The defaults: 138 training examples x 3 epochs = 54 steps, ~25,000 tokens.
+    TrainConfig(),
+)
+KNOWLEDGE = DemoSpec(
+    "knowledge",
+    "facts of the fictional Orravay knowledge base (211 training-wording questions, short answers)",
+    # Memorising new facts takes repetitions and a larger step than learning a format: 4 epochs
+    # (108 steps) at twice the default learning rate; all facts train, documents validate.
+    TrainConfig(epochs=4, learning_rate=1e-3, val_fraction=0.0),
+)
+SPECS = {spec.name: spec for spec in (STYLE, KNOWLEDGE)}
+
+
+@dataclass(frozen=True)
+class DemoData:
+    train: Path
+    validation: Path | None
+
+    def sha256(self) -> str:
+        parts = [file_sha256(self.train), file_sha256(self.validation) if self.validation else ""]
+        return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class DemoOutcome:
+    name: str
+    path: Path
+    reused: bool
+    result: TrainResult | None
+    metadata: dict[str, str]
+
+
+def _normal(text: str) -> str:
+    return re.sub(r"\W+", " ", text.lower()).strip()
+
+
+def read_facts(demo_dir: Path) -> list[dict[str, Any]]:
+    lines = (demo_dir / "facts.jsonl").read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def read_documents(demo_dir: Path) -> list[tuple[str, str, str]]:
+    """(doc_id, title, body) for every ``kb/*.md``, sorted by doc_id."""
+    documents = []
+    for path in sorted((demo_dir / "kb").glob("*.md")):
+        title_line, _, body = path.read_text(encoding="utf-8").partition("\n")
+        documents.append((path.stem, title_line.removeprefix("#").strip(), body.strip()))
+    return documents
+
+
+def document_example(doc_id: str, title: str, body: str) -> ChatExample:
+    return chat(("user", f"Tell me about {title}."), ("assistant", body), source=f"kb/{doc_id}.md")
+
+
+def knowledge_examples(
+    demo_dir: Path = DEMO_DATA_DIR, *, include_documents: bool = False
+) -> list[ChatExample]:
+    """One example per fact (training wording -> short answer), then the documents if asked."""
+    facts = read_facts(demo_dir)
+    examples = [
+        chat(("user", f["train_question"]), ("assistant", f["answers"][0]), source=f"facts.jsonl:{f['id']}")
+        for f in facts
+    ]
+    if include_documents:
+        examples += [document_example(*doc) for doc in read_documents(demo_dir)]
+    test_questions = {_normal(f["test_question"]) for f in facts}
+    leaked = [e.source for e in examples for m in e.messages if _normal(m.content) in test_questions]
+    if leaked:
+        raise ValueError(f"knowledge training data holds eval test questions: {leaked[:5]}")
+    return examples
+
+
+def knowledge_validation(
+    demo_dir: Path = DEMO_DATA_DIR, *, count: int = VALIDATION_DOCUMENTS, seed: int = 0
+) -> list[ChatExample]:
+    documents = read_documents(demo_dir)
+    chosen = sorted(random.Random(seed).sample(range(len(documents)), min(count, len(documents))))
+    return [document_example(*documents[i]) for i in chosen]
+
+
+def build_demo_data(
+    out_dir: Path,
+    demo_dir: Path = DEMO_DATA_DIR,
+    *,
+    include_documents: bool = False,
+    limit: int | None = None,
+) -> dict[str, DemoData]:
+    """Write the demo training (and validation) sets as chat JSONL under ``out_dir``.
+
+    ``limit`` keeps the first examples of each set (quick runs and tests).
+    """
+    style = load_examples(demo_dir / "style_train.jsonl")
+    knowledge = knowledge_examples(demo_dir, include_documents=include_documents)
+    validation = [] if include_documents else knowledge_validation(demo_dir)
+    if limit is not None:
+        style, knowledge, validation = style[:limit], knowledge[:limit], validation[: max(1, limit // 4)]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return {
+        "style": DemoData(write_examples(style, out_dir / "style.jsonl"), None),
+        "knowledge": DemoData(
+            write_examples(knowledge, out_dir / "knowledge.jsonl"),
+            write_examples(validation, out_dir / "knowledge.val.jsonl") if validation else None,
+        ),
+    }
+
+
+def cache_key(data_sha256: str, config: TrainConfig, base: BaseModel) -> str:
+    payload = {
+        "recipe": f"{RECIPE}/{RECIPE_VERSION}",
+        "data": data_sha256,
+        "config": config.to_dict(),
+        "base": base.name,
+        "base_sha256": base.fingerprint,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def _reusable(path: Path, key: str, spec: BaseModelSpec, max_rank: int) -> bool:
+    metadata, _ = read_metadata(path)
+    if metadata.get("cache_key") != key:
+        return False
+    try:
+        inspect_adapter(path, spec, max_rank)
+    except AdapterValidationError as exc:
+        log.warning("cached adapter %s fails validation (%s); retraining", path, exc)
+        return False
+    return True
+
+
+def train_demo(
+    base: BaseModel,
+    adapter_root: Path,
+    work_dir: Path,
+    *,
+    names: Sequence[str] = ("style", "knowledge"),
+    demo_dir: Path = DEMO_DATA_DIR,
+    include_documents: bool = False,
+    limit: int | None = None,
+    config_overrides: Mapping[str, Any] | None = None,
+    force: bool = False,
+    max_lora_rank: int = 64,
+    progress: bool = True,
+) -> list[DemoOutcome]:
+    """Train (or reuse) the named demo adapters into ``adapter_root/<name>``.
+
+    The built data sets go to ``work_dir``. An existing directory is replaced only if
+    train-demo made it (or ``force``): a user's own adapter named ``style`` is never overwritten.
+    """
+    unknown = sorted(set(names) - set(SPECS))
+    if unknown:
+        raise ValueError(f"unknown demo adapters {unknown}; choose from {sorted(SPECS)}")
+    data = build_demo_data(work_dir, demo_dir, include_documents=include_documents, limit=limit)
+    spec = BaseModelSpec.from_config_dir(base.path, base.name, set(base.aliases))
+    outcomes = []
+    for name in names:
+        demo = SPECS[name]
+        config = dataclasses.replace(demo.config, **(config_overrides or {}))
+        if name == "knowledge" and data[name].validation is None and config.val_fraction == 0:
+            config = dataclasses.replace(config, val_fraction=0.1)  # documents train: hold some out
+        key = cache_key(data[name].sha256(), config, base)
+        path = adapter_root / name
+        if path.exists() and not force:
+            if _reusable(path, key, spec, max_lora_rank):
+                log.info("%s: reusing %s (same data, hyperparameters and base model)", name, path)
+                outcomes.append(DemoOutcome(name, path, True, None, read_metadata(path)[0]))
+                continue
+            if read_metadata(path)[0].get("recipe") != RECIPE:
+                raise FileExistsError(
+                    f"{str(path)!r} exists and was not made by train-demo; remove it or pass force"
+                )
+        val_path = data[name].validation
+        validation = load_examples(val_path) if val_path is not None else None
+        result = train_adapter(
+            load_examples(data[name].train),
+            base,
+            path,
+            config,
+            val_examples=validation,
+            purpose=demo.purpose,
+            data_sha256=data[name].sha256(),
+            data_source=str(data[name].train),
+            extra_metadata={"cache_key": key, "recipe": RECIPE},
+            max_lora_rank=max_lora_rank,
+            overwrite=True,
+            progress=progress,
+        )
+        outcomes.append(DemoOutcome(name, path, False, result, read_metadata(path)[0]))
+    return outcomes
