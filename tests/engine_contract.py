@@ -105,6 +105,14 @@ class EngineContract:
         )
         assert [t for t, _ in together] == [t for t, _ in alone]
 
+    async def test_long_and_short_prompts_together_match_alone(self, engine_env: EngineEnv) -> None:
+        # A long prompt grows the cache while short requests finish around it (rows move).
+        long_question = " ".join(QUESTIONS * 6)
+        jobs = [(long_question, 20), *[(q, 4 + i) for i, q in enumerate(QUESTIONS)]]
+        alone = [await run(engine_env, q, max_tokens=n) for q, n in jobs]
+        together = await asyncio.gather(*(run(engine_env, q, max_tokens=n) for q, n in jobs))
+        assert [t for t, _ in together] == [t for t, _ in alone]
+
     async def test_cancelled_request_leaves_the_engine(self, engine_env: EngineEnv) -> None:
         params = SamplingParams(max_tokens=200, temperature=0.0)
         request = GenerationRequest("cancel-me", prompt(engine_env, QUESTIONS[1]), params)

@@ -158,6 +158,12 @@ class Scheduler:
     # ------------------------------------------------------------------ scheduler thread
 
     def _run(self) -> None:
+        # Everything the model thread touches (cache growth, row moves, adapter weights) stays in
+        # inference mode: tensors created inside it cannot be edited in place outside it.
+        with torch.inference_mode():
+            self._loop()
+
+    def _loop(self) -> None:
         try:
             while True:
                 with self._wake:
