@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from server.cli import adapter_training, client_commands, prepare, serve
+from server.cli import adapter_training, client_commands, eval_command, knowledge_commands, prepare, serve
 
 app = typer.Typer(
     name="hybrid-assistant",
@@ -14,12 +14,19 @@ app = typer.Typer(
 )
 adapters_app = typer.Typer(help="List, load, unload (on a running server); train and sweep (locally).")
 app.add_typer(adapters_app, name="adapters")
+knowledge_app = typer.Typer(help="Inspect and edit the server's knowledge index.")
+app.add_typer(knowledge_app, name="knowledge")
 
 app.command("serve")(serve.serve)
 app.command("generate")(client_commands.generate)
 app.command("info")(client_commands.info)
 app.command("health")(client_commands.health_check)
 app.command("prepare")(prepare.prepare)
+app.command("eval")(eval_command.evaluate)
+app.command("ingest")(knowledge_commands.ingest)
+knowledge_app.command("stats")(knowledge_commands.stats)
+knowledge_app.command("delete")(knowledge_commands.delete)
+knowledge_app.command("search")(knowledge_commands.search)
 adapters_app.command("list")(client_commands.adapters_list)
 adapters_app.command("load")(client_commands.adapters_load)
 adapters_app.command("unload")(client_commands.adapters_unload)

@@ -30,6 +30,15 @@ def _summary(summary: IngestSummary | pb.IngestResponse, loader: DocumentLoader)
         typer.echo(f"error: {error}", err=True)
 
 
+def _with_ids(documents: Iterator[Document], ids: str) -> Iterator[Document]:
+    """``stem`` names .md/.txt documents without their suffix (``kb/ferry.md`` -> ``kb/ferry``)."""
+    for d in documents:
+        path = Path(d.id)
+        if ids == "stem" and path.suffix.lower() in (".md", ".txt"):
+            d = Document(id=str(path.with_suffix("")), text=d.text, metadata=d.metadata, source=d.source)
+        yield d
+
+
 def _as_pb(documents: Iterator[Document], bar: tqdm) -> Iterator[pb.Document]:
     for d in documents:
         bar.update(1)
@@ -39,6 +48,9 @@ def _as_pb(documents: Iterator[Document], bar: tqdm) -> Iterator[pb.Document]:
 def ingest(
     paths: Annotated[list[Path], typer.Argument(help=".txt, .md, .jsonl files or folders (recursive).")],
     text_field: Annotated[str, typer.Option(help="JSONL field holding the text.")] = "text",
+    ids: Annotated[
+        str, typer.Option(help="Document ids of files: 'path' (relative path) or 'stem' (without .md/.txt).")
+    ] = "path",
     local: Annotated[
         bool,
         typer.Option("--local", help="Write the data dir's index directly (no server may be running on it)."),
@@ -49,8 +61,10 @@ def ingest(
     tls: Tls = False,
 ) -> None:
     """Add or update documents in the knowledge index (unchanged documents are skipped)."""
+    if ids not in ("path", "stem"):
+        raise typer.BadParameter(f"--ids must be 'path' or 'stem', got {ids!r}")
     loader = DocumentLoader(text_field=text_field, on_problem=_report_problem)
-    documents = loader.iter_documents(paths)
+    documents = _with_ids(loader.iter_documents(paths), ids)
     if local:
         from server.config import load_settings
         from server.knowledge import open_knowledge_base

@@ -1,0 +1,229 @@
+"""Ask a running server every (item, arm) over gRPC — what clients get, measured as clients see it.
+
+Requests run concurrently (so the server batches them), with a progress bar; UNAVAILABLE and
+RESOURCE_EXHAUSTED are retried with backoff; answers are cached (eval/cache.py). Every arm
+uses the same decoding settings and the server's one prompt builder: only the adapter and
+the context change. A request that still fails becomes a record with ``error`` set, scored as
+wrong by the analysis, never dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+from tqdm import tqdm
+
+from eval.arms import Arm
+from eval.cache import AnswerCache, cache_key
+from eval.dataset import EvalItem
+from eval.records import AnswerRecord
+from hybrid_assistant.client import AsyncAssistantClient
+from hybrid_assistant.v1 import assistant_pb2 as pb
+
+RUNNER_VERSION = 1  # bump when the way answers are produced changes
+_RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED)
+_FINISH = {pb.FINISH_REASON_STOP: "stop", pb.FINISH_REASON_LENGTH: "length"}
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    target: str = "localhost:50051"
+    token: str | None = None
+    max_tokens: int = 64
+    temperature: float = 0.0
+    seed: int = 0
+    concurrency: int = 32
+    score_options: bool = True
+    retries: int = 6
+    cache_path: Path | None = None
+    progress: bool = True
+    timeout_s: float = 600.0
+
+
+@dataclass
+class RunStats:
+    requests: int = 0
+    cached: int = 0
+    failed: int = 0
+    wall_s: float = 0.0
+    server: dict[str, Any] = field(default_factory=dict)
+
+
+class EvalRunError(RuntimeError):
+    """The evaluation cannot start (server unreachable, an arm's adapter missing...)."""
+
+
+async def _with_retries(call: Any, retries: int) -> Any:
+    delay = 0.5
+    for attempt in range(retries + 1):
+        try:
+            return await call()
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() not in _RETRYABLE or attempt == retries:
+                raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+    raise AssertionError("unreachable")
+
+
+class Runner:
+    def __init__(self, config: RunConfig, passages: Mapping[str, str] | None = None) -> None:
+        self.config = config
+        self.passages = dict(passages or {})
+        self.cache = AnswerCache(config.cache_path)
+        self.stats = RunStats()
+        self._fingerprints: dict[str, str] = {}
+
+    def _oracle(self, item: EvalItem) -> list[pb.Passage]:
+        missing = [d for d in item.gold_doc_ids if d not in self.passages]
+        if missing:
+            raise EvalRunError(f"item {item.id!r}: no text for gold documents {missing} (pass --documents)")
+        return [
+            pb.Passage(document_id=d, chunk_id=f"{d}#gold", text=self.passages[d], score=1.0)
+            for d in item.gold_doc_ids
+        ]
+
+    def _request_options(self, item: EvalItem, arm: Arm) -> dict[str, Any]:
+        options: dict[str, Any] = {"adapter": arm.adapter or ""}
+        if arm.retrieval:
+            options.update(retrieval=True, top_k=arm.top_k or 0)
+        elif arm.oracle and item.gold_doc_ids:
+            options["passages"] = self._oracle(item)
+        return options
+
+    def _key(self, item: EvalItem, arm: Arm, options: dict[str, Any]) -> str:
+        return cache_key(
+            {
+                "v": RUNNER_VERSION,
+                "arm": arm.name,
+                "messages": item.chat_messages(),
+                "options": list(item.options or ()),
+                "oracle": [p.text for p in options.get("passages", [])],
+                "model": self._fingerprints["model"],
+                "adapter": self._fingerprints.get(f"adapter:{arm.adapter}", ""),
+                "index": self._fingerprints["index"] if arm.retrieval else "",
+                "top_k": arm.top_k,
+                "decoding": [self.config.max_tokens, self.config.temperature, self.config.seed],
+                "score": self.config.score_options,
+            }
+        )
+
+    async def _prepare(self, client: AsyncAssistantClient, arms: Sequence[Arm]) -> None:
+        try:
+            await client.wait_ready(timeout=120)
+            info = await client.server_info()
+            adapters = {a.name: a for a in await client.list_adapters()}
+        except (grpc.RpcError, TimeoutError) as exc:
+            raise EvalRunError(f"cannot reach a ready server at {self.config.target}: {exc}") from exc
+        missing = sorted({a.adapter for a in arms if a.adapter and a.adapter not in adapters})
+        if missing:
+            raise EvalRunError(f"adapters {missing} are not loaded on the server; loaded: {sorted(adapters)}")
+        self._fingerprints = {"model": info.model_fingerprint, "index": info.index_fingerprint}
+        self._fingerprints.update({f"adapter:{n}": a.fingerprint for n, a in adapters.items()})
+        self.stats.server = {
+            "model": info.model,
+            "model_fingerprint": info.model_fingerprint,
+            "engine": info.engine,
+            "dtype": info.dtype,
+            "index_fingerprint": info.index_fingerprint,
+            "embedder": info.embedder,
+            "adapters": {n: {"fingerprint": a.fingerprint, **dict(a.metadata)} for n, a in adapters.items()},
+        }
+
+    async def _ask(self, client: AsyncAssistantClient, item: EvalItem, arm: Arm) -> AnswerRecord:
+        options = self._request_options(item, arm)
+        key = self._key(item, arm, options)
+        cached = self.cache.get(key)
+        if cached is not None:
+            self.stats.cached += 1
+            return cached
+        cfg = self.config
+        messages = item.chat_messages()
+        try:
+            started = time.perf_counter()
+            reply = await _with_retries(
+                lambda: client.generate(
+                    messages,
+                    max_tokens=cfg.max_tokens,
+                    temperature=cfg.temperature,
+                    seed=cfg.seed,
+                    timeout=cfg.timeout_s,
+                    **options,
+                ),
+                cfg.retries,
+            )
+            latency = (time.perf_counter() - started) * 1000
+            logprobs: tuple[float, ...] | None = None
+            counts: tuple[int, ...] | None = None
+            if cfg.score_options and item.options:
+                scored = await _with_retries(
+                    lambda: client.score(
+                        messages, list(item.options or ()), timeout=cfg.timeout_s, **options
+                    ),
+                    cfg.retries,
+                )
+                logprobs = tuple(s.logprob for s in scored.scores)
+                counts = tuple(s.tokens for s in scored.scores)
+            record = AnswerRecord(
+                item_id=item.id,
+                arm=arm.name,
+                text=reply.text,
+                contexts=tuple(c.document_id for c in reply.contexts),
+                latency_ms=latency,
+                ttft_ms=reply.timings.ttft_ms,
+                prompt_tokens=reply.usage.prompt_tokens,
+                completion_tokens=reply.usage.completion_tokens,
+                option_logprobs=logprobs,
+                option_token_counts=counts,
+                finish_reason=_FINISH.get(reply.finish_reason),
+            )
+        except grpc.aio.AioRpcError as exc:
+            self.stats.failed += 1
+            return AnswerRecord(item_id=item.id, arm=arm.name, error=f"{exc.code().name}: {exc.details()}")
+        self.cache.put(key, record)
+        return record
+
+    async def run(self, items: Sequence[EvalItem], arms: Sequence[Arm]) -> list[AnswerRecord]:
+        """One record per (item, arm), in item-major order."""
+        jobs = [(item, arm) for item in items for arm in arms]
+        limit = asyncio.Semaphore(self.config.concurrency)
+        bar = tqdm(total=len(jobs), desc="answers", unit="ans", disable=not self.config.progress)
+        async with AsyncAssistantClient(self.config.target, token=self.config.token) as client:
+            await self._prepare(client, arms)
+
+            async def one(item: EvalItem, arm: Arm) -> AnswerRecord:
+                async with limit:
+                    record = await self._ask(client, item, arm)
+                bar.update(1)
+                return record
+
+            started = time.perf_counter()
+            try:
+                records = await asyncio.gather(*(one(item, arm) for item, arm in jobs))
+            finally:
+                bar.close()
+            self.stats.wall_s = time.perf_counter() - started
+        self.stats.requests = len(jobs)
+        return list(records)
+
+
+async def sequential_probe(
+    config: RunConfig, items: Sequence[EvalItem], arms: Sequence[Arm], sample: int
+) -> float:
+    """Mean seconds per answer when asking one at a time (uncached), to report the batching speed-up."""
+    probe = Runner(RunConfig(**{**config.__dict__, "concurrency": 1, "cache_path": None, "progress": False}))
+    jobs = [(item, arm) for item in items for arm in arms][:: max(1, len(items) * len(arms) // sample)][
+        :sample
+    ]
+    started = time.perf_counter()
+    async with AsyncAssistantClient(config.target, token=config.token) as client:
+        await probe._prepare(client, arms)
+        for item, arm in jobs:
+            await probe._ask(client, item, arm)
+    return (time.perf_counter() - started) / max(1, len(jobs))

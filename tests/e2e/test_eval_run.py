@@ -1,0 +1,165 @@
+"""A full evaluation through a real server on the tiny model: runner, cache, analysis, reports."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from hybrid_assistant.client import AssistantClient
+from tests.helpers import ServerThread
+
+DOCS = {
+    "ferry": "The Marrowby ferry carries twelve cars across the Sound.",
+    "mill": "The Osterby mill grinds barley with an oak waterwheel.",
+    "tower": "The Kessmouth clock tower was built of grey granite in 1852.",
+}
+
+
+def write_dataset(tmp: Path) -> tuple[Path, Path, Path]:
+    docs = tmp / "docs"
+    docs.mkdir()
+    for name, text in DOCS.items():
+        (docs / f"{name}.md").write_text(text)
+    items = [
+        {
+            "id": "q1",
+            "question": "How many cars does the Marrowby ferry carry?",
+            "answers": ["twelve", "12"],
+            "gold_doc_ids": ["ferry"],
+            "options": ["twelve", "three"],
+            "stratum": "kb",
+            "style": "json-answer",
+        },
+        {
+            "id": "q2",
+            "question": "What does the Osterby mill grind?",
+            "answers": ["barley"],
+            "gold_doc_ids": ["mill"],
+            "stratum": "kb",
+            "style": "json-answer",
+        },
+        {
+            "id": "q3",
+            "question": "What stone is the Kessmouth clock tower made of?",
+            "answers": ["granite"],
+            "gold_doc_ids": ["tower"],
+            "options": ["granite", "marble"],
+            "stratum": "kb",
+            "style": "json-answer",
+        },
+        {
+            "id": "u1",
+            "question": "Who owns the Marrowby ferry?",
+            "answers": [],
+            "answerable": False,
+            "stratum": "unanswerable",
+            "style": "json-answer",
+        },
+        {
+            "id": "c1",
+            "question": "What is the capital of France?",
+            "answers": ["Paris"],
+            "stratum": "control",
+            "style": "json-answer",
+        },
+    ]
+    dataset = tmp / "eval.jsonl"
+    dataset.write_text("".join(json.dumps(i) + "\n" for i in items))
+    spec = tmp / "spec.json"
+    spec.write_text(
+        json.dumps(
+            {
+                "name": "json-answer",
+                "description": "json",
+                "answer_field": "answer",
+                "max_chars": 200,
+                "json_schema": {
+                    "type": "object",
+                    "required": ["answer"],
+                    "properties": {"answer": {"type": "string"}},
+                },
+            }
+        )
+    )
+    return dataset, spec, docs
+
+
+def test_eval_cli_end_to_end(
+    start_server: Callable[..., ServerThread], tiny_adapters: dict[str, Path], tmp_path: Path
+) -> None:
+    server = start_server()
+    dataset, spec, docs = write_dataset(tmp_path)
+    env = {**os.environ, "HA_TARGET": server.target}
+    ingest = [sys.executable, "-m", "server", "ingest", str(docs), "--ids", "stem"]
+    assert subprocess.run(ingest, env=env, capture_output=True, timeout=120).returncode == 0
+    with AssistantClient(server.target) as client:
+        client.load_adapter("alpha", "alpha")
+    out = tmp_path / "report"
+    cmd = [
+        sys.executable,
+        "-m",
+        "server",
+        "eval",
+        "--dataset",
+        str(dataset),
+        "--out",
+        str(out),
+        "--arms",
+        "base,adapter:alpha,rag@2,adapter:alpha+rag@2,oracle",
+        "--style-spec",
+        str(spec),
+        "--documents",
+        str(docs),
+        "--max-tokens",
+        "8",
+        "--resamples",
+        "200",
+        "--sequential-sample",
+        "3",
+    ]
+    first = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "report:" in first.stdout and "adapter:alpha+rag@2" in first.stdout
+    for name in ("report.json", "report.md", "report.html", "answers.jsonl", "run.json"):
+        assert (out / name).is_file(), name
+    run = json.loads((out / "run.json").read_text())
+    assert (run["requests"], run["failed"], run["cached"]) == (25, 0, 0)
+    answers = [json.loads(line) for line in (out / "answers.jsonl").read_text().splitlines()]
+    rag = next(a for a in answers if a["arm"] == "rag@2" and a["item_id"] == "q1")
+    assert rag["contexts"][0] == "ferry"  # retrieved, cited by the server
+    oracle = next(a for a in answers if a["arm"] == "oracle" and a["item_id"] == "q3")
+    assert oracle["contexts"] == ["tower"]
+    assert all(len(a["option_logprobs"]) == 2 for a in answers if a["item_id"] in ("q1", "q3"))
+    assert "data:image/png;base64" in (out / "report.html").read_text()
+
+    second = subprocess.run(cmd[:-2], env=env, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert json.loads((out / "run.json").read_text())["cached"] == 25  # a re-run only asks what changed
+
+
+def test_eval_cli_reports_missing_adapter(start_server: Callable[..., ServerThread], tmp_path: Path) -> None:
+    server = start_server()
+    dataset, _, _ = write_dataset(tmp_path)
+    cmd = [
+        sys.executable,
+        "-m",
+        "server",
+        "eval",
+        "--dataset",
+        str(dataset),
+        "--arms",
+        "base,adapter:nope",
+        "--out",
+        str(tmp_path / "r"),
+        "--target",
+        server.target,
+    ]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 1
+    assert "'nope'" in out.stderr
+    bad = subprocess.run([*cmd[:6], "--arms", "base,wat"], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "wat" in bad.stderr
