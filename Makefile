@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install serve test test-fast lint format proto bench clean
+.PHONY: help install serve test test-fast lint format proto demo bench clean
 
 help:  ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-16s %s\n", $$1, $$2}'
@@ -42,6 +42,9 @@ format: install  ## Apply ruff fixes and formatting
 proto: install  ## Regenerate the Python code from proto/ (grpcio-tools, with .pyi stubs)
 	$(PY) -m grpc_tools.protoc -Iproto --python_out=proto --grpc_python_out=proto --pyi_out=proto \
 		proto/hybrid_assistant/v1/assistant.proto
+
+demo: install  ## The main job: train/reuse demo adapters, ingest the demo KB, evaluate 7 arms, HTML report
+	$(VENV)/bin/hybrid-assistant demo
 
 bench: install  ## Serving benchmark (about 10 minutes; writes bench/results/serve.json)
 	$(PY) bench/serve.py

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import typer
 
-from server.cli import adapter_training, client_commands, eval_command, knowledge_commands, prepare, serve
+from server.cli import (
+    adapter_sweep,
+    adapter_training,
+    client_commands,
+    demo_command,
+    eval_command,
+    knowledge_commands,
+    prepare,
+    serve,
+)
 
 app = typer.Typer(
     name="hybrid-assistant",
@@ -23,6 +32,7 @@ app.command("info")(client_commands.info)
 app.command("health")(client_commands.health_check)
 app.command("prepare")(prepare.prepare)
 app.command("eval")(eval_command.evaluate)
+app.command("demo")(demo_command.demo)
 app.command("ingest")(knowledge_commands.ingest)
 knowledge_app.command("stats")(knowledge_commands.stats)
 knowledge_app.command("delete")(knowledge_commands.delete)
@@ -33,3 +43,4 @@ adapters_app.command("unload")(client_commands.adapters_unload)
 adapters_app.command("train")(adapter_training.train)
 adapters_app.command("train-demo")(adapter_training.train_demo)
 adapters_app.command("available")(adapter_training.available)
+adapters_app.command("sweep")(adapter_sweep.sweep)

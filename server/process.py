@@ -1,0 +1,81 @@
+"""A hybrid-assistant server in a child process: for the demo, the sweep and the benchmarks.
+
+A child process gets its own interpreter (no GIL shared with the caller) and is stopped the
+way an orchestrator would stop it: SIGTERM, then a graceful drain.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from hybrid_assistant.client import AssistantClient
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ServerProcess:
+    """``python ARGS...`` (default: ``-m server serve --listen 127.0.0.1:<free port> EXTRA...``)."""
+
+    def __init__(
+        self,
+        extra: Sequence[str] = (),
+        *,
+        args: Sequence[str] | None = None,
+        port: int | None = None,
+        log: Path | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.port = port or free_port()
+        self.target = f"127.0.0.1:{self.port}"
+        self.log = log
+        argv = list(args) if args is not None else ["-m", "server", "serve", "--listen", self.target, *extra]
+        self._out = log.open("w") if log else None
+        self.proc = subprocess.Popen(
+            [sys.executable, *argv],
+            stdout=self._out or subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})},
+        )
+
+    def wait_ready(self, timeout: float = 600) -> ServerProcess:
+        """Until the health service says SERVING; raises with the log's tail if the process exits."""
+        deadline = time.monotonic() + timeout
+        with AssistantClient(self.target) as client:
+            while True:
+                if self.proc.poll() is not None:
+                    tail = self.log.read_text()[-3000:] if self.log and self.log.exists() else ""
+                    raise RuntimeError(f"server exited with status {self.proc.returncode}\n{tail}")
+                try:
+                    client.wait_ready(timeout=2)
+                    return self
+                except TimeoutError:
+                    if time.monotonic() > deadline:
+                        raise
+
+    def stop(self, timeout: float = 60) -> int:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self._out is not None:
+            self._out.close()
+        return self.proc.returncode
+
+    def __enter__(self) -> ServerProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
