@@ -95,29 +95,53 @@ class ModelRunner:
     def score(
         self, prompt_ids: list[int], continuations: Sequence[list[int]], adapter_uid: int
     ) -> list[ContinuationScore]:
-        """Sum of log-probabilities of each continuation's tokens after the prompt (no cache)."""
-        sequences = [prompt_ids + list(c) for c in continuations]
-        width = max(len(s) for s in sequences)
-        ids = torch.zeros(len(sequences), width, dtype=torch.int64)
-        attention = torch.zeros(len(sequences), width, dtype=torch.int64)
-        for i, seq in enumerate(sequences):
-            ids[i, : len(seq)] = torch.tensor(seq)
-            attention[i, : len(seq)] = 1
-        self.bank.set_batch([adapter_uid] * len(sequences), width)
+        """Sum of log-probabilities of each continuation's tokens after the prompt.
+
+        The prompt runs once; its key/value cache is then shared by every continuation (options
+        of a multiple-choice item share long prompts, especially with retrieved context).
+        """
+        from transformers import DynamicCache
+
+        self.bank.set_batch([adapter_uid], len(prompt_ids))
         try:
-            logits = self.model(input_ids=ids, attention_mask=attention, use_cache=False).logits.float()
+            cache = DynamicCache(config=self.model.config)
+            out = self.model(input_ids=torch.tensor([prompt_ids]), past_key_values=cache, logits_to_keep=1)
         finally:
             self.bank.clear_batch()
-        logprobs = torch.log_softmax(logits, dim=-1)
+        first = torch.log_softmax(out.logits[0, -1].float(), dim=-1)
+        rows = [list(c) for c in continuations if len(c) > 1]
+        rest: torch.Tensor | None = None
+        if rows:
+            # Each continuation's tokens after the first are predicted from the shared prompt cache.
+            width = max(len(r) for r in rows) - 1
+            ids = torch.zeros(len(rows), width, dtype=torch.int64)
+            attention = torch.ones(len(rows), len(prompt_ids) + width, dtype=torch.int64)
+            for i, r in enumerate(rows):
+                ids[i, : len(r) - 1] = torch.tensor(r[:-1])
+                attention[i, len(prompt_ids) + len(r) - 1 :] = 0
+            cache.batch_repeat_interleave(len(rows))
+            self.bank.set_batch([adapter_uid] * len(rows), width)
+            try:
+                rest = self.model(
+                    input_ids=ids, attention_mask=attention, past_key_values=cache
+                ).logits.float()
+            finally:
+                self.bank.clear_batch()
+            rest = torch.log_softmax(rest, dim=-1)
         results = []
-        start = len(prompt_ids)
-        for i, continuation in enumerate(continuations):
+        row = 0
+        for continuation in continuations:
             if not continuation:
                 results.append(ContinuationScore(logprob=0.0, tokens=0, greedy=True))
                 continue
+            predicted = [first]
+            if len(continuation) > 1:
+                assert rest is not None
+                predicted += list(rest[row, : len(continuation) - 1])
+                row += 1
+            stacked = torch.stack(predicted)
             targets = torch.tensor(list(continuation))
-            predicted = logprobs[i, start - 1 : start - 1 + len(continuation)]
-            token_lp = predicted.gather(1, targets[:, None]).squeeze(1)
-            greedy = bool((predicted.argmax(dim=-1) == targets).all())
+            token_lp = stacked.gather(1, targets[:, None]).squeeze(1)
+            greedy = bool((stacked.argmax(dim=-1) == targets).all())
             results.append(ContinuationScore(float(token_lp.sum()), len(continuation), greedy))
         return results

@@ -71,13 +71,18 @@ async def test_adapter_matches_peft(engine_env: EngineEnv, tiny_model_dir: Path)
 
 async def test_score_matches_a_plain_forward_pass(engine_env: EngineEnv, tiny_model_dir: Path) -> None:
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    tokenizer = engine_env.engine.tokenizer
     ids = prompt(engine_env, QUESTIONS[0])
-    continuation = list(engine_env.engine.tokenizer(" Paris", add_special_tokens=False)["input_ids"])
-    [score] = await engine_env.engine.score(ids, [continuation], 0)
-    with torch.no_grad():
-        logits = model(torch.tensor([ids + continuation])).logits[0].log_softmax(-1)
-    expected = sum(float(logits[len(ids) - 1 + i, t]) for i, t in enumerate(continuation))
-    assert score.logprob == pytest.approx(expected, abs=1e-4)
+    texts = [" Paris", "x", " The capital of France is Paris, of course."]
+    continuations = [list(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
+    assert len(continuations[1]) == 1 and len(continuations[2]) > len(continuations[0]) > 1
+    scores = await engine_env.engine.score(ids, continuations, 0)
+    for continuation, score in zip(continuations, scores, strict=True):
+        with torch.no_grad():
+            logits = model(torch.tensor([ids + continuation])).logits[0].log_softmax(-1)
+        expected = sum(float(logits[len(ids) - 1 + i, t]) for i, t in enumerate(continuation))
+        assert score.logprob == pytest.approx(expected, abs=1e-4)
+        assert score.tokens == len(continuation)
 
 
 async def test_long_prompt_is_prefilled_in_chunks(
