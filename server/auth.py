@@ -18,6 +18,7 @@ ADMIN_METHODS = frozenset(
         "Knowledge/DeleteDocuments",
         "Experiments/CreateExperiment",
         "Experiments/UpdateExperiment",
+        "Experiments/ExportRequestLog",
     )
 )
 

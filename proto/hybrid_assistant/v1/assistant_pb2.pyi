@@ -511,7 +511,7 @@ class GetExperimentReportRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ...) -> None: ...
 
 class MetricComparison(_message.Message):
-    __slots__ = ("metric", "n", "mean", "ci_low", "ci_high", "diff_vs_control", "diff_ci_low", "diff_ci_high", "p_value")
+    __slots__ = ("metric", "n", "mean", "ci_low", "ci_high", "diff_vs_control", "diff_ci_low", "diff_ci_high", "p_value", "subjects")
     METRIC_FIELD_NUMBER: _ClassVar[int]
     N_FIELD_NUMBER: _ClassVar[int]
     MEAN_FIELD_NUMBER: _ClassVar[int]
@@ -521,6 +521,7 @@ class MetricComparison(_message.Message):
     DIFF_CI_LOW_FIELD_NUMBER: _ClassVar[int]
     DIFF_CI_HIGH_FIELD_NUMBER: _ClassVar[int]
     P_VALUE_FIELD_NUMBER: _ClassVar[int]
+    SUBJECTS_FIELD_NUMBER: _ClassVar[int]
     metric: str
     n: int
     mean: float
@@ -530,10 +531,11 @@ class MetricComparison(_message.Message):
     diff_ci_low: float
     diff_ci_high: float
     p_value: float
-    def __init__(self, metric: _Optional[str] = ..., n: _Optional[int] = ..., mean: _Optional[float] = ..., ci_low: _Optional[float] = ..., ci_high: _Optional[float] = ..., diff_vs_control: _Optional[float] = ..., diff_ci_low: _Optional[float] = ..., diff_ci_high: _Optional[float] = ..., p_value: _Optional[float] = ...) -> None: ...
+    subjects: int
+    def __init__(self, metric: _Optional[str] = ..., n: _Optional[int] = ..., mean: _Optional[float] = ..., ci_low: _Optional[float] = ..., ci_high: _Optional[float] = ..., diff_vs_control: _Optional[float] = ..., diff_ci_low: _Optional[float] = ..., diff_ci_high: _Optional[float] = ..., p_value: _Optional[float] = ..., subjects: _Optional[int] = ...) -> None: ...
 
 class ArmReport(_message.Message):
-    __slots__ = ("arm", "control", "requests", "subjects", "latency_p50_ms", "latency_p99_ms", "mean_completion_tokens", "metrics")
+    __slots__ = ("arm", "control", "requests", "subjects", "latency_p50_ms", "latency_p99_ms", "mean_completion_tokens", "metrics", "weight", "errors")
     ARM_FIELD_NUMBER: _ClassVar[int]
     CONTROL_FIELD_NUMBER: _ClassVar[int]
     REQUESTS_FIELD_NUMBER: _ClassVar[int]
@@ -542,6 +544,8 @@ class ArmReport(_message.Message):
     LATENCY_P99_MS_FIELD_NUMBER: _ClassVar[int]
     MEAN_COMPLETION_TOKENS_FIELD_NUMBER: _ClassVar[int]
     METRICS_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_FIELD_NUMBER: _ClassVar[int]
     arm: str
     control: bool
     requests: int
@@ -550,14 +554,73 @@ class ArmReport(_message.Message):
     latency_p99_ms: float
     mean_completion_tokens: float
     metrics: _containers.RepeatedCompositeFieldContainer[MetricComparison]
-    def __init__(self, arm: _Optional[str] = ..., control: _Optional[bool] = ..., requests: _Optional[int] = ..., subjects: _Optional[int] = ..., latency_p50_ms: _Optional[float] = ..., latency_p99_ms: _Optional[float] = ..., mean_completion_tokens: _Optional[float] = ..., metrics: _Optional[_Iterable[_Union[MetricComparison, _Mapping]]] = ...) -> None: ...
+    weight: float
+    errors: int
+    def __init__(self, arm: _Optional[str] = ..., control: _Optional[bool] = ..., requests: _Optional[int] = ..., subjects: _Optional[int] = ..., latency_p50_ms: _Optional[float] = ..., latency_p99_ms: _Optional[float] = ..., mean_completion_tokens: _Optional[float] = ..., metrics: _Optional[_Iterable[_Union[MetricComparison, _Mapping]]] = ..., weight: _Optional[float] = ..., errors: _Optional[int] = ...) -> None: ...
 
 class ExperimentReport(_message.Message):
-    __slots__ = ("name", "arms", "generated_at")
+    __slots__ = ("name", "arms", "generated_at", "state", "description", "excluded_requests")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ARMS_FIELD_NUMBER: _ClassVar[int]
     GENERATED_AT_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    EXCLUDED_REQUESTS_FIELD_NUMBER: _ClassVar[int]
     name: str
     arms: _containers.RepeatedCompositeFieldContainer[ArmReport]
     generated_at: str
-    def __init__(self, name: _Optional[str] = ..., arms: _Optional[_Iterable[_Union[ArmReport, _Mapping]]] = ..., generated_at: _Optional[str] = ...) -> None: ...
+    state: ExperimentState
+    description: str
+    excluded_requests: int
+    def __init__(self, name: _Optional[str] = ..., arms: _Optional[_Iterable[_Union[ArmReport, _Mapping]]] = ..., generated_at: _Optional[str] = ..., state: _Optional[_Union[ExperimentState, str]] = ..., description: _Optional[str] = ..., excluded_requests: _Optional[int] = ...) -> None: ...
+
+class ExportRequestLogRequest(_message.Message):
+    __slots__ = ("experiment", "since_unix", "until_unix")
+    EXPERIMENT_FIELD_NUMBER: _ClassVar[int]
+    SINCE_UNIX_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_UNIX_FIELD_NUMBER: _ClassVar[int]
+    experiment: str
+    since_unix: float
+    until_unix: float
+    def __init__(self, experiment: _Optional[str] = ..., since_unix: _Optional[float] = ..., until_unix: _Optional[float] = ...) -> None: ...
+
+class RequestLogRecord(_message.Message):
+    __slots__ = ("request_id", "time_unix", "experiment", "arm", "in_test", "subject_key", "adapter", "retrieval", "document_ids", "prompt_tokens", "completion_tokens", "ttft_ms", "total_ms", "status", "feedback")
+    class FeedbackEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    TIME_UNIX_FIELD_NUMBER: _ClassVar[int]
+    EXPERIMENT_FIELD_NUMBER: _ClassVar[int]
+    ARM_FIELD_NUMBER: _ClassVar[int]
+    IN_TEST_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_KEY_FIELD_NUMBER: _ClassVar[int]
+    ADAPTER_FIELD_NUMBER: _ClassVar[int]
+    RETRIEVAL_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENT_IDS_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    COMPLETION_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    TTFT_MS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_MS_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    FEEDBACK_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    time_unix: float
+    experiment: str
+    arm: str
+    in_test: bool
+    subject_key: str
+    adapter: str
+    retrieval: bool
+    document_ids: _containers.RepeatedScalarFieldContainer[str]
+    prompt_tokens: int
+    completion_tokens: int
+    ttft_ms: float
+    total_ms: float
+    status: str
+    feedback: _containers.ScalarMap[str, float]
+    def __init__(self, request_id: _Optional[str] = ..., time_unix: _Optional[float] = ..., experiment: _Optional[str] = ..., arm: _Optional[str] = ..., in_test: _Optional[bool] = ..., subject_key: _Optional[str] = ..., adapter: _Optional[str] = ..., retrieval: _Optional[bool] = ..., document_ids: _Optional[_Iterable[str]] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., ttft_ms: _Optional[float] = ..., total_ms: _Optional[float] = ..., status: _Optional[str] = ..., feedback: _Optional[_Mapping[str, float]] = ...) -> None: ...

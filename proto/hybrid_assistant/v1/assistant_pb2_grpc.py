@@ -648,6 +648,11 @@ class ExperimentsStub:
                 request_serializer=hybrid__assistant_dot_v1_dot_assistant__pb2.GetExperimentReportRequest.SerializeToString,
                 response_deserializer=hybrid__assistant_dot_v1_dot_assistant__pb2.ExperimentReport.FromString,
                 _registered_method=True)
+        self.ExportRequestLog = channel.unary_stream(
+                '/hybrid_assistant.v1.Experiments/ExportRequestLog',
+                request_serializer=hybrid__assistant_dot_v1_dot_assistant__pb2.ExportRequestLogRequest.SerializeToString,
+                response_deserializer=hybrid__assistant_dot_v1_dot_assistant__pb2.RequestLogRecord.FromString,
+                _registered_method=True)
 
 
 class ExperimentsServicer:
@@ -687,6 +692,15 @@ class ExperimentsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExportRequestLog(self, request, context):
+        """The request log (every served Generate, with its feedback), oldest first. Admin: it holds
+        subject keys.
+        admin
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ExperimentsServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -714,6 +728,11 @@ def add_ExperimentsServicer_to_server(servicer, server):
                     servicer.GetExperimentReport,
                     request_deserializer=hybrid__assistant_dot_v1_dot_assistant__pb2.GetExperimentReportRequest.FromString,
                     response_serializer=hybrid__assistant_dot_v1_dot_assistant__pb2.ExperimentReport.SerializeToString,
+            ),
+            'ExportRequestLog': grpc.unary_stream_rpc_method_handler(
+                    servicer.ExportRequestLog,
+                    request_deserializer=hybrid__assistant_dot_v1_dot_assistant__pb2.ExportRequestLogRequest.FromString,
+                    response_serializer=hybrid__assistant_dot_v1_dot_assistant__pb2.RequestLogRecord.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -853,6 +872,33 @@ class Experiments:
             '/hybrid_assistant.v1.Experiments/GetExperimentReport',
             hybrid__assistant_dot_v1_dot_assistant__pb2.GetExperimentReportRequest.SerializeToString,
             hybrid__assistant_dot_v1_dot_assistant__pb2.ExperimentReport.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportRequestLog(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/hybrid_assistant.v1.Experiments/ExportRequestLog',
+            hybrid__assistant_dot_v1_dot_assistant__pb2.ExportRequestLogRequest.SerializeToString,
+            hybrid__assistant_dot_v1_dot_assistant__pb2.RequestLogRecord.FromString,
             options,
             channel_credentials,
             insecure,
