@@ -14,6 +14,8 @@
   as independent, as the classic test does); otherwise a two-sided sign-flip permutation test
   on the per-item contrast, flipping whole groups (valid under clustering): exact when there are
   at most 16 groups, else 10,000 seeded random flips, ``p = (1 + #{|T*| >= |T|}) / (1 + R)``.
+  Two independent samples (an online A/B test's arms) use :func:`cluster_permutation_test`,
+  which deals whole clusters out to the two samples at random.
 - **Minimum detectable effect** at 80% power, two-sided 5%: ``(z_0.975 + z_0.80) * SE`` =
   ``2.80 * SE``, where SE is the cluster-robust standard error of the mean paired contrast,
   ``sqrt(G / (G - 1) * sum_g (S_g - N_g * mean)^2) / N`` (``s / sqrt(n)`` when every group is one
@@ -193,6 +195,48 @@ def sign_flip_test(
     signs = rng.choice(np.array([1.0, -1.0]), size=(n_permutations, len(sums)))
     stats = np.abs(signs @ sums)
     return float((1 + np.sum(stats >= observed - tol)) / (1 + n_permutations))
+
+
+def cluster_permutation_test(
+    a: np.ndarray,
+    groups_a: Sequence[str],
+    b: np.ndarray,
+    groups_b: Sequence[str],
+    n_permutations: int = DEFAULT_PERMUTATIONS,
+    seed: int = 0,
+) -> float:
+    """Two-sided permutation p-value for H0: two independent samples of clusters (an A/B test's
+    arms, clustered by subject) have the same mean.
+
+    The statistic is the difference of the ratio means (sum / count of the defined values);
+    each permutation deals whole clusters out to the two samples, keeping their cluster counts.
+    ``n_permutations`` seeded draws, ``p = (1 + #{|T*| >= |T|}) / (1 + R)``. The unpaired
+    counterpart of :func:`sign_flip_test`.
+    """
+    sums, counts, sizes = [], [], []
+    for values, groups in ((a, groups_a), (b, groups_b)):
+        values = np.asarray(values, dtype=np.float64)
+        mask = ~np.isnan(values)
+        _, index = np.unique(np.asarray(list(groups), dtype=object).astype(str)[mask], return_inverse=True)
+        sums.append(np.bincount(index, weights=values[mask]))
+        counts.append(np.bincount(index).astype(np.float64))
+        sizes.append(len(sums[-1]))
+    if 0 in sizes:
+        return _NAN
+    s, c, g_a = np.concatenate(sums), np.concatenate(counts), sizes[0]
+    total_s, total_c = s.sum(), c.sum()
+    observed = abs(s[:g_a].sum() / c[:g_a].sum() - s[g_a:].sum() / c[g_a:].sum())
+    tol = 1e-9 * max(1.0, observed)
+    rng = np.random.default_rng(seed)
+    in_a = np.zeros(len(s))
+    in_a[:g_a] = 1.0
+    chunk = max(1, 2_000_000 // len(s))
+    extreme = 0
+    for start in range(0, n_permutations, chunk):
+        rows = rng.permuted(np.tile(in_a, (min(chunk, n_permutations - start), 1)), axis=1)
+        sa, ca = rows @ s, rows @ c
+        extreme += int(np.sum(np.abs(sa / ca - (total_s - sa) / (total_c - ca)) >= observed - tol))
+    return float((1 + extreme) / (1 + n_permutations))
 
 
 def cluster_se(contrast: np.ndarray, group_index: np.ndarray) -> float:

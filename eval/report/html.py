@@ -76,12 +76,16 @@ def _section(section: Section) -> str:
 
 
 def render_html(analysis: EvalAnalysis, title: str = "Evaluation report") -> str:
-    sections = build_document(analysis)
     meta = analysis.meta
     sub = (
         f"{meta['n_items']} items · {len(meta['arms'])} arms · {meta['n_resamples']} bootstrap resamples · "
         f"primary metrics: {meta['primary_knowledge']} (knowledge), {meta['primary_style']} (style)"
     )
+    return render_page(title, sub, build_document(analysis))
+
+
+def render_page(title: str, sub: str, sections: list[Section]) -> str:
+    """One self-contained page: a title, a subtitle line, then the sections."""
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         f'<meta name="viewport" content="width=device-width,initial-scale=1"><title>{escape(title)}</title>'

@@ -48,7 +48,12 @@ def _style_axes(ax: Axes) -> None:
 
 
 def _grouped_bars(
-    ax: Axes, groups: list[str], series: dict[str, list[Estimate | None]], title: str, legend: bool = True
+    ax: Axes,
+    groups: list[str],
+    series: dict[str, list[Estimate | None]],
+    title: str,
+    legend: bool = True,
+    ylim: tuple[float, float] | None = (0.0, 1.0),
 ) -> None:
     width = 0.8 / max(len(series), 1)
     x = np.arange(len(groups))
@@ -60,7 +65,8 @@ def _grouped_bars(
         ax.bar(pos, means, width * 0.92, label=label, color=COLOURS[k % len(COLOURS)])
         ax.errorbar(pos, means, yerr=[lows, highs], fmt="none", ecolor="#333333", elinewidth=1, capsize=2)
     ax.set_xticks(x, groups, rotation=25, ha="right", fontsize=8)
-    ax.set_ylim(0, 1.0)
+    if ylim is not None:
+        ax.set_ylim(*ylim)
     ax.set_title(title, fontsize=10, pad=22 if legend else 6)
     _style_axes(ax)
     if not legend:
@@ -192,5 +198,46 @@ def split_plot(analysis: EvalAnalysis) -> bytes | None:
     ax.set_title(f"{context_word('rag').capitalize()}: gold document retrieved? x answer right?", fontsize=10)
     ax.legend(fontsize=7, frameon=False, ncols=4, loc="upper center", bbox_to_anchor=(0.5, -0.12))
     ax.spines[["top", "right"]].set_visible(False)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def metric_panels(groups: list[str], panels: dict[str, list[Estimate | None]]) -> bytes:
+    """One panel per metric: a bar per group (e.g. an experiment's arms) with its 95% interval.
+
+    Each panel scales its own y axis, so metrics on different scales (a 0/1 thumb, a 1-5 rating)
+    sit side by side.
+    """
+    fig = Figure(figsize=(min(11, 1.5 + 3.6 * len(panels)), 3.6))
+    axes = fig.subplots(1, max(len(panels), 1), squeeze=False)[0]
+    for ax, (metric, estimates) in zip(axes, panels.items(), strict=False):
+        _grouped_bars(ax, groups, {metric: estimates}, metric, legend=False, ylim=None)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def interval_plot(rows: list[tuple[str, float, float, float]], xlabel: str) -> bytes:
+    """Point estimates with 95% intervals, one row each ``(label, estimate, low, high)``, and a
+    line at zero: differences from a reference."""
+    fig = Figure(figsize=(9, 0.42 * len(rows) + 1.2))
+    ax = fig.subplots()
+    for y, (_, estimate, low, high) in enumerate(rows):
+        colour = COLOURS[y % len(COLOURS)]
+        ax.errorbar(
+            [_finite(estimate)],
+            [y],
+            xerr=[[_finite(estimate - low)], [_finite(high - estimate)]],
+            fmt="o",
+            color=colour,
+            ecolor=colour,
+            elinewidth=2,
+            capsize=3,
+        )
+    ax.axvline(0, color="#555555", linewidth=0.8)
+    ax.set_yticks(range(len(rows)), [label for label, *_ in rows], fontsize=8)
+    ax.invert_yaxis()
+    ax.grid(axis="x", color="#e5e5e5", linewidth=0.8)
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.set_xlabel(xlabel, fontsize=8)
     fig.tight_layout()
     return _png(fig)

@@ -20,6 +20,11 @@ def _grid(headers: list[str], rows: list[list[str]]) -> list[str]:
     return out
 
 
+def grid(headers: list[str], rows: list[list[str]]) -> str:
+    """A plain-text table: columns padded to their widest cell, a rule under the headers."""
+    return "\n".join(_grid(headers, rows))
+
+
 def terminal_table(analysis: EvalAnalysis) -> str:
     """Plain-text summary for the console (no colours; safe to log)."""
     present = {m for a in analysis.arms for m in a.metrics}
