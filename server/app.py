@@ -25,9 +25,13 @@ from server.adapter_registry import AdapterRegistry
 from server.assistant import AssistantCore
 from server.auth import AdminTokenInterceptor
 from server.engines.factory import make_engine
+from server.experiment_service import ExperimentService
 from server.knowledge import KnowledgeService
+from server.log_db import LogDatabase
+from server.request_log import RequestLog
 from server.servicers.adapters import AdaptersServicer
 from server.servicers.assistant import AssistantServicer
+from server.servicers.experiments import ExperimentsServicer
 from server.servicers.knowledge import KnowledgeServicer
 
 if TYPE_CHECKING:
@@ -52,7 +56,20 @@ class App:
             max_rank=settings.max_lora_rank,
         )
         self.knowledge = KnowledgeService(settings) if settings.knowledge else None
-        self.core = AssistantCore(settings, self.engine, self.registry, contexts=self.knowledge)
+        self.log_db = LogDatabase(settings.request_log_path)
+        self.request_log = (
+            RequestLog(self.log_db, settings.request_log) if settings.request_log.enabled else None
+        )
+        self.experiments = ExperimentService(settings, self.log_db, self.request_log)
+        self.experiments.open()
+        self.core = AssistantCore(
+            settings,
+            self.engine,
+            self.registry,
+            contexts=self.knowledge,
+            resolve_arm=self.experiments.resolve_arm,
+            on_outcome=self.experiments.on_outcome,
+        )
         self.health = HealthServicer()
         self.server: grpc.aio.Server | None = None
         self.port = 0
@@ -82,7 +99,13 @@ class App:
         )
         pb_grpc.add_AssistantServicer_to_server(AssistantServicer(self.core, self.server_info), server)
         pb_grpc.add_AdaptersServicer_to_server(AdaptersServicer(self.registry), server)
-        self._services = [SERVICES["Assistant"].full_name, SERVICES["Adapters"].full_name]
+        experiments = ExperimentsServicer(self.experiments, self.settings.retrieval.max_top_k)
+        pb_grpc.add_ExperimentsServicer_to_server(experiments, server)
+        self._services = [
+            SERVICES["Assistant"].full_name,
+            SERVICES["Adapters"].full_name,
+            SERVICES["Experiments"].full_name,
+        ]
         if self.knowledge is not None:
             servicer = KnowledgeServicer(self.knowledge, self.settings.retrieval.max_top_k)
             pb_grpc.add_KnowledgeServicer_to_server(servicer, server)
@@ -92,6 +115,8 @@ class App:
             (*self._services, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
         self.port = self._bind(server)
+        if self.request_log is not None:
+            self.request_log.start()
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         await server.start()
         self.server = server
@@ -166,6 +191,9 @@ class App:
         await self.engine.close()
         if self.knowledge is not None:
             await self.knowledge.close()
+        if self.request_log is not None:
+            await asyncio.to_thread(self.request_log.close)  # writes what is still queued
+        self.log_db.close()
         self._stopped.set()
         log.info("stopped")
 

