@@ -22,11 +22,16 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from hybrid_assistant.requests import (
+    ExperimentState,
     Messages,
+    create_experiment_request,
     documents,
+    export_request,
+    feedback_request,
     generate_request,
     retrieve_request,
     score_request,
+    update_experiment_request,
 )
 from hybrid_assistant.v1 import assistant_pb2 as pb
 from hybrid_assistant.v1 import assistant_pb2_grpc as pb_grpc
@@ -148,6 +153,54 @@ class AssistantClient:
         """Options: top_k, mode ("dense" | "lexical" | "hybrid"), min_score, metadata_filter."""
         return self.knowledge.Retrieve(retrieve_request(query, **options), **self._kw(timeout))
 
+    # experiments
+    def create_experiment(
+        self,
+        name: str,
+        arms: Iterable[pb.ExperimentArm | Mapping[str, Any]],
+        *,
+        description: str = "",
+        timeout: float | None = None,
+    ) -> pb.Experiment:
+        """Admin. Arms: ``requests.experiment_arm(...)`` or dicts of its arguments (name, adapter,
+        retrieval, top_k, mode, weight, control); exactly one is the control."""
+        request = create_experiment_request(name, arms, description=description)
+        return self.experiments.CreateExperiment(request, **self._kw(timeout))
+
+    def update_experiment(
+        self,
+        name: str,
+        *,
+        state: ExperimentState | None = None,
+        weights: Mapping[str, float] | None = None,
+        timeout: float | None = None,
+    ) -> pb.Experiment:
+        """Admin. ``state``: "running" | "paused" | "stopped"; ``weights``: new weights of some arms."""
+        request = update_experiment_request(name, state=state, weights=weights)
+        return self.experiments.UpdateExperiment(request, **self._kw(timeout))
+
+    def list_experiments(self, *, timeout: float | None = None) -> list[pb.Experiment]:
+        reply = self.experiments.ListExperiments(pb.ListExperimentsRequest(), **self._kw(timeout))
+        return list(reply.experiments)
+
+    def record_feedback(
+        self, request_id: str, metric: str, value: float | bool, *, timeout: float | None = None
+    ) -> pb.RecordFeedbackResponse:
+        """Durable once this returns; the same value again is a no-op (``duplicate``)."""
+        request = feedback_request(request_id, metric, value)
+        return self.experiments.RecordFeedback(request, **self._kw(timeout))
+
+    def experiment_report(self, name: str, *, timeout: float | None = None) -> pb.ExperimentReport:
+        request = pb.GetExperimentReportRequest(name=name)
+        return self.experiments.GetExperimentReport(request, **self._kw(timeout))
+
+    def export_request_log(
+        self, experiment: str = "", *, since: float = 0.0, until: float = 0.0, timeout: float | None = None
+    ) -> Iterator[pb.RequestLogRecord]:
+        """Admin. Logged requests with their feedback, oldest first."""
+        request = export_request(experiment, since=since, until=until)
+        return iter(self.experiments.ExportRequestLog(request, **self._kw(timeout)))
+
 
 class AsyncAssistantClient:
     """asyncio client with the same methods as :class:`AssistantClient`, awaitable."""
@@ -257,3 +310,46 @@ class AsyncAssistantClient:
         self, query: str, *, timeout: float | None = None, **options: Any
     ) -> pb.RetrieveResponse:
         return await self.knowledge.Retrieve(retrieve_request(query, **options), **self._kw(timeout))
+
+    async def create_experiment(
+        self,
+        name: str,
+        arms: Iterable[pb.ExperimentArm | Mapping[str, Any]],
+        *,
+        description: str = "",
+        timeout: float | None = None,
+    ) -> pb.Experiment:
+        request = create_experiment_request(name, arms, description=description)
+        return await self.experiments.CreateExperiment(request, **self._kw(timeout))
+
+    async def update_experiment(
+        self,
+        name: str,
+        *,
+        state: ExperimentState | None = None,
+        weights: Mapping[str, float] | None = None,
+        timeout: float | None = None,
+    ) -> pb.Experiment:
+        request = update_experiment_request(name, state=state, weights=weights)
+        return await self.experiments.UpdateExperiment(request, **self._kw(timeout))
+
+    async def list_experiments(self, *, timeout: float | None = None) -> list[pb.Experiment]:
+        reply = await self.experiments.ListExperiments(pb.ListExperimentsRequest(), **self._kw(timeout))
+        return list(reply.experiments)
+
+    async def record_feedback(
+        self, request_id: str, metric: str, value: float | bool, *, timeout: float | None = None
+    ) -> pb.RecordFeedbackResponse:
+        request = feedback_request(request_id, metric, value)
+        return await self.experiments.RecordFeedback(request, **self._kw(timeout))
+
+    async def experiment_report(self, name: str, *, timeout: float | None = None) -> pb.ExperimentReport:
+        request = pb.GetExperimentReportRequest(name=name)
+        return await self.experiments.GetExperimentReport(request, **self._kw(timeout))
+
+    async def export_request_log(
+        self, experiment: str = "", *, since: float = 0.0, until: float = 0.0, timeout: float | None = None
+    ) -> AsyncIterator[pb.RequestLogRecord]:
+        request = export_request(experiment, since=since, until=until)
+        async for record in self.experiments.ExportRequestLog(request, **self._kw(timeout)):
+            yield record

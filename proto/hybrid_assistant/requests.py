@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 from hybrid_assistant.v1 import assistant_pb2 as pb
 
@@ -146,3 +146,70 @@ def documents(items: Iterable[pb.Document | Mapping[str, object]]) -> Iterable[p
                 source=str(item.get("source", "")),
             )
         )
+
+
+ExperimentState = Literal["running", "paused", "stopped"]
+_STATES = {
+    "running": pb.EXPERIMENT_STATE_RUNNING,
+    "paused": pb.EXPERIMENT_STATE_PAUSED,
+    "stopped": pb.EXPERIMENT_STATE_STOPPED,
+}
+
+
+def experiment_arm(
+    name: str,
+    *,
+    adapter: str | None = None,
+    retrieval: bool = False,
+    top_k: int = 0,
+    mode: Mode = "",
+    min_score: float = 0.0,
+    metadata_filter: Mapping[str, str] | None = None,
+    weight: float = 1.0,
+    control: bool = False,
+) -> pb.ExperimentArm:
+    """One arm: an adapter (None or "" = the base model) x retrieval settings, with a traffic weight."""
+    arm = pb.ExperimentArm(name=name, weight=weight, control=control)
+    if adapter:
+        arm.adapter = adapter
+    if retrieval:
+        arm.retrieval.CopyFrom(
+            pb.RetrievalOptions(
+                enabled=True,
+                top_k=top_k,
+                mode=_MODES[mode],
+                min_score=min_score,
+                metadata_filter=dict(metadata_filter or {}),
+            )
+        )
+    return arm
+
+
+def create_experiment_request(
+    name: str, arms: Iterable[pb.ExperimentArm | Mapping[str, Any]], *, description: str = ""
+) -> pb.CreateExperimentRequest:
+    """Arms as :func:`experiment_arm` results or dicts of its arguments."""
+    built = [a if isinstance(a, pb.ExperimentArm) else experiment_arm(**a) for a in arms]
+    return pb.CreateExperimentRequest(
+        experiment=pb.Experiment(name=name, arms=built, description=description)
+    )
+
+
+def update_experiment_request(
+    name: str, *, state: ExperimentState | None = None, weights: Mapping[str, float] | None = None
+) -> pb.UpdateExperimentRequest:
+    return pb.UpdateExperimentRequest(
+        name=name,
+        state=_STATES[state] if state else pb.EXPERIMENT_STATE_UNSPECIFIED,
+        weights=dict(weights or {}),
+    )
+
+
+def feedback_request(request_id: str, metric: str, value: float | bool) -> pb.RecordFeedbackRequest:
+    return pb.RecordFeedbackRequest(request_id=request_id, metric=metric, value=float(value))
+
+
+def export_request(
+    experiment: str = "", *, since: float = 0.0, until: float = 0.0
+) -> pb.ExportRequestLogRequest:
+    return pb.ExportRequestLogRequest(experiment=experiment, since_unix=since, until_unix=until)
