@@ -10,6 +10,7 @@ from server.cli import (
     client_commands,
     demo_command,
     eval_command,
+    experiment_commands,
     knowledge_commands,
     prepare,
     serve,
@@ -25,6 +26,8 @@ adapters_app = typer.Typer(help="List, load, unload (on a running server); train
 app.add_typer(adapters_app, name="adapters")
 knowledge_app = typer.Typer(help="Inspect and edit the server's knowledge index.")
 app.add_typer(knowledge_app, name="knowledge")
+experiments_app = typer.Typer(help="A/B experiments: create, pause/resume/stop, weights, report, export.")
+app.add_typer(experiments_app, name="experiments")
 
 app.command("serve")(serve.serve)
 app.command("generate")(client_commands.generate)
@@ -44,3 +47,11 @@ adapters_app.command("train")(adapter_training.train)
 adapters_app.command("train-demo")(adapter_training.train_demo)
 adapters_app.command("available")(adapter_training.available)
 adapters_app.command("sweep")(adapter_sweep.sweep)
+experiments_app.command("create")(experiment_commands.create)
+experiments_app.command("list")(experiment_commands.list_experiments)
+experiments_app.command("pause")(experiment_commands.pause)
+experiments_app.command("resume")(experiment_commands.resume)
+experiments_app.command("stop")(experiment_commands.stop)
+experiments_app.command("weights")(experiment_commands.weights)
+experiments_app.command("report")(experiment_commands.report)
+experiments_app.command("export")(experiment_commands.export)
