@@ -2,4 +2,6 @@
 
 from server.cli import app
 
-app()
+# The guard matters: vLLM starts its engine processes with 'spawn', which re-imports this module.
+if __name__ == "__main__":
+    app()

@@ -18,6 +18,7 @@ from pydantic_settings import (
 )
 
 from retrieval.settings import RetrievalSettings
+from server.engines.vllm_settings import VllmSettings
 from server.experiment_settings import ExperimentConfig, RequestLogSettings
 
 
@@ -104,6 +105,8 @@ class Settings(BaseSettings):
     HA_REQUEST_LOG__RETENTION_DAYS=90, ...)."""
     experiments: list[ExperimentConfig] = Field(default_factory=list)
     """A/B experiments created at start-up if not stored yet ([[experiments]] in TOML)."""
+    vllm: VllmSettings = Field(default_factory=VllmSettings)
+    """vLLM engine knobs, used when engine = "vllm" (HA_VLLM__KV_CACHE_MEMORY_BYTES=..., [vllm] in TOML)."""
 
     @field_validator("listen")
     @classmethod
