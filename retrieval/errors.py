@@ -1,8 +1,9 @@
 """Domain exceptions of the retrieval package.
 
-The server maps these to status codes in one place: ``InvalidQueryError`` and
-``InvalidSettingsError`` to ``INVALID_ARGUMENT``, ``EmptyIndexError`` to ``FAILED_PRECONDITION``,
-``IndexLockedError`` and ``IncompatibleIndexError`` to ``FAILED_PRECONDITION`` at start-up.
+The server maps these to status codes in one place: ``InvalidQueryError`` to
+``INVALID_ARGUMENT``, ``EmptyIndexError`` to ``FAILED_PRECONDITION``; ``IndexLockedError``,
+``IncompatibleIndexError``, ``CorruptIndexError`` and ``EmbedderError`` are start-up failures.
+Invalid ``RetrievalSettings`` raise pydantic's ``ValidationError`` (a ``ValueError``).
 Every message shows the offending value.
 """
 

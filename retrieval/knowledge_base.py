@@ -16,13 +16,9 @@ runs its index lookup and docstore reads under the read side, so it sees one com
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import logging
-import math
-import sqlite3
 import threading
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import IO
@@ -30,33 +26,22 @@ from typing import IO
 import numpy as np
 from tqdm import tqdm
 
-from retrieval import lexical
 from retrieval.chunker import Chunker
+from retrieval.directory import directory_size, lock_directory, record_embedder
 from retrieval.docstore import Docstore
 from retrieval.embedder import Embedder, check_embeddings
-from retrieval.errors import EmptyIndexError, IncompatibleIndexError, IndexLockedError, InvalidQueryError
-from retrieval.fusion import max_fused_score, reciprocal_rank_fusion
+from retrieval.errors import EmptyIndexError
+from retrieval.index_cache import UNSAVED, build_from_docstore, load_index
 from retrieval.ingest import IngestPlan, plan_ingest
 from retrieval.rwlock import ReadWriteLock
+from retrieval.search import rank, validate_search
 from retrieval.settings import RetrievalSettings
-from retrieval.types import (
-    SEARCH_MODES,
-    DeleteSummary,
-    Document,
-    IndexStats,
-    IngestSummary,
-    RetrievedChunk,
-    SearchMode,
-)
+from retrieval.types import DeleteSummary, Document, IndexStats, IngestSummary, RetrievedChunk, SearchMode
 from retrieval.vector_index import VectorIndex
 
 logger = logging.getLogger(__name__)
 
 DOCSTORE_FILE = "docstore.sqlite3"
-LOCK_FILE = "LOCK"
-# A filter matching at most this many chunks is searched exactly over their stored embeddings:
-# cheaper than a FAISS pass, and exact where filtered HNSW/IVF would miss hits.
-EXACT_FILTER_LIMIT = 4096
 # Save the index after a write when it is small, or once this share of it changed since the
 # last save; a stale file only costs adding the difference on the next open.
 _SAVE_ALWAYS_BYTES = 256 * 1024 * 1024
@@ -87,7 +72,7 @@ class KnowledgeBase:
         self._generation = docstore.generation()
         self._documents, self._chunks = docstore.counts()
         self._index = VectorIndex.empty(embedder.dimension, settings)
-        self._saved_generation = -1
+        self._saved_generation = UNSAVED
         self._changes_since_save = 0
         self._closed = False
 
@@ -105,13 +90,17 @@ class KnowledgeBase:
         settings = settings or RetrievalSettings()
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        lock_handle = _lock_directory(directory)
+        lock_handle = lock_directory(directory)
         try:
             docstore = Docstore(directory / DOCSTORE_FILE)
             try:
-                _check_embedder(docstore, embedder, directory)
+                record_embedder(docstore, embedder, directory)
                 kb = cls(directory, embedder, settings, docstore, lock_handle)
-                kb._index = kb._load_index()
+                kb._index, kb._saved_generation = load_index(
+                    directory, docstore, embedder.dimension, settings
+                )
+                if kb._chunks and kb._saved_generation != kb._generation:
+                    kb._save_index()
             except BaseException:
                 docstore.close()
                 raise
@@ -145,55 +134,11 @@ class KnowledgeBase:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _load_index(self) -> VectorIndex:
-        index = self._load_saved_index()
-        if index is None:
-            index = self._build_index()
-            self._saved_generation = -1
-        if self._chunks and self._saved_generation != self._generation:
-            self._save_index(index)
-        return index
-
     def _build_index(self) -> VectorIndex:
-        """A fresh index of every stored embedding, as the writer connection sees them."""
-        dimension = self._embedder.dimension
-        return VectorIndex.build(dimension, self.settings, self._docstore.iter_embeddings(dimension))
+        return build_from_docstore(self._docstore, self._embedder.dimension, self.settings)
 
-    def _load_saved_index(self) -> VectorIndex | None:
-        """The saved index brought up to the docstore's state, or None if it must be rebuilt."""
-        saved = VectorIndex.find_saved(self.directory, self.settings)
-        if saved is None:
-            return None
-        path, generation = saved
-        try:
-            index = VectorIndex.load(path, self._embedder.dimension, self.settings)
-        except Exception:  # any unreadable cache is rebuilt from the docstore
-            logger.warning("cannot read %s; rebuilding the vector index", path, exc_info=True)
-            return None
-        truth = self._docstore.all_chunk_ids()
-        stored = index.ids()
-        extra = np.setdiff1d(stored, truth, assume_unique=True)
-        missing = np.setdiff1d(truth, stored, assume_unique=True)
-        if index.needs_rebuild(len(missing), len(extra)):
-            return None
-        self._saved_generation = generation
-        if len(missing) or len(extra):
-            with self._docstore.reading() as conn:
-                vectors = self._docstore.embeddings(conn, missing, self._embedder.dimension)
-            index.apply(missing, vectors, extra)
-            self._saved_generation = -1
-            logger.info(
-                "vector index of generation %d brought to docstore generation %d: %d added, %d removed",
-                generation,
-                self._generation,
-                len(missing),
-                len(extra),
-            )
-        return index
-
-    def _save_index(self, index: VectorIndex | None = None) -> None:
-        index = index or self._index
-        index.save(self.directory, self._generation)
+    def _save_index(self) -> None:
+        self._index.save(self.directory, self._generation)
         self._saved_generation = self._generation
         self._changes_since_save = 0
 
@@ -321,10 +266,7 @@ class KnowledgeBase:
         if self._index.needs_rebuild(len(add_ids), len(remove_ids)):
             # The writer connection sees this transaction's rows: the rebuilt index is exactly
             # the state about to be committed. Built before taking the lock: searches go on.
-            dimension = self._embedder.dimension
-            replacement = VectorIndex.build(
-                dimension, self.settings, self._docstore.iter_embeddings(dimension)
-            )
+            replacement = self._build_index()
         elif self._index.prefers_copy(len(add_ids)):
             replacement = self._index.copy()
             replacement.apply(add_ids, add_vectors, remove_ids)
@@ -359,8 +301,10 @@ class KnowledgeBase:
         ``metadata_filter`` keeps chunks of documents whose metadata has every key with that
         exact value. Raises ``InvalidQueryError`` and ``EmptyIndexError``.
         """
-        top_k = self._validate(query, top_k, mode, min_score, metadata_filter)
-        query_vector = self._embed_query(query) if mode != "lexical" else None
+        request = validate_search(query, top_k, mode, min_score, metadata_filter, self.settings)
+        query_vector = None
+        if request.mode != "lexical":  # embedded before taking the lock: it is the slow part
+            query_vector = check_embeddings(self._embedder, self._embedder.embed([request.query]), 1)
         with self._rw.read():
             self._check_open()
             if not self._chunks:
@@ -368,8 +312,8 @@ class KnowledgeBase:
                     f"the knowledge base in {str(self.directory)!r} has no documents: ingest some first"
                 )
             with self._docstore.reading() as conn:
-                ranked = self._rank(conn, query, query_vector, top_k, mode, metadata_filter)
-                ranked = [(chunk_id, score) for chunk_id, score in ranked if score >= min_score][:top_k]
+                ranked = rank(conn, self._docstore, self._index, request, query_vector, self.settings)
+                ranked = [(i, score) for i, score in ranked if score >= request.min_score][: request.top_k]
                 rows = self._docstore.fetch_chunks(conn, [chunk_id for chunk_id, _ in ranked])
         return [
             RetrievedChunk(
@@ -385,81 +329,6 @@ class KnowledgeBase:
             for chunk_id, score in ranked
             if (row := rows.get(chunk_id)) is not None
         ]
-
-    def _validate(
-        self,
-        query: str,
-        top_k: int | None,
-        mode: str,
-        min_score: float,
-        metadata_filter: Mapping[str, str] | None,
-    ) -> int:
-        problems = []
-        if not isinstance(query, str) or not query.strip():
-            problems.append(f"query must be a non-empty string, got {query!r}")
-        if top_k is None:
-            top_k = self.settings.default_top_k
-        if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= self.settings.max_top_k:
-            problems.append(f"top_k must be an integer from 1 to {self.settings.max_top_k}, got {top_k!r}")
-        if mode not in SEARCH_MODES:
-            problems.append(f"mode must be one of {', '.join(SEARCH_MODES)}, got {mode!r}")
-        if not isinstance(min_score, int | float) or not math.isfinite(min_score):
-            problems.append(f"min_score must be a finite number, got {min_score!r}")
-        for key, value in (metadata_filter or {}).items():
-            if not isinstance(key, str) or not key or not isinstance(value, str):
-                problems.append(
-                    f"metadata_filter must map non-empty strings to strings, got {key!r}: {value!r}"
-                )
-        if problems:
-            raise InvalidQueryError("; ".join(problems))
-        return top_k
-
-    def _embed_query(self, query: str) -> np.ndarray:
-        return check_embeddings(self._embedder, self._embedder.embed([query]), 1)
-
-    def _rank(
-        self,
-        conn: sqlite3.Connection,
-        query: str,
-        query_vector: np.ndarray | None,
-        top_k: int,
-        mode: str,
-        metadata_filter: Mapping[str, str] | None,
-    ) -> list[tuple[int, float]]:
-        depth = top_k if mode != "hybrid" else max(self.settings.hybrid_candidates, 2 * top_k)
-        dense: list[tuple[int, float]] = []
-        if query_vector is not None:
-            dense = self._dense(conn, query_vector, depth, metadata_filter)
-        if mode == "dense":
-            return dense
-        restrict = Docstore.filter_subquery(metadata_filter) if metadata_filter else None
-        sparse = lexical.search(conn, query, depth, restrict)
-        if mode == "lexical":
-            return sparse
-        fused = reciprocal_rank_fusion([[i for i, _ in dense], [i for i, _ in sparse]], k=self.settings.rrf_k)
-        scale = max_fused_score(2, self.settings.rrf_k)
-        return [(chunk_id, score / scale) for chunk_id, score in fused]
-
-    def _dense(
-        self,
-        conn: sqlite3.Connection,
-        query_vector: np.ndarray,
-        depth: int,
-        metadata_filter: Mapping[str, str] | None,
-    ) -> list[tuple[int, float]]:
-        if metadata_filter:
-            allowed = self._docstore.chunk_ids_matching(conn, metadata_filter)
-            if not len(allowed):
-                return []
-            if len(allowed) <= EXACT_FILTER_LIMIT:
-                vectors = self._docstore.embeddings(conn, allowed, self._embedder.dimension)
-                scores = vectors @ query_vector[0]
-                best = np.argsort(-scores, kind="stable")[:depth]
-                return [(int(allowed[i]), float(scores[i])) for i in best]
-            scores, ids = self._index.search(query_vector, depth, allowed)
-        else:
-            scores, ids = self._index.search(query_vector, depth)
-        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
 
     # ------------------------------------------------------------------ state
 
@@ -492,50 +361,7 @@ class KnowledgeBase:
                 chunks=self._chunks,
                 dimension=self._embedder.dimension,
                 index_type=self.settings.index_type,
-                bytes_on_disk=_directory_size(self.directory),
+                bytes_on_disk=directory_size(self.directory),
                 embedder=self._embedder.name,
                 fingerprint=self._fingerprint(),
             )
-
-
-def _directory_size(directory: Path) -> int:
-    total = 0
-    for path in directory.iterdir():
-        try:
-            total += path.stat().st_size if path.is_file() else 0
-        except FileNotFoundError:  # an old index file removed by a concurrent save
-            continue
-    return total
-
-
-def _lock_directory(directory: Path) -> IO[str]:
-    handle = open(directory / LOCK_FILE, "a+")  # noqa: SIM115 - held open until close()
-    try:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError as exc:
-        handle.close()
-        raise IndexLockedError(
-            f"the knowledge base in {str(directory)!r} is open in another process"
-        ) from exc
-    return handle
-
-
-def _check_embedder(docstore: Docstore, embedder: Embedder, directory: Path) -> None:
-    """Refuse to mix embedders in one index; record the embedder of a new or empty one."""
-    stored_name = docstore.get_meta("embedder")
-    stored_dimension = docstore.get_meta("dimension")
-    _, chunks = docstore.counts()
-    if (
-        chunks
-        and stored_name is not None
-        and (stored_name != embedder.name or stored_dimension != str(embedder.dimension))
-    ):
-        raise IncompatibleIndexError(
-            f"the knowledge base in {str(directory)!r} was built with embedder {stored_name!r} "
-            f"(dimension {stored_dimension}), not {embedder.name!r} (dimension {embedder.dimension}); "
-            "open it with that embedder, or ingest into a new directory"
-        )
-    if docstore.get_meta("kb_id") is None:
-        docstore.set_meta("kb_id", uuid.uuid4().hex)
-    docstore.set_meta("embedder", embedder.name)
-    docstore.set_meta("dimension", str(embedder.dimension))

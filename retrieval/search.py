@@ -1,0 +1,114 @@
+"""One search: validate the request, rank chunk ids densely, lexically or both (RRF)."""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import cast
+
+import numpy as np
+
+from retrieval import lexical
+from retrieval.docstore import Docstore
+from retrieval.errors import InvalidQueryError
+from retrieval.fusion import max_fused_score, reciprocal_rank_fusion
+from retrieval.settings import RetrievalSettings
+from retrieval.types import SEARCH_MODES, SearchMode
+from retrieval.vector_index import VectorIndex
+
+# A filter matching at most this many chunks is searched exactly over their stored embeddings:
+# cheaper than a FAISS pass, and exact where filtered HNSW/IVF would miss hits.
+EXACT_FILTER_LIMIT = 4096
+
+
+@dataclass(frozen=True)
+class SearchRequest:
+    query: str
+    top_k: int
+    mode: SearchMode
+    min_score: float
+    metadata_filter: Mapping[str, str]
+
+
+def validate_search(
+    query: str,
+    top_k: int | None,
+    mode: str,
+    min_score: float,
+    metadata_filter: Mapping[str, str] | None,
+    settings: RetrievalSettings,
+) -> SearchRequest:
+    """A valid request, or ``InvalidQueryError`` listing every problem with its value.
+
+    The types are checked at run time too: callers pass values straight from the wire.
+    """
+    problems = []
+    if not isinstance(query, str) or not query.strip():
+        problems.append(f"query must be a non-empty string, got {query!r}")
+    if top_k is None:
+        top_k = settings.default_top_k
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= settings.max_top_k:
+        problems.append(f"top_k must be an integer from 1 to {settings.max_top_k}, got {top_k!r}")
+    if mode not in SEARCH_MODES:
+        problems.append(f"mode must be one of {', '.join(SEARCH_MODES)}, got {mode!r}")
+    if isinstance(min_score, bool) or not isinstance(min_score, int | float) or not math.isfinite(min_score):
+        problems.append(f"min_score must be a finite number, got {min_score!r}")
+    filters: dict[str, str] = {}
+    for key, value in (metadata_filter or {}).items():
+        if not isinstance(key, str) or not key or not isinstance(value, str):
+            problems.append(f"metadata_filter must map non-empty strings to strings, got {key!r}: {value!r}")
+        else:
+            filters[key] = value
+    if problems:
+        raise InvalidQueryError("; ".join(problems))
+    return SearchRequest(query, top_k, cast(SearchMode, mode), float(min_score), filters)
+
+
+def rank(
+    conn: sqlite3.Connection,
+    docstore: Docstore,
+    index: VectorIndex,
+    request: SearchRequest,
+    query_vector: np.ndarray | None,
+    settings: RetrievalSettings,
+) -> list[tuple[int, float]]:
+    """Chunk ids and scores, best first, before ``min_score`` and ``top_k`` are applied."""
+    mode = request.mode
+    depth = request.top_k if mode != "hybrid" else max(settings.hybrid_candidates, 2 * request.top_k)
+    dense: list[tuple[int, float]] = []
+    if query_vector is not None:
+        dense = _dense(conn, docstore, index, query_vector, depth, request.metadata_filter)
+    if mode == "dense":
+        return dense
+    restrict = Docstore.filter_subquery(request.metadata_filter) if request.metadata_filter else None
+    sparse = lexical.search(conn, request.query, depth, restrict)
+    if mode == "lexical":
+        return sparse
+    fused = reciprocal_rank_fusion([[i for i, _ in dense], [i for i, _ in sparse]], k=settings.rrf_k)
+    scale = max_fused_score(2, settings.rrf_k)
+    return [(chunk_id, score / scale) for chunk_id, score in fused]
+
+
+def _dense(
+    conn: sqlite3.Connection,
+    docstore: Docstore,
+    index: VectorIndex,
+    query_vector: np.ndarray,
+    depth: int,
+    metadata_filter: Mapping[str, str],
+) -> list[tuple[int, float]]:
+    if metadata_filter:
+        allowed = docstore.chunk_ids_matching(conn, metadata_filter)
+        if not len(allowed):
+            return []
+        if len(allowed) <= EXACT_FILTER_LIMIT:
+            vectors = docstore.embeddings(conn, allowed, index.dimension)
+            scores = vectors @ query_vector[0]
+            best = np.argsort(-scores, kind="stable")[:depth]
+            return [(int(allowed[i]), float(scores[i])) for i in best]
+        found_scores, ids = index.search(query_vector, depth, allowed)
+    else:
+        found_scores, ids = index.search(query_vector, depth)
+    return [(int(i), float(s)) for i, s in zip(ids[0], found_scores[0], strict=True) if i >= 0]
