@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 DEMO_DATA_DIR = Path(__file__).resolve().parents[1] / "eval" / "data" / "demo"
 RECIPE = "train-demo"  # metadata marker: this directory may be replaced by the next train-demo
 RECIPE_VERSION = 1  # bump when the training recipe changes in a way the data hash misses
-VALIDATION_DOCUMENTS = 12
+VALIDATION_DOCUMENTS = 8
 
 
 @dataclass(frozen=True)

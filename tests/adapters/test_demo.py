@@ -38,7 +38,7 @@ def test_demo_data_is_deterministic(tmp_path: Path) -> None:
     assert file_sha256(first["style"].train) == file_sha256(DEMO_DATA_DIR / "style_train.jsonl")
     assert first["knowledge"].validation is not None
     validation = load_examples(first["knowledge"].validation)
-    assert len(validation) == 12 and all(e.source.startswith("kb/") or e.source for e in validation)
+    assert len(validation) == 8
     assert all(e.messages[0].content.startswith("Tell me about ") for e in validation)
 
 

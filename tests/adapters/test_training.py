@@ -14,7 +14,7 @@ from transformers import AutoModelForCausalLM
 import adapters.training as training
 from adapters.peft_format import CONFIG_FILE, METADATA_FILE, WEIGHTS_FILE, BaseModelSpec, inspect_adapter
 from adapters.train_config import BaseModel, StepInfo, TrainConfig, TrainResult
-from adapters.training import train_adapter
+from adapters.training import train_adapter, train_on_subset
 from tests.adapters.conftest import FAST, fox_examples
 
 
@@ -158,3 +158,13 @@ def test_explicit_validation_set_and_no_split(tiny_base: BaseModel, tmp_path: Pa
         fox_examples(4), tiny_base, tmp_path / "val", config, val_examples=fox_examples(2), progress=False
     )
     assert (result.train_examples, result.val_examples) == (4, 2) and result.val_loss is not None
+
+
+def test_train_on_subset_is_the_sweeps_unit(tiny_base: BaseModel, tmp_path: Path) -> None:
+    config = TrainConfig(rank=4, epochs=1, batch_size=4, max_length=64)
+    examples = fox_examples(12)
+    result = train_on_subset(
+        examples[:10], 4, 7, tiny_base, tmp_path / "n4-s7", config, val_examples=examples[10:], progress=False
+    )
+    assert (result.train_examples, result.val_examples) == (4, 2)
+    assert (result.metadata["subset"], result.metadata["subset_seed"], result.metadata["seed"]) == (4, 7, 7)
