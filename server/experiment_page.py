@@ -20,6 +20,8 @@ METHOD = [
     "independent).",
     "Differences from the control: interval from independent bootstrap resamples of the two arms; "
     "p-value from a two-sided permutation test that deals whole subjects between the two arms.",
+    "Past 5,000 subjects in an arm: mean +- 1.96 cluster-robust standard errors and a z-test instead "
+    "(the bootstrap's cost grows with resamples x subjects; the normal approximation is exact enough).",
     "Latency and tokens are over successful requests; errors are counted in requests.",
 ]
 

@@ -9,6 +9,11 @@ interval from independent bootstrap resamples of the two arms (arms hold differe
 nothing is paired); and a two-sided permutation p-value that deals whole subjects between the two
 arms (:func:`eval.stats.cluster_permutation_test`). A subject moved between arms by a weight
 change counts as a separate cluster in each arm.
+
+Past :data:`BOOTSTRAP_MAX_SUBJECTS` subjects in an arm, resampling would cost memory in proportion
+to resamples x subjects inside the server, and the central limit theorem has long taken over: the
+intervals become mean +- 1.96 cluster-robust standard errors (:func:`eval.stats.cluster_se`) and
+the p-value a two-sided z-test on the difference.
 """
 
 from __future__ import annotations
@@ -18,11 +23,12 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from statistics import NormalDist
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from eval.stats import DEFAULT_RESAMPLES, ClusterBootstrap, Estimate, cluster_permutation_test
+from eval.stats import DEFAULT_RESAMPLES, ClusterBootstrap, Estimate, cluster_permutation_test, cluster_se
 
 if TYPE_CHECKING:
     from server.experiments import Experiment
@@ -30,6 +36,8 @@ if TYPE_CHECKING:
 
 NAN = float("nan")
 N_PERMUTATIONS = 5000
+BOOTSTRAP_MAX_SUBJECTS = 5000
+_Z = NormalDist().inv_cdf(0.975)
 
 
 @dataclass(frozen=True)
@@ -148,6 +156,8 @@ def _compare_metric(
     seed: int,
 ) -> dict[str, MetricResult]:
     """Each arm's mean and interval; each non-control arm's difference from the control."""
+    if any(len(set(sample.subjects)) > BOOTSTRAP_MAX_SUBJECTS for sample in per_arm.values()):
+        return _compare_normal(metric, per_arm, control)
     boots: dict[str, tuple[Estimate, np.ndarray]] = {}
     for index, (arm, sample) in enumerate(sorted(per_arm.items())):
         bootstrap = ClusterBootstrap(sample.subjects, n_resamples, seed=seed + index)
@@ -177,3 +187,26 @@ def _compare_metric(
 def significant(result: MetricResult) -> bool:
     """The difference's interval excludes zero."""
     return math.isfinite(result.diff_low) and (result.diff_low > 0 or result.diff_high < 0)
+
+
+def _normal_estimate(sample: _Sample) -> tuple[Estimate, float]:
+    values = np.asarray(sample.values, dtype=np.float64)
+    labels, index = np.unique(np.asarray(sample.subjects), return_inverse=True)
+    mean, se = float(values.mean()), cluster_se(values, index)
+    return Estimate(mean, mean - _Z * se, mean + _Z * se, len(values), len(labels)), se
+
+
+def _compare_normal(metric: str, per_arm: dict[str, _Sample], control: str) -> dict[str, MetricResult]:
+    """Large arms: cluster-robust normal intervals and a z-test (see the module docstring)."""
+    estimates = {arm: _normal_estimate(sample) for arm, sample in per_arm.items()}
+    reference = estimates.get(control)
+    results: dict[str, MetricResult] = {}
+    for arm, (estimate, se) in estimates.items():
+        if arm == control or reference is None:
+            results[arm] = MetricResult(metric, estimate)
+            continue
+        diff = estimate.mean - reference[0].mean
+        se_diff = math.hypot(se, reference[1])
+        p = 2 * (1 - NormalDist().cdf(abs(diff) / se_diff)) if se_diff > 0 else NAN
+        results[arm] = MetricResult(metric, estimate, diff, diff - _Z * se_diff, diff + _Z * se_diff, p)
+    return results

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from eval.stats import cluster_permutation_test
+from server import experiment_report
 from server.experiment_report import ExperimentReport, MetricResult, build_report, significant
 from server.experiments import Arm, new_experiment
 from server.log_db import LogRecord
@@ -115,3 +117,17 @@ def test_empty_and_control_only_metrics() -> None:
     empty = build_report(EXPERIMENT, [], [], n_resamples=100)
     assert [a.requests for a in empty.arms] == [0, 0]
     assert all(np.isnan(a.latency_p50_ms) for a in empty.arms)
+
+
+def test_large_arms_switch_to_normal_intervals_that_agree_with_the_bootstrap(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    records, feedback = synthetic(effect=0.3, seed=5)
+    boot = metric(build_report(EXPERIMENT, records, feedback, n_resamples=2000), "treated", "rating")
+    monkeypatch.setattr(experiment_report, "BOOTSTRAP_MAX_SUBJECTS", 10)
+    normal = metric(build_report(EXPERIMENT, records, feedback), "treated", "rating")
+    assert normal.diff == pytest.approx(boot.diff)
+    assert normal.diff_low == pytest.approx(boot.diff_low, abs=0.03)
+    assert normal.diff_high == pytest.approx(boot.diff_high, abs=0.03)
+    assert normal.estimate.ci_low == pytest.approx(boot.estimate.ci_low, abs=0.03)
+    assert normal.p_value < 0.01 and normal.estimate.n_groups == 300
