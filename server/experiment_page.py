@@ -11,7 +11,7 @@ from eval.report.document import Image, Section, Table
 from eval.report.formatting import estimate_text, num, p_value
 from eval.report.html import render_page
 from eval.report.terminal import grid
-from server.experiment_report import ArmResult, ExperimentReport, MetricResult
+from server.experiment_report import BOOTSTRAP_MAX_SUBJECTS, ArmResult, ExperimentReport, MetricResult
 
 METHOD = [
     "Only requests served while the experiment was running count; requests served while it was "
@@ -20,7 +20,8 @@ METHOD = [
     "independent).",
     "Differences from the control: interval from independent bootstrap resamples of the two arms; "
     "p-value from a two-sided permutation test that deals whole subjects between the two arms.",
-    "Past 5,000 subjects in an arm: mean +- 1.96 cluster-robust standard errors and a z-test instead "
+    f"Past {BOOTSTRAP_MAX_SUBJECTS:,} subjects in an arm: mean +- 1.96 cluster-robust standard errors "
+    "and a z-test instead "
     "(the bootstrap's cost grows with resamples x subjects; the normal approximation is exact enough).",
     "Latency and tokens are over successful requests; errors are counted in requests.",
 ]
