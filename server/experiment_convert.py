@@ -7,9 +7,7 @@ import math
 from eval.stats import Estimate
 from hybrid_assistant.v1 import assistant_pb2 as pb
 from server import convert
-from server.assistant import RetrievalInput
 from server.experiment_report import ArmResult, ExperimentReport, MetricResult
-from server.experiment_settings import ExperimentConfig
 from server.experiments import Arm, Experiment, ExperimentState, new_experiment
 from server.log_db import LogRecord
 
@@ -34,26 +32,6 @@ def experiment_from_pb(message: pb.Experiment, max_top_k: int) -> Experiment:
         for a in message.arms
     )
     return new_experiment(message.name, arms, description=message.description, max_top_k=max_top_k)
-
-
-def experiment_from_config(config: ExperimentConfig, max_top_k: int) -> Experiment:
-    arms = tuple(
-        Arm(
-            name=a.name,
-            adapter=a.adapter,
-            retrieval=RetrievalInput(
-                enabled=a.retrieval,
-                top_k=a.top_k,
-                mode=a.mode,
-                min_score=a.min_score,
-                metadata_filter=dict(a.metadata_filter),
-            ),
-            weight=a.weight,
-            control=a.control,
-        )
-        for a in config.arms
-    )
-    return new_experiment(config.name, arms, description=config.description, max_top_k=max_top_k)
 
 
 def experiment_to_pb(experiment: Experiment) -> pb.Experiment:

@@ -27,9 +27,8 @@ from typing import TYPE_CHECKING
 
 from server.assistant import ArmPlan, GenerateInput, GenerateOutcome, RetrievalInput
 from server.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from server.experiment_convert import experiment_from_config
 from server.experiment_report import ExperimentReport, build_report
-from server.experiments import Experiment, ExperimentState
+from server.experiments import Experiment, ExperimentState, from_config
 from server.log_db import LogRecord
 
 if TYPE_CHECKING:
@@ -62,7 +61,7 @@ class ExperimentService:
             if config.name in self._experiments:
                 log.info("experiment %r (config) is already stored; the stored one is kept", config.name)
                 continue
-            experiment = experiment_from_config(config, self.settings.retrieval.max_top_k)
+            experiment = from_config(config, self.settings.retrieval.max_top_k)
             self.db.save_experiment(experiment.name, experiment.to_json(), create=True)
             self._experiments[experiment.name] = experiment
             log.info("created experiment %r from the config", experiment.name)

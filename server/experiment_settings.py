@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class RequestLogSettings(BaseModel):
@@ -69,3 +69,16 @@ class ExperimentConfig(BaseModel):
     name: str
     description: str = ""
     arms: list[ExperimentArmConfig]
+
+    @model_validator(mode="after")
+    def _check(self) -> ExperimentConfig:
+        # The same checks as CreateExperiment, so a bad config fails at start-up with every problem
+        # listed (top_k against the server's limit is checked again when the server opens it).
+        from server.errors import InvalidArgument
+        from server.experiments import from_config
+
+        try:
+            from_config(self, max_top_k=2**31)
+        except InvalidArgument as exc:
+            raise ValueError(str(exc)) from None
+        return self

@@ -33,10 +33,13 @@ import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from server.assistant import RetrievalInput
 from server.errors import FailedPrecondition, InvalidArgument
+
+if TYPE_CHECKING:
+    from server.experiment_settings import ExperimentConfig
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 ARM_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:+-]{0,63}")
@@ -236,6 +239,27 @@ def new_experiment(
     problems.raise_if_any()
     created = time.time() if now is None else now
     return Experiment(name, arms, ExperimentState.RUNNING, description, created)
+
+
+def from_config(config: ExperimentConfig, max_top_k: int) -> Experiment:
+    """A validated experiment from its ``[[experiments]]`` config entry."""
+    arms = tuple(
+        Arm(
+            name=a.name,
+            adapter=a.adapter,
+            retrieval=RetrievalInput(
+                enabled=a.retrieval,
+                top_k=a.top_k,
+                mode=a.mode,
+                min_score=a.min_score,
+                metadata_filter=dict(a.metadata_filter),
+            ),
+            weight=a.weight,
+            control=a.control,
+        )
+        for a in config.arms
+    )
+    return new_experiment(config.name, arms, description=config.description, max_top_k=max_top_k)
 
 
 def _check_retrieval(index: int, retrieval: RetrievalInput, max_top_k: int, problems: Problems) -> None:

@@ -54,6 +54,8 @@ def test_create_list_update(client: AssistantClient) -> None:
         grpc.StatusCode.FAILED_PRECONDITION
     )
     assert code(lambda: client.update_experiment("nope", state="paused")) == grpc.StatusCode.NOT_FOUND
+    assert code(lambda: client.experiment_report("nope")) == grpc.StatusCode.NOT_FOUND
+    assert code(lambda: list(client.export_request_log("nope"))) == grpc.StatusCode.NOT_FOUND
     assert code(lambda: client.update_experiment("ab-admin")) == grpc.StatusCode.INVALID_ARGUMENT
 
 
