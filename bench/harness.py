@@ -87,13 +87,17 @@ class ServerProcess:
     """A server command in a child process (its own GIL and cores), stopped with SIGTERM."""
 
     def __init__(
-        self, args: Sequence[str], env: dict[str, str] | None = None, log: Path | None = None
+        self,
+        args: Sequence[str],
+        env: dict[str, str] | None = None,
+        log: Path | None = None,
+        python: str = sys.executable,
     ) -> None:
         self.log = log
         out = open(log, "w") if log else subprocess.DEVNULL  # noqa: SIM115 - closed in stop()
         self._out = out
         self.proc = subprocess.Popen(
-            [sys.executable, *args], env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT
+            [python, *args], env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT
         )
 
     def wait_ready(self, target: str, timeout: float = 600) -> None:

