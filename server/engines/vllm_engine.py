@@ -104,7 +104,7 @@ class VllmEngine:
         log.info("starting vLLM with %s", kwargs)
         # Blocking (tens of seconds: it spawns the engine processes); off the event loop so
         # health checks answer meanwhile. The output handler starts on this loop at the first request.
-        self._llm = await asyncio.to_thread(AsyncLLM.from_engine_args, AsyncEngineArgs(**kwargs))
+        await asyncio.to_thread(self._create, AsyncEngineArgs(**kwargs))
         self._info = ModelInfo(
             name=resolved.name,
             fingerprint=await asyncio.to_thread(model_fingerprint, resolved.path),
@@ -114,6 +114,13 @@ class VllmEngine:
         self._watchdog = asyncio.create_task(self._watch(), name="vllm-watchdog")
         log.info("vLLM engine up for %s in %.1f s", resolved.name, time.perf_counter() - started)
         await self._warm_up()
+
+    def _create(self, args: Any) -> None:
+        llm = AsyncLLM.from_engine_args(args)
+        if self._closing:  # the server stopped while vLLM was starting: do not leave it running
+            llm.shutdown()
+            raise Unavailable("the engine was closed while it was starting")
+        self._llm = llm
 
     async def _warm_up(self) -> None:
         ids = render_chat(self.tokenizer, [{"role": "user", "content": "Hello"}])
