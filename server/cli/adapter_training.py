@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
@@ -63,6 +65,12 @@ def _base_model(settings: Settings) -> BaseModel:
 
 def _setup(threads: int | None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # Idle OpenMP threads sleep instead of spinning. Training usually shares the machine (with the
+    # server, at least): on 2 busy cores, 2 spinning threads made a training step ~10x slower than
+    # 2 passive ones. libgomp reads it when torch is loaded; an explicit value wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if "torch" in sys.modules:
+        log.debug("torch was imported before OMP_WAIT_POLICY was set; it may not apply")
     if threads:
         import torch
 
@@ -112,12 +120,12 @@ def train(
     threads: Threads = None,
 ) -> None:
     """Train a LoRA adapter on a JSONL file into the adapter root (loss on assistant tokens only)."""
+    _setup(threads)  # before anything imports torch
     from adapters.data import DataValidationError, file_sha256, load_examples, take_subset
     from adapters.errors import AdapterError
     from adapters.paths import check_adapter_name
     from adapters.training import train_adapter
 
-    _setup(threads)
     try:
         check_adapter_name(name)
         config = TrainConfig(
@@ -185,9 +193,9 @@ def train_demo(
     threads: Threads = None,
 ) -> None:
     """Build the demo data sets from eval/data/demo and train the style and knowledge adapters (cached)."""
+    _setup(threads)  # before anything imports torch
     from adapters.demo import train_demo as run_demo
 
-    _setup(threads)
     settings = _settings(data_dir, model_path, model_name)
     root = adapter_root or settings.resolved_adapter_roots[0]
     base = _base_model(settings)
