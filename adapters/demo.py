@@ -8,17 +8,23 @@
   (``test_question``): they are never in the training data, which is checked here.
 
 Why question/answer pairs and not the documents: on 2 CPU cores training runs at roughly
-100-150 tokens/s, and "a few minutes" buys about 40,000 tokens. The 211 pairs are ~10,000
-tokens an epoch, so every fact is seen 4 times; the 47 documents would add ~17,000 tokens an
-epoch for one more view of each fact, leaving 1-2 epochs: too few repetitions for a 135M
-model to retain a new fact. Direct supervision in the form the eval asks, repeated, is the
-best chance of injecting knowledge within the budget. ``include_documents=True`` adds them
-(``Tell me about <title>.`` -> the document) for whoever has more time.
+110 tokens/s, so a budget of minutes buys a few tens of thousands of tokens. The 211 pairs
+are ~10,000 tokens an epoch; the 47 documents would add ~17,000 tokens an epoch for one more
+view of each fact, and cut the repetitions a 135M model needs to retain a new fact. Direct
+supervision in the form the eval asks, repeated, is the better chance within the budget.
+``include_documents=True`` adds them (``Tell me about <title>.`` -> the document) for whoever
+has more time.
 
-Validation for the knowledge adapter is a seeded sample of the documents (not trained on):
-if learning the pairs lowers the loss on prose stating the same facts, the facts were
-learned as knowledge, not as question-to-answer strings. The eval's test questions are
-never used.
+The knowledge hyperparameters were set on training data alone, before any eval existed: the
+target is that the adapter reproduces the answers of its own *training* questions, since a
+fact it has not memorised cannot transfer to a paraphrase either. With the style settings
+(batch 8, lr 1e-3, 4 epochs) it recalled 3 of 22 training answers (train loss 0.95); with
+batch 4 and lr 2e-3 for 5 epochs (265 steps, ~9 minutes), 34 of 43 (train loss 0.37).
+
+Validation for the knowledge adapter is a seeded sample of 8 documents (not trained on): it
+tells whether learning the pairs moved the model's knowledge of the same facts stated as
+prose (it barely does: 3.40 before, ~3.5 after), as opposed to learning question-to-answer
+strings. The eval's test questions are never used.
 
 Adapters are cached by (data sha256, hyperparameters, base model): a second run with the
 same inputs reuses the adapter already in the adapter root.
@@ -68,9 +74,9 @@ STYLE = DemoSpec(
 KNOWLEDGE = DemoSpec(
     "knowledge",
     "facts of the fictional Orravay knowledge base (211 training-wording questions, short answers)",
-    # Memorising new facts takes repetitions and a larger step than learning a format: 4 epochs
-    # (108 steps) at twice the default learning rate; all facts train, documents validate.
-    TrainConfig(epochs=4, learning_rate=1e-3, val_fraction=0.0),
+    # Memorising new facts takes many more updates than learning a format: smaller batches (53
+    # steps an epoch), 5 epochs, 4x the default learning rate; all facts train, documents validate.
+    TrainConfig(epochs=5, learning_rate=2e-3, batch_size=4, val_fraction=0.0),
 )
 SPECS = {spec.name: spec for spec in (STYLE, KNOWLEDGE)}
 
