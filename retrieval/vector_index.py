@@ -4,7 +4,10 @@ Three kinds, chosen by ``RetrievalSettings.index_type``:
 
 * ``flat`` — exact search; add and remove in place.
 * ``ivf`` — IVFFlat. Stays exact (flat) until ``ivf_train_threshold`` vectors exist, then is
-  trained on a sample of them; retrained after growing ``ivf_retrain_growth`` times.
+  trained on a sample of them; retrained after growing ``ivf_retrain_growth`` times. A trained
+  IVF index stores the chunk ids itself, not through ``IndexIDMap2``: IVF does not renumber its
+  internal ids after a removal, so the id map's positional translation would go stale (wrong
+  ids returned, then a FAISS assertion abort on the next removal).
 * ``hnsw`` — HNSWFlat. FAISS cannot remove from an HNSW graph, so removed ids are masked at
   search time and the graph is rebuilt once ``hnsw_compact_ratio`` of it is masked.
 
@@ -69,8 +72,7 @@ class VectorIndex:
         self._tombstones: set[int] = set()
         self._mask: faiss.IDSelector | None = None
         self._mask_parts: tuple[object, ...] = ()
-        inner = _faiss.downcast_index(index.index)
-        self.trained = isinstance(inner, faiss.IndexIVF)
+        self.trained = isinstance(_inner(index), faiss.IndexIVF)
         # Size at training time decides when to retrain; after a load the current size stands in.
         self.trained_size = int(index.ntotal) if self.trained else 0
 
@@ -92,7 +94,7 @@ class VectorIndex:
         ids = np.concatenate(id_parts) if id_parts else np.zeros(0, dtype=np.int64)
         vectors = np.concatenate(vector_parts) if vector_parts else np.zeros((0, dimension), np.float32)
         index = cls._new_faiss(dimension, settings, len(ids))
-        inner = _faiss.downcast_index(index.index)
+        inner = _inner(index)
         if isinstance(inner, faiss.IndexIVF):
             rng = np.random.default_rng(0)  # a fixed sample: the same corpus builds the same cells
             take = min(len(vectors), _TRAIN_POINTS_PER_CELL * inner.nlist)
@@ -116,7 +118,7 @@ class VectorIndex:
             nlist = auto_nlist(count, settings.ivf_nlist)
             if settings.ivf_nlist is not None and nlist < settings.ivf_nlist:
                 logger.warning("ivf_nlist %d lowered to %d for %d vectors", settings.ivf_nlist, nlist, count)
-            return faiss.index_factory(dimension, f"IDMap2,IVF{nlist},Flat", metric)
+            return faiss.index_factory(dimension, f"IVF{nlist},Flat", metric)
         return faiss.index_factory(dimension, "IDMap2,Flat", metric)
 
     def copy(self) -> VectorIndex:
@@ -145,7 +147,9 @@ class VectorIndex:
 
     def ids(self) -> np.ndarray:
         """Every stored id, masked ones included."""
-        return faiss.vector_to_array(self._index.id_map).astype(np.int64)
+        if isinstance(self._index, faiss.IndexIDMap2):
+            return faiss.vector_to_array(self._index.id_map).astype(np.int64)
+        return _ivf_ids(_faiss.downcast_index(self._index))
 
     def needs_rebuild(self, adds: int, removes: int) -> bool:
         """Whether applying this change should rebuild the index rather than edit it."""
@@ -216,7 +220,7 @@ class VectorIndex:
     def _params(self, selector: faiss.IDSelector | None) -> Any:
         # Fresh parameters per call: FAISS temporarily rewrites ``sel`` on them inside IndexIDMap,
         # so sharing one object across threads would race.
-        inner = _faiss.downcast_index(self._index.index)
+        inner = _inner(self._index)
         params: Any
         if isinstance(inner, faiss.IndexIVF):
             params = _faiss.SearchParametersIVF()
@@ -267,12 +271,32 @@ class VectorIndex:
     @classmethod
     def load(cls, path: Path, dimension: int, settings: RetrievalSettings) -> VectorIndex:
         index = faiss.read_index(str(path))
-        if index.d != dimension or not isinstance(index, faiss.IndexIDMap2):
+        plain_ivf = isinstance(index, faiss.IndexIVF)
+        mapped = isinstance(index, faiss.IndexIDMap2) and not isinstance(_inner(index), faiss.IndexIVF)
+        if index.d != dimension or not (plain_ivf or mapped):
             raise ValueError(f"{str(path)!r} holds a {type(index).__name__} of dimension {index.d}")
         return cls(index, dimension, settings)
 
     def bytes_estimate(self) -> int:
         return self.stored * self.dimension * 4
+
+
+def _inner(index: Any) -> Any:
+    """The index doing the search: what an ``IndexIDMap2`` wraps, or the index itself."""
+    return _faiss.downcast_index(index.index if isinstance(index, faiss.IndexIDMap2) else index)
+
+
+def _ivf_ids(index: Any) -> np.ndarray:
+    """Every id stored in an IVF index's inverted lists."""
+    invlists = index.invlists
+    parts = [np.zeros(0, dtype=np.int64)]
+    for list_no in range(index.nlist):
+        size = invlists.list_size(list_no)
+        if size:
+            pointer = invlists.get_ids(list_no)
+            parts.append(faiss.rev_swig_ptr(pointer, size).astype(np.int64))  # astype copies
+            invlists.release_ids(list_no, pointer)
+    return np.concatenate(parts)
 
 
 @contextmanager

@@ -51,6 +51,23 @@ def test_ids_are_stable_through_removal_and_addition(index_type: str) -> None:
     assert index.live == 392
 
 
+
+def test_every_vector_keeps_its_own_id_through_repeated_removals(index_type: str, tmp_path: Path) -> None:
+    # IVF behind IndexIDMap2 returned neighbours' ids after one removal and aborted the process
+    # (FAISS assertion) on a later one; every survivor must still find exactly itself.
+    index, ids, vectors = build(index_type)
+    index = VectorIndex.load(index.save(tmp_path, generation=1), DIM, index.settings)
+    none = np.zeros(0, np.int64), np.zeros((0, DIM), np.float32)
+    index.apply(*none, ids[5:15])
+    index.apply(ids[:3] + 9000, vectors[:3], ids[200:210])
+    index.apply(*none, ids[390:])
+    keep = np.setdiff1d(np.arange(len(ids)), np.r_[5:15, 200:210, 390:400])
+    _, found = index.search(vectors[keep], k=1)
+    np.testing.assert_array_equal(found[:, 0], ids[keep])
+    assert sorted(np.setdiff1d(index.ids(), list(index._tombstones)).tolist()) == sorted(
+        [*ids[keep].tolist(), *(ids[:3] + 9000).tolist()]
+    )
+
 def test_allowed_ids_restrict_the_search(index_type: str) -> None:
     index, ids, vectors = build(index_type)
     allowed = ids[ids % 2 == 0][:100]
