@@ -49,9 +49,12 @@ def _render(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]], 
 
 
 def end_of_turn_ids(tokenizer: PreTrainedTokenizerBase) -> set[int]:
-    """Token ids that close an assistant turn (the tokenizer's EOS; what generation stops on)."""
-    ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
-    return {int(i) for i in ids}
+    """Token ids that close an assistant turn (the tokenizer's EOS; what generation stops on).
+
+    Templates whose turns end with another token (Llama 3's ``<|eot_id|>``) find no EOS in the
+    assistant piece, and then the whole piece is learned, that token included.
+    """
+    return set() if tokenizer.eos_token_id is None else {int(tokenizer.eos_token_id)}
 
 
 def segments(tokenizer: PreTrainedTokenizerBase, example: ChatExample) -> list[tuple[str, bool]]:
