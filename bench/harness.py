@@ -1,14 +1,11 @@
-"""Shared by the benchmarks: percentiles, a table printer, JSON results, and server processes."""
+"""Shared by the benchmarks: percentiles, a table printer, JSON results, the CPU's GEMM rate."""
 
 from __future__ import annotations
 
 import json
 import os
 import platform
-import socket
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -65,12 +62,6 @@ def write_results(name: str, payload: dict[str, Any]) -> Path:
     return path
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def matmul_gflops(m: int, k: int, n: int, dtype: torch.dtype = torch.float32, seconds: float = 1.0) -> float:
     """Sustained GEMM rate at one shape: the CPU's own ceiling for work of that shape."""
     a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
@@ -81,48 +72,3 @@ def matmul_gflops(m: int, k: int, n: int, dtype: torch.dtype = torch.float32, se
         a @ b
         count += 1
     return 2 * m * k * n * count / (time.perf_counter() - started) / 1e9
-
-
-class ServerProcess:
-    """A server command in a child process (its own GIL and cores), stopped with SIGTERM."""
-
-    def __init__(
-        self,
-        args: Sequence[str],
-        env: dict[str, str] | None = None,
-        log: Path | None = None,
-        python: str = sys.executable,
-    ) -> None:
-        self.log = log
-        out = open(log, "w") if log else subprocess.DEVNULL  # noqa: SIM115 - closed in stop()
-        self._out = out
-        self.proc = subprocess.Popen(
-            [python, *args], env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT
-        )
-
-    def wait_ready(self, target: str, timeout: float = 600) -> None:
-        from hybrid_assistant.client import AssistantClient
-
-        deadline = time.monotonic() + timeout
-        with AssistantClient(target) as client:
-            while True:
-                if self.proc.poll() is not None:
-                    detail = self.log.read_text()[-3000:] if self.log else ""
-                    raise RuntimeError(f"server exited with {self.proc.returncode}\n{detail}")
-                try:
-                    client.wait_ready(timeout=2)
-                    return
-                except TimeoutError:
-                    if time.monotonic() > deadline:
-                        raise
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if hasattr(self._out, "close"):
-            self._out.close()

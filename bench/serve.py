@@ -26,14 +26,13 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.harness import (
-    ServerProcess,
-    free_port,
     matmul_gflops,
     median,
     percentile,
     table,
     write_results,
 )
+from server.process import ServerProcess, free_port
 
 PROMPTS = [
     "Write a long story about a lighthouse keeper.",
@@ -201,10 +200,9 @@ def start_server(
     ]
     for name in adapters:
         cli += ["--preload", f"{name}={name}"]
-    server = ServerProcess(cli, log=work / f"server-{args.engine}.log", python=python)
-    target = f"127.0.0.1:{port}"
-    server.wait_ready(target)
-    return server, target
+    server = ServerProcess(args=cli, port=port, log=work / f"server-{args.engine}.log", python=python)
+    server.wait_ready()
+    return server, server.target
 
 
 def main() -> None:
@@ -270,10 +268,10 @@ def main() -> None:
                 str(model_dir),
             ]
             cmd += [a for n, p in adapters.items() for a in ("--adapter", f"{n}={p}")]
-            naive = ServerProcess(cmd, log=work / "naive.log")
-            naive_target = f"127.0.0.1:{port}"
+            naive = ServerProcess(args=cmd, port=port, log=work / "naive.log")
+            naive_target = naive.target
             try:
-                naive.wait_ready(naive_target)
+                naive.wait_ready()
                 for streams in [1, 4] if args.quick else [1, 4, 16]:
                     row = asyncio.run(load(naive_target, streams, names[:4], 1, max_tokens))
                     naive_rows.append(row)

@@ -24,7 +24,10 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    """``python ARGS...`` (default: ``-m server serve --listen 127.0.0.1:<free port> EXTRA...``)."""
+    """``python ARGS...`` (default: ``-m server serve --listen 127.0.0.1:<free port> EXTRA...``).
+
+    ``python`` is another interpreter when the server needs another environment (vLLM's).
+    """
 
     def __init__(
         self,
@@ -34,6 +37,7 @@ class ServerProcess:
         port: int | None = None,
         log: Path | None = None,
         env: dict[str, str] | None = None,
+        python: str = sys.executable,
     ) -> None:
         self.port = port or free_port()
         self.target = f"127.0.0.1:{self.port}"
@@ -41,7 +45,7 @@ class ServerProcess:
         argv = list(args) if args is not None else ["-m", "server", "serve", "--listen", self.target, *extra]
         self._out = log.open("w") if log else None
         self.proc = subprocess.Popen(
-            [sys.executable, *argv],
+            [python, *argv],
             stdout=self._out or subprocess.DEVNULL,
             stderr=subprocess.STDOUT,
             env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})},

@@ -51,7 +51,6 @@ def test_ids_are_stable_through_removal_and_addition(index_type: str) -> None:
     assert index.live == 392
 
 
-
 def test_every_vector_keeps_its_own_id_through_repeated_removals(index_type: str, tmp_path: Path) -> None:
     # IVF behind IndexIDMap2 returned neighbours' ids after one removal and aborted the process
     # (FAISS assertion) on a later one; every survivor must still find exactly itself.
@@ -67,6 +66,7 @@ def test_every_vector_keeps_its_own_id_through_repeated_removals(index_type: str
     assert sorted(np.setdiff1d(index.ids(), list(index._tombstones)).tolist()) == sorted(
         [*ids[keep].tolist(), *(ids[:3] + 9000).tolist()]
     )
+
 
 def test_allowed_ids_restrict_the_search(index_type: str) -> None:
     index, ids, vectors = build(index_type)
