@@ -31,6 +31,7 @@ Style exemplars (JSONL): ``{"question": ..., "output": ...}`` per line; ``output
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -418,3 +419,29 @@ def load_exemplars(path: str | Path) -> list[str]:
     if problems:
         raise DatasetError(str(path), problems)
     return outputs
+
+
+def stratified_subset(items: Sequence[EvalItem], count: int) -> list[EvalItem]:
+    """A deterministic subset of ``count`` items that keeps each stratum's share of the dataset.
+
+    Within a stratum the picks are evenly spaced in file order, so they spread over its
+    documents instead of taking the first few; every stratum keeps at least one item. The
+    subset depends only on the file, never on results, and keeps the file's order.
+    """
+    if count >= len(items):
+        return list(items)
+    strata: dict[str, list[int]] = {}
+    for index, item in enumerate(items):
+        strata.setdefault(item.stratum, []).append(index)
+    exact = {name: count * len(members) / len(items) for name, members in strata.items()}
+    quota = {name: max(1, math.floor(share)) for name, share in exact.items()}
+    # Largest remainders take what is left over.
+    for name in sorted(exact, key=lambda s: exact[s] - math.floor(exact[s]), reverse=True):
+        if sum(quota.values()) >= count:
+            break
+        quota[name] = min(len(strata[name]), quota[name] + 1)
+    chosen: set[int] = set()
+    for name, members in strata.items():
+        step = len(members) / quota[name]
+        chosen.update(members[int((i + 0.5) * step)] for i in range(quota[name]))
+    return [item for index, item in enumerate(items) if index in chosen]

@@ -27,7 +27,12 @@ def demo(
     ] = Path("data/demo"),
     out: Annotated[Path, typer.Option(help="Report directory.")] = Path("reports/demo"),
     arms: Annotated[str, typer.Option(help="Arms to evaluate.")] = DEMO_ARMS,
-    limit: Annotated[int | None, typer.Option(help="Only the first N questions (a quick look).")] = None,
+    limit: Annotated[
+        int,
+        typer.Option(
+            help="Questions: a deterministic subset keeping each stratum's share; 0 = all."
+        ),
+    ] = 100,
     dtype: Annotated[str, typer.Option(help="Server dtype: float32 (reproducible) or bfloat16.")] = "float32",
     max_tokens: Annotated[int, typer.Option(help="Answer length limit for every arm.")] = 48,
     sequential_sample: Annotated[int, typer.Option(help="Answers timed one at a time (speed-up).")] = 16,
@@ -98,7 +103,7 @@ def demo(
                 documents=[DEMO_DIR / "kb"],
                 max_tokens=max_tokens,
                 concurrency=32,
-                limit=limit,
+                limit=limit or None,
                 score_options=True,
                 cache=True,
                 sequential_sample=sequential_sample,

@@ -27,7 +27,10 @@ def evaluate(
     ] = None,
     max_tokens: Annotated[int, typer.Option(help="Answer length limit, same for every arm.")] = 64,
     concurrency: Annotated[int, typer.Option(help="Requests in flight (lets the server batch).")] = 32,
-    limit: Annotated[int | None, typer.Option(help="Only the first N items (smoke runs).")] = None,
+    limit: Annotated[
+        int | None,
+        typer.Option(help="Only N items: a deterministic subset keeping each stratum's share."),
+    ] = None,
     score_options: Annotated[
         bool, typer.Option(help="Also score multiple-choice options by likelihood.")
     ] = True,
@@ -42,7 +45,13 @@ def evaluate(
     """Evaluate arms against a running server; write JSON, Markdown and HTML reports."""
     from eval.analysis import analyse
     from eval.arms import ArmError, parse_arms
-    from eval.dataset import DatasetError, load_dataset, load_exemplars, load_style_spec
+    from eval.dataset import (
+        DatasetError,
+        load_dataset,
+        load_exemplars,
+        load_style_spec,
+        stratified_subset,
+    )
     from eval.passages import load_passages
     from eval.report import terminal_table, write_reports
     from eval.runner import EvalRunError, RunConfig, Runner, sequential_probe
@@ -50,7 +59,8 @@ def evaluate(
     phases: dict[str, float] = {}
     t0 = time.perf_counter()
     try:
-        items = load_dataset(dataset)[:limit]
+        items = load_dataset(dataset)
+        items = items if limit is None else stratified_subset(items, limit)
         arm_list = parse_arms(arms)
         spec = load_style_spec(style_spec) if style_spec else None
         exemplar_texts = load_exemplars(exemplars) if exemplars else []

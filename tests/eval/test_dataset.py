@@ -127,3 +127,21 @@ def test_demo_test_set_contents() -> None:
     # The shuffle moved the right answer away from position 0 for most items.
     positions = Counter(i.answer_index for i in items if i.options)
     assert len(positions) == 4 and positions[0] < 0.4 * sum(positions.values())
+
+
+def test_stratified_subset_keeps_shares_spread_and_order() -> None:
+    from eval.dataset import stratified_subset
+
+    items = load_dataset(DEMO_DIR / "test.jsonl")
+    subset = stratified_subset(items, 100)
+    assert len(subset) == 100
+    assert subset == stratified_subset(items, 100), "deterministic"
+    position = {item.id: i for i, item in enumerate(items)}
+    assert [position[i.id] for i in subset] == sorted(position[i.id] for i in subset), "file order"
+    for stratum in {i.stratum for i in items}:
+        share = sum(i.stratum == stratum for i in items) / len(items)
+        assert abs(sum(i.stratum == stratum for i in subset) - 100 * share) <= 1
+    kb_groups = {i.group for i in items if i.stratum == "kb"}
+    assert len({i.group for i in subset if i.stratum == "kb"}) > len(kb_groups) / 2, "spread over documents"
+    assert stratified_subset(items, 10_000) == items
+    assert {i.stratum for i in stratified_subset(items, 1)} == {i.stratum for i in items}
