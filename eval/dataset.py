@@ -33,7 +33,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -320,32 +320,35 @@ def item_to_dict(item: EvalItem) -> dict[str, Any]:
     return out
 
 
+def _json_lines(path: Path, problems: list[str]) -> Iterator[tuple[int, Any]]:
+    """(line number, parsed object) for every non-blank line; a line that is not JSON is added
+    to ``problems`` and skipped, so a file's every problem is reported at once."""
+    with path.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield lineno, json.loads(line)
+            except json.JSONDecodeError as exc:
+                problems.append(f"line {lineno}: not valid JSON ({exc.msg} at column {exc.colno})")
+
+
 def load_dataset(path: str | Path) -> list[EvalItem]:
     """Read a JSONL dataset; raises :class:`DatasetError` listing every problem with its line number."""
     path = Path(path)
     items: list[EvalItem] = []
     problems: list[str] = []
     first_line: dict[str, int] = {}
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                problems.append(f"line {lineno}: not valid JSON ({exc.msg} at column {exc.colno})")
-                continue
-            item, item_problems = parse_item(obj)
-            problems += [f"line {lineno}: {p}" for p in item_problems]
-            if item is None:
-                continue
-            if item.id in first_line:
-                problems.append(
-                    f"line {lineno}: duplicate id {item.id!r} (first on line {first_line[item.id]})"
-                )
-                continue
-            first_line[item.id] = lineno
-            items.append(item)
+    for lineno, obj in _json_lines(path, problems):
+        item, item_problems = parse_item(obj)
+        problems += [f"line {lineno}: {p}" for p in item_problems]
+        if item is None:
+            continue
+        if item.id in first_line:
+            problems.append(f"line {lineno}: duplicate id {item.id!r} (first on line {first_line[item.id]})")
+            continue
+        first_line[item.id] = lineno
+        items.append(item)
     if not items and not problems:
         problems.append("the dataset is empty")
     if problems:
@@ -400,20 +403,12 @@ def load_exemplars(path: str | Path) -> list[str]:
     path = Path(path)
     outputs: list[str] = []
     problems: list[str] = []
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                problems.append(f"line {lineno}: not valid JSON ({exc.msg})")
-                continue
-            output = obj.get("output") if isinstance(obj, dict) else None
-            if not isinstance(output, str) or not output.strip():
-                problems.append(f"line {lineno}: 'output' must be a non-empty string, got {output!r}")
-                continue
-            outputs.append(output)
+    for lineno, obj in _json_lines(path, problems):
+        output = obj.get("output") if isinstance(obj, dict) else None
+        if not isinstance(output, str) or not output.strip():
+            problems.append(f"line {lineno}: 'output' must be a non-empty string, got {output!r}")
+            continue
+        outputs.append(output)
     if not outputs and not problems:
         problems.append("no exemplars")
     if problems:

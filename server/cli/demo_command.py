@@ -29,9 +29,7 @@ def demo(
     arms: Annotated[str, typer.Option(help="Arms to evaluate.")] = DEMO_ARMS,
     limit: Annotated[
         int,
-        typer.Option(
-            help="Questions: a deterministic subset keeping each stratum's share; 0 = all."
-        ),
+        typer.Option(help="Questions: a deterministic subset keeping each stratum's share; 0 = all."),
     ] = 100,
     dtype: Annotated[str, typer.Option(help="Server dtype: float32 (reproducible) or bfloat16.")] = "float32",
     max_tokens: Annotated[int, typer.Option(help="Answer length limit for every arm.")] = 48,

@@ -14,6 +14,7 @@ import torch
 from transformers import AutoTokenizer, GenerationConfig
 
 from adapters.peft_format import AdapterSpec, BaseModelSpec, load_lora_weights
+from server.engines.loaded import LoadedModel
 from server.engines.model_runner import ModelRunner
 from server.engines.scheduler import EngineStoppedError, QueueFullError, Scheduler
 from server.engines.types import (
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class TransformersEngine:
+class TransformersEngine(LoadedModel):
     name = "transformers"
 
     def __init__(self, settings: Settings, on_death: Callable[[BaseException], None] | None = None) -> None:
@@ -110,18 +111,6 @@ class TransformersEngine:
         return self._scheduler is not None and self._scheduler.running and self._scheduler.error is None
 
     # ------------------------------------------------------------------ properties
-
-    @property
-    def tokenizer(self) -> PreTrainedTokenizerBase:
-        if self._tokenizer is None:
-            raise Unavailable("the model is still loading")
-        return self._tokenizer
-
-    @property
-    def model_info(self) -> ModelInfo:
-        if self._info is None:
-            raise Unavailable("the model is still loading")
-        return self._info
 
     @property
     def base_model_spec(self) -> BaseModelSpec:

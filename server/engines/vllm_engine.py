@@ -40,6 +40,7 @@ from vllm.v1.engine.async_llm import AsyncLLM
 from vllm.v1.engine.exceptions import EngineDeadError
 
 from adapters.peft_format import AdapterSpec, BaseModelSpec
+from server.engines.loaded import LoadedModel
 from server.engines.types import (
     ContinuationScore,
     FinishReason,
@@ -68,7 +69,7 @@ _FINISH = {"stop": FinishReason.STOP, "length": FinishReason.LENGTH}
 _WATCH_INTERVAL_S = 0.5
 
 
-class VllmEngine:
+class VllmEngine(LoadedModel):
     name = "vllm"
 
     def __init__(self, settings: Settings, on_death: Callable[[BaseException], None] | None = None) -> None:
@@ -159,18 +160,6 @@ class VllmEngine:
             self._on_death(exc)
 
     # ------------------------------------------------------------------ properties
-
-    @property
-    def tokenizer(self) -> PreTrainedTokenizerBase:
-        if self._tokenizer is None:
-            raise Unavailable("the model is still loading")
-        return self._tokenizer
-
-    @property
-    def model_info(self) -> ModelInfo:
-        if self._info is None:
-            raise Unavailable("the model is still loading")
-        return self._info
 
     @property
     def base_model_spec(self) -> BaseModelSpec:
