@@ -47,7 +47,25 @@ def _credentials(tls: bool, root_certificates: bytes | None) -> grpc.ChannelCred
     return grpc.ssl_channel_credentials(root_certificates) if tls or root_certificates else None
 
 
-class AssistantClient:
+class _Stubs:
+    """The service stubs on ``self.channel`` and per-call options, shared by both clients."""
+
+    channel: Any
+
+    def _bind(self, token: str | None, timeout: float | None) -> None:
+        self._md = _metadata(token)
+        self.timeout = timeout
+        self.assistant = pb_grpc.AssistantStub(self.channel)
+        self.adapters = pb_grpc.AdaptersStub(self.channel)
+        self.knowledge = pb_grpc.KnowledgeStub(self.channel)
+        self.experiments = pb_grpc.ExperimentsStub(self.channel)
+        self.health = health_pb2_grpc.HealthStub(self.channel)
+
+    def _kw(self, timeout: float | None) -> dict[str, Any]:
+        return {"metadata": self._md, "timeout": timeout if timeout is not None else self.timeout}
+
+
+class AssistantClient(_Stubs):
     """Blocking client. ``token`` is sent as a bearer token (needed for admin calls when set)."""
 
     def __init__(
@@ -61,13 +79,7 @@ class AssistantClient:
     ) -> None:
         creds = _credentials(tls, root_certificates)
         self.channel = grpc.secure_channel(target, creds) if creds else grpc.insecure_channel(target)
-        self._md = _metadata(token)
-        self.timeout = timeout
-        self.assistant = pb_grpc.AssistantStub(self.channel)
-        self.adapters = pb_grpc.AdaptersStub(self.channel)
-        self.knowledge = pb_grpc.KnowledgeStub(self.channel)
-        self.experiments = pb_grpc.ExperimentsStub(self.channel)
-        self.health = health_pb2_grpc.HealthStub(self.channel)
+        self._bind(token, timeout)
 
     def __enter__(self) -> AssistantClient:
         return self
@@ -77,9 +89,6 @@ class AssistantClient:
 
     def close(self) -> None:
         self.channel.close()
-
-    def _kw(self, timeout: float | None) -> dict[str, Any]:
-        return {"metadata": self._md, "timeout": timeout if timeout is not None else self.timeout}
 
     def wait_ready(self, timeout: float = 120.0, service: str = "") -> None:
         """Poll the health service until SERVING; raises TimeoutError."""
@@ -202,7 +211,7 @@ class AssistantClient:
         return iter(self.experiments.ExportRequestLog(request, **self._kw(timeout)))
 
 
-class AsyncAssistantClient:
+class AsyncAssistantClient(_Stubs):
     """asyncio client with the same methods as :class:`AssistantClient`, awaitable."""
 
     def __init__(
@@ -216,13 +225,7 @@ class AsyncAssistantClient:
     ) -> None:
         creds = _credentials(tls, root_certificates)
         self.channel = grpc.aio.secure_channel(target, creds) if creds else grpc.aio.insecure_channel(target)
-        self._md = _metadata(token)
-        self.timeout = timeout
-        self.assistant = pb_grpc.AssistantStub(self.channel)
-        self.adapters = pb_grpc.AdaptersStub(self.channel)
-        self.knowledge = pb_grpc.KnowledgeStub(self.channel)
-        self.experiments = pb_grpc.ExperimentsStub(self.channel)
-        self.health = health_pb2_grpc.HealthStub(self.channel)
+        self._bind(token, timeout)
 
     async def __aenter__(self) -> AsyncAssistantClient:
         return self
@@ -232,9 +235,6 @@ class AsyncAssistantClient:
 
     async def close(self) -> None:
         await self.channel.close(None)
-
-    def _kw(self, timeout: float | None) -> dict[str, Any]:
-        return {"metadata": self._md, "timeout": timeout if timeout is not None else self.timeout}
 
     async def wait_ready(self, timeout: float = 120.0, service: str = "") -> None:
         deadline = time.monotonic() + timeout
