@@ -214,13 +214,21 @@ class Runner:
 
 
 async def sequential_probe(
-    config: RunConfig, items: Sequence[EvalItem], arms: Sequence[Arm], sample: int
+    config: RunConfig,
+    items: Sequence[EvalItem],
+    arms: Sequence[Arm],
+    sample: int,
+    passages: Mapping[str, str] | None = None,
 ) -> float:
-    """Mean seconds per answer when asking one at a time (uncached), to report the batching speed-up."""
-    probe = Runner(RunConfig(**{**config.__dict__, "concurrency": 1, "cache_path": None, "progress": False}))
-    jobs = [(item, arm) for item in items for arm in arms][:: max(1, len(items) * len(arms) // sample)][
-        :sample
-    ]
+    """Mean seconds per answer when asking one at a time (uncached), to report the batching speed-up.
+
+    ``passages`` are the oracle arm's gold texts, as given to the main run.
+    """
+    settings = {**config.__dict__, "concurrency": 1, "cache_path": None, "progress": False}
+    probe = Runner(RunConfig(**settings), passages)
+    # Every arm in turn (their prompts differ in length), on items spread over the dataset.
+    count = min(sample, len(items) * len(arms))
+    jobs = [(items[i * len(items) // count], arms[i % len(arms)]) for i in range(count)]
     started = time.perf_counter()
     async with AsyncAssistantClient(config.target, token=config.token) as client:
         await probe._prepare(client, arms)

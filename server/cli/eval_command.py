@@ -81,7 +81,7 @@ def evaluate(
     try:
         records = asyncio.run(runner.run(items, arm_list))
         sequential = (
-            asyncio.run(sequential_probe(config, items, arm_list, sequential_sample))
+            asyncio.run(sequential_probe(config, items, arm_list, sequential_sample, passages))
             if sequential_sample
             else None
         )

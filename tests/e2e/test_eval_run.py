@@ -119,7 +119,7 @@ def test_eval_cli_end_to_end(
         "--resamples",
         "200",
         "--sequential-sample",
-        "3",
+        "5",  # one answer per arm, the oracle's included
     ]
     first = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr[-3000:]
