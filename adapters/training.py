@@ -29,9 +29,23 @@ from adapters.train_config import BaseModel, TrainConfig, TrainResult
 log = logging.getLogger(__name__)
 
 
+def lora_config(config: TrainConfig) -> Any:
+    """The PEFT ``LoraConfig`` a training recipe asks for (plain LoRA, no bias)."""
+    from peft import LoraConfig  # imported when training, not when the package is
+
+    return LoraConfig(
+        r=config.rank,
+        lora_alpha=config.alpha,
+        lora_dropout=config.dropout,
+        target_modules=list(config.target_modules),
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+
+
 def load_for_training(base: BaseModel, config: TrainConfig) -> tuple[Any, Any, BaseModelSpec]:
     """(tokenizer, PEFT model with fresh LoRA weights, the base model's spec for validation)."""
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(base.path)
@@ -45,15 +59,7 @@ def load_for_training(base: BaseModel, config: TrainConfig) -> tuple[Any, Any, B
             f"target_modules {missing} are not Linear layers of {base.name!r}; choose from {available}"
         )
     torch.manual_seed(config.seed)  # LoRA A is initialised randomly
-    lora = LoraConfig(
-        r=config.rank,
-        lora_alpha=config.alpha,
-        lora_dropout=config.dropout,
-        target_modules=list(config.target_modules),
-        bias="none",
-        task_type="CAUSAL_LM",
-    )
-    peft_model = get_peft_model(model, lora)
+    peft_model = get_peft_model(model, lora_config(config))
     # The server matches this against the name it serves, not the local path PEFT records.
     peft_model.peft_config["default"].base_model_name_or_path = base.name
     return tokenizer, peft_model, spec

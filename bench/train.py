@@ -86,26 +86,19 @@ def run_ours(name: str, quick: bool, data_dir: Path | None, out: Path) -> dict[s
 def run_trainer(name: str, quick: bool, data_dir: Path | None, out: Path) -> dict[str, Any]:
     """The obvious alternative: transformers.Trainer on the same tokenised examples."""
     import torch
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainerCallback, TrainingArguments
 
     from adapters.chat_tokens import collate, encode_all
     from adapters.loop import LossComputer, mean_loss
+    from adapters.training import lora_config
 
     base, config, train, val = _setup(name, quick, data_dir)
     tokenizer = AutoTokenizer.from_pretrained(base.path)
     model = AutoModelForCausalLM.from_pretrained(base.path, dtype=torch.float32)
     model.config.use_cache = False
     torch.manual_seed(config.seed)  # the same LoRA initialisation as ours
-    lora = LoraConfig(
-        r=config.rank,
-        lora_alpha=config.alpha,
-        lora_dropout=config.dropout,
-        target_modules=list(config.target_modules),
-        bias="none",
-        task_type="CAUSAL_LM",
-    )
-    peft_model = get_peft_model(model, lora)
+    peft_model = get_peft_model(model, lora_config(config))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     train_enc, _ = encode_all(tokenizer, train, config.max_length)
     val_enc, _ = encode_all(tokenizer, val, config.max_length)
