@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from server.adapter_registry import AdapterRegistry
 from server.engines.types import Engine, FinishReason, GenerationRequest, SamplingParams
@@ -50,6 +51,15 @@ async def run(
     return text, last
 
 
+async def started_env(engine: Any, adapter_root: Path, adapters: dict[str, Path]) -> EngineEnv:
+    """Start ``engine`` and put a registry over it (the same limits for every engine)."""
+    await engine.start()
+    registry = AdapterRegistry(
+        engine, lambda: engine.base_model_spec, [adapter_root], max_resident=8, max_rank=64
+    )
+    return EngineEnv(engine, registry, dict(adapters))
+
+
 async def ensure_loaded(env: EngineEnv, *names: str) -> None:
     for name in names:
         if name not in env.registry.names():
@@ -57,6 +67,36 @@ async def ensure_loaded(env: EngineEnv, *names: str) -> None:
 
 
 class EngineContract:
+    async def test_greedy_matches_hugging_face_generate(
+        self, engine_env: EngineEnv, tiny_model_dir: Path
+    ) -> None:
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+        eos = model.generation_config.eos_token_id
+        for question in QUESTIONS:
+            ids = prompt(engine_env, question)
+            expected = model.generate(torch.tensor([ids]), max_new_tokens=12, do_sample=False)[0, len(ids) :]
+            reference = engine_env.engine.tokenizer.decode(
+                [t for t in expected.tolist() if t != eos], skip_special_tokens=True
+            )
+            text, _ = await run(engine_env, question, max_tokens=12)
+            assert text == reference
+
+    async def test_adapter_matches_peft(self, engine_env: EngineEnv, tiny_model_dir: Path) -> None:
+        from peft import PeftModel
+        from transformers import AutoModelForCausalLM
+
+        peft_model = PeftModel.from_pretrained(
+            AutoModelForCausalLM.from_pretrained(tiny_model_dir), str(engine_env.adapters["beta"])
+        )
+        await ensure_loaded(engine_env, "beta")
+        ids = prompt(engine_env, QUESTIONS[1])
+        expected = peft_model.generate(input_ids=torch.tensor([ids]), max_new_tokens=10, do_sample=False)
+        reference = engine_env.engine.tokenizer.decode(expected[0, len(ids) :], skip_special_tokens=True)
+        text, _ = await run(engine_env, QUESTIONS[1], "beta", max_tokens=10)
+        assert text == reference
+
     async def test_greedy_is_deterministic_and_stream_adds_up(self, engine_env: EngineEnv) -> None:
         first, last = await run(engine_env, QUESTIONS[0])
         second, _ = await run(engine_env, QUESTIONS[0])
