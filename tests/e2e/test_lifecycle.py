@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -17,15 +16,10 @@ import pytest
 from grpc_health.v1 import health_pb2
 
 from hybrid_assistant.client import AssistantClient
+from server.process import free_port
 from tests.helpers import ServerThread
 
 Q = "Tell me a story about a dog."
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,16 +19,11 @@ import psutil
 import pytest
 
 from hybrid_assistant.client import AssistantClient
+from server.process import free_port
 
 pytestmark = pytest.mark.vllm
 
 Q = "Tell me a story about a cat."
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
