@@ -52,7 +52,7 @@ def main() -> None:
     parser.add_argument("--adapters", type=int, default=0, choices=[0, 1, 4])
     args = parser.parse_args()
 
-    from bench.serve import make_adapters
+    from bench.serve import make_adapters, model_flops_per_token
     from server.config import load_settings
     from server.engines.model_runner import ModelRunner
     from server.model_store import resolve_model
@@ -102,11 +102,8 @@ def main() -> None:
         shares[group_of(event.key)] += event.self_cpu_time_total
         total_self += event.self_cpu_time_total
     config = runner.model.config
-    hidden, inter, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
-    kv = config.num_key_value_heads * (hidden // config.num_attention_heads)
-    flops = 2 * rows * layers * (hidden * (2 * hidden + 2 * kv) + 3 * hidden * inter)
-    flops += 2 * rows * hidden * config.vocab_size
-    rate = matmul_gflops(rows, hidden, inter)
+    flops = rows * model_flops_per_token(model_dir)
+    rate = matmul_gflops(rows, config.hidden_size, config.intermediate_size)
     gemm_ms = flops / (rate * 1e9) * 1000
     out: list[dict[str, Any]] = [
         {"group": g, "share_of_step": v / total_self}
