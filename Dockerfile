@@ -43,6 +43,10 @@ ENV PATH=/opt/venv/bin:$PATH \
 USER assistant
 VOLUME ["/data"]
 EXPOSE 50051
+# TLS: HA_TLS_CERT/HA_TLS_KEY (and HA_TLS_CLIENT_CA for mutual TLS) turn it on. The health check then
+# trusts HA_TLS_CERT itself, which works for a self-signed certificate or a chain file ending in its
+# CA; otherwise set HA_TLS_CA. Its name must cover "localhost", or set HA_TLS_SERVER_NAME. With mutual
+# TLS, set HA_TLS_CLIENT_CERT/HA_TLS_CLIENT_KEY for the check. See `hybrid-assistant health --help`.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=120s --retries=3 \
   CMD ["hybrid-assistant", "health", "--target", "localhost:50051"]
 ENTRYPOINT ["hybrid-assistant", "serve"]
@@ -78,6 +82,7 @@ ENV HA_ENGINE=vllm \
 USER assistant
 VOLUME ["/data"]
 EXPOSE 50051
+# TLS and the health check: as in the CPU image above.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=300s --retries=3 \
   CMD ["hybrid-assistant", "health", "--target", "localhost:50051"]
 ENTRYPOINT ["hybrid-assistant", "serve"]

@@ -83,9 +83,12 @@ class Settings(BaseSettings):
     """If set, admin calls (adapter load/unload, ingest, delete, experiments) need the metadata
     'authorization: Bearer <token>'."""
     tls_cert: Path | None = None
-    """PEM certificate chain; with tls_key, the server speaks TLS."""
+    """PEM certificate chain; with tls_key, the server speaks TLS (serve --tls-cert)."""
     tls_key: Path | None = None
-    """PEM private key for tls_cert."""
+    """PEM private key for tls_cert (serve --tls-key)."""
+    tls_client_ca: Path | None = None
+    """PEM CA certificate(s) for mutual TLS: when set, every client must present a certificate
+    signed by one of them, or the handshake fails. Needs tls_cert and tls_key (serve --tls-client-ca)."""
     metrics_port: int | None = None
     """Serve Prometheus metrics on this port (0.0.0.0) when set."""
     shutdown_grace_s: float = Field(30.0, ge=0)
@@ -123,9 +126,30 @@ class Settings(BaseSettings):
                 f"max_prompt_tokens ({self.max_prompt_tokens}) must be below max_total_tokens "
                 f"({self.max_total_tokens})"
             )
+        self._check_tls()
+        return self
+
+    def _check_tls(self) -> None:
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("tls_cert and tls_key must be set together")
-        return self
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ValueError("tls_client_ca (mutual TLS) needs tls_cert and tls_key")
+        pem_kinds = (
+            ("tls_cert", self.tls_cert, "CERTIFICATE"),
+            ("tls_key", self.tls_key, "PRIVATE KEY"),
+            ("tls_client_ca", self.tls_client_ca, "CERTIFICATE"),
+        )
+        for name, path, kind in pem_kinds:
+            if path is None:
+                continue
+            if not path.is_file():
+                raise ValueError(f"{name} file {str(path)!r} does not exist")
+            try:
+                text = path.read_text(encoding="ascii", errors="replace")
+            except OSError as exc:
+                raise ValueError(f"{name} file {str(path)!r} cannot be read: {exc.strerror}") from None
+            if "-----BEGIN " not in text or f"{kind}-----" not in text:
+                raise ValueError(f"{name} file {str(path)!r} holds no PEM {kind.lower()}")
 
     @property
     def resolved_adapter_roots(self) -> list[Path]:

@@ -8,6 +8,14 @@
         for part in client.stream("Tell me a story."):
             print(part.delta, end="", flush=True)
 
+TLS: ``tls=True`` trusts the system roots; ``root_certificates`` (PEM bytes, implies TLS) trusts
+a private CA or a self-signed server certificate instead. For mutual TLS add ``private_key`` and
+``certificate_chain``. ``tls_server_name`` checks the server certificate against that name instead
+of the target's host (for a target given by IP address, or through a tunnel).
+
+    ca = Path("ca.pem").read_bytes()
+    with AssistantClient("assistant.internal:50051", root_certificates=ca) as client: ...
+
 Errors surface as ``grpc.RpcError`` with the server's status code and message.
 """
 
@@ -43,8 +51,21 @@ def _metadata(token: str | None) -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {token}"),) if token else ()
 
 
-def _credentials(tls: bool, root_certificates: bytes | None) -> grpc.ChannelCredentials | None:
-    return grpc.ssl_channel_credentials(root_certificates) if tls or root_certificates else None
+def _channel_args(
+    tls: bool,
+    root_certificates: bytes | None,
+    private_key: bytes | None,
+    certificate_chain: bytes | None,
+    tls_server_name: str | None,
+) -> tuple[grpc.ChannelCredentials | None, list[tuple[str, Any]]]:
+    """Credentials (None: plaintext) and channel options; any TLS material implies TLS."""
+    if (private_key is None) != (certificate_chain is None):
+        raise ValueError("private_key and certificate_chain (mutual TLS) must be given together")
+    if not (tls or root_certificates or certificate_chain or tls_server_name):
+        return None, []
+    creds = grpc.ssl_channel_credentials(root_certificates, private_key, certificate_chain)
+    options = [("grpc.ssl_target_name_override", tls_server_name)] if tls_server_name else []
+    return creds, options
 
 
 class _Stubs:
@@ -66,7 +87,8 @@ class _Stubs:
 
 
 class AssistantClient(_Stubs):
-    """Blocking client. ``token`` is sent as a bearer token (needed for admin calls when set)."""
+    """Blocking client. ``token`` is sent as a bearer token (needed for admin calls when set);
+    TLS arguments as in the module docstring."""
 
     def __init__(
         self,
@@ -75,10 +97,15 @@ class AssistantClient(_Stubs):
         token: str | None = None,
         tls: bool = False,
         root_certificates: bytes | None = None,
+        private_key: bytes | None = None,
+        certificate_chain: bytes | None = None,
+        tls_server_name: str | None = None,
         timeout: float | None = None,
     ) -> None:
-        creds = _credentials(tls, root_certificates)
-        self.channel = grpc.secure_channel(target, creds) if creds else grpc.insecure_channel(target)
+        creds, options = _channel_args(
+            tls, root_certificates, private_key, certificate_chain, tls_server_name
+        )
+        self.channel = grpc.secure_channel(target, creds, options) if creds else grpc.insecure_channel(target)
         self._bind(token, timeout)
 
     def __enter__(self) -> AssistantClient:
@@ -221,10 +248,17 @@ class AsyncAssistantClient(_Stubs):
         token: str | None = None,
         tls: bool = False,
         root_certificates: bytes | None = None,
+        private_key: bytes | None = None,
+        certificate_chain: bytes | None = None,
+        tls_server_name: str | None = None,
         timeout: float | None = None,
     ) -> None:
-        creds = _credentials(tls, root_certificates)
-        self.channel = grpc.aio.secure_channel(target, creds) if creds else grpc.aio.insecure_channel(target)
+        creds, options = _channel_args(
+            tls, root_certificates, private_key, certificate_chain, tls_server_name
+        )
+        self.channel = (
+            grpc.aio.secure_channel(target, creds, options) if creds else grpc.aio.insecure_channel(target)
+        )
         self._bind(token, timeout)
 
     async def __aenter__(self) -> AsyncAssistantClient:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Annotated, Any
 
 import grpc
@@ -13,13 +14,25 @@ from google.protobuf.json_format import MessageToJson
 from google.protobuf.message import Message
 
 from hybrid_assistant.client import AssistantClient
-from server.cli.options import Json, Target, Tls, Token
+from server.cli.options import (
+    ClientTls,
+    Json,
+    Target,
+    Tls,
+    TlsCa,
+    TlsClientCert,
+    TlsClientKey,
+    Token,
+)
 
 
 @contextlib.contextmanager
-def connect(target: str, token: str | None = None, tls: bool = False) -> Iterator[AssistantClient]:
+def connect(
+    target: str, token: str | None = None, tls: ClientTls | bool = False
+) -> Iterator[AssistantClient]:
     """A client whose RPC errors become a one-line message and exit status 1."""
-    client = AssistantClient(target, token=token, tls=tls)
+    options = tls if isinstance(tls, ClientTls) else ClientTls(tls=tls)
+    client = AssistantClient(target, token=token, **options.client_kwargs())
     try:
         yield client
     except grpc.RpcError as exc:
@@ -50,6 +63,9 @@ def generate(
     show_contexts: Annotated[bool, typer.Option("--contexts", help="Print the cited passages.")] = False,
     target: Target = "localhost:50051",
     tls: Tls = False,
+    tls_ca: TlsCa = None,
+    tls_client_cert: TlsClientCert = None,
+    tls_client_key: TlsClientKey = None,
     json_out: Json = False,
 ) -> None:
     """Ask the server one question."""
@@ -64,7 +80,7 @@ def generate(
         "retrieval": rag,
         "top_k": top_k,
     }
-    with connect(target, tls=tls) as client:
+    with connect(target, tls=ClientTls(tls, tls_ca, tls_client_cert, tls_client_key)) as client:
         if stream:
             summary = None
             for part in client.stream(prompt, **options):
@@ -88,15 +104,28 @@ def generate(
                 typer.echo(f"[{passage.index}] {passage.document_id} (score {passage.score:.3f})", err=True)
 
 
-def info(target: Target = "localhost:50051", tls: Tls = False) -> None:
+def info(
+    target: Target = "localhost:50051",
+    tls: Tls = False,
+    tls_ca: TlsCa = None,
+    tls_client_cert: TlsClientCert = None,
+    tls_client_key: TlsClientKey = None,
+) -> None:
     """Show what the server runs."""
-    with connect(target, tls=tls) as client:
+    with connect(target, tls=ClientTls(tls, tls_ca, tls_client_cert, tls_client_key)) as client:
         print_json(client.server_info())
 
 
-def adapters_list(target: Target = "localhost:50051", tls: Tls = False, json_out: Json = False) -> None:
+def adapters_list(
+    target: Target = "localhost:50051",
+    tls: Tls = False,
+    tls_ca: TlsCa = None,
+    tls_client_cert: TlsClientCert = None,
+    tls_client_key: TlsClientKey = None,
+    json_out: Json = False,
+) -> None:
     """List adapters registered on the server."""
-    with connect(target, tls=tls) as client:
+    with connect(target, tls=ClientTls(tls, tls_ca, tls_client_cert, tls_client_key)) as client:
         adapters = client.list_adapters()
     if json_out:
         for adapter in adapters:
@@ -121,9 +150,12 @@ def adapters_load(
     target: Target = "localhost:50051",
     token: Token = None,
     tls: Tls = False,
+    tls_ca: TlsCa = None,
+    tls_client_cert: TlsClientCert = None,
+    tls_client_key: TlsClientKey = None,
 ) -> None:
     """Load (or replace) an adapter on a running server."""
-    with connect(target, token, tls) as client:
+    with connect(target, token, ClientTls(tls, tls_ca, tls_client_cert, tls_client_key)) as client:
         reply = client.load_adapter(name, path, replace=replace, pin=pin)
     verb = "replaced" if reply.replaced else "loaded"
     typer.echo(f"{verb} {reply.adapter.name} (rank {reply.adapter.rank}) in {reply.adapter.load_ms:.0f} ms")
@@ -134,9 +166,12 @@ def adapters_unload(
     target: Target = "localhost:50051",
     token: Token = None,
     tls: Tls = False,
+    tls_ca: TlsCa = None,
+    tls_client_cert: TlsClientCert = None,
+    tls_client_key: TlsClientKey = None,
 ) -> None:
     """Unload an adapter; if requests still use it, its memory is freed when they finish."""
-    with connect(target, token, tls) as client:
+    with connect(target, token, ClientTls(tls, tls_ca, tls_client_cert, tls_client_key)) as client:
         reply = client.unload_adapter(name)
     if reply.deferred:
         typer.echo(f"unloaded {name}; {reply.in_flight} in-flight requests finish on it first")
@@ -147,12 +182,39 @@ def adapters_unload(
 def health_check(
     target: Target = "localhost:50051",
     tls: Tls = False,
+    tls_ca: TlsCa = None,
+    tls_client_cert: TlsClientCert = None,
+    tls_client_key: TlsClientKey = None,
+    tls_server_cert: Annotated[
+        Path | None,
+        typer.Option(
+            "--tls-server-cert",
+            envvar="HA_TLS_CERT",
+            help="The server's own certificate, trusted when neither --tls-ca nor --tls is given: "
+            "a container checking itself with a self-signed HA_TLS_CERT needs nothing else.",
+        ),
+    ] = None,
+    tls_server_name: Annotated[
+        str | None,
+        typer.Option(
+            envvar="HA_TLS_SERVER_NAME",
+            help="Check the server certificate against this name instead of the target's host.",
+        ),
+    ] = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for an answer.")] = 3.0,
 ) -> None:
-    """Exit 0 if the server reports SERVING (for container health checks), else 1."""
+    """Exit 0 if the server reports SERVING (for container health checks), else 1.
+
+    Trusted for TLS, the first that is given: --tls-ca; --tls (system roots); --tls-server-cert.
+    The last reads $HA_TLS_CERT, the server's own certificate, so the Docker HEALTHCHECK keeps working
+    when TLS is turned on.
+    """
     from grpc_health.v1 import health_pb2
 
-    client = AssistantClient(target, tls=tls)
+    if tls_ca is None and not tls and tls_server_cert is not None:
+        tls_ca = tls_server_cert
+    options = ClientTls(tls, tls_ca, tls_client_cert, tls_client_key, tls_server_name)
+    client = AssistantClient(target, **options.client_kwargs())
     try:
         reply = client.health.Check(health_pb2.HealthCheckRequest(), timeout=timeout)
         serving = reply.status == health_pb2.HealthCheckResponse.SERVING

@@ -12,7 +12,16 @@ import typer
 
 from hybrid_assistant.requests import ExperimentState
 from server.cli.client_commands import connect, print_json
-from server.cli.options import Json, Target, Tls, Token
+from server.cli.options import (
+    ClientTls,
+    Json,
+    Target,
+    Tls,
+    TlsCa,
+    TlsClientCert,
+    TlsClientKey,
+    Token,
+)
 
 ARM_HELP = (
     "An arm as NAME:key=value,... with keys adapter, retrieval, top_k, mode, min_score, weight, "
@@ -68,10 +77,13 @@ def create(
     target: Target = "localhost:50051",
     token: Token = None,
     tls: Tls = False,
+    tls_ca: TlsCa = None,
+    tls_client_cert: TlsClientCert = None,
+    tls_client_key: TlsClientKey = None,
 ) -> None:
     """Create and start an experiment (admin)."""
     arms = [parse_arm(a) for a in arm]
-    with connect(target, token, tls) as client:
+    with connect(target, token, ClientTls(tls, tls_ca, tls_client_cert, tls_client_key)) as client:
         experiment = client.create_experiment(name, arms, description=description)
     typer.echo(f"created {experiment.name}: " + ", ".join(_arm_text(a) for a in experiment.arms))
 
@@ -84,11 +96,18 @@ def _arm_text(arm: Any) -> str:
     return f"{arm.name} ({' + '.join(parts)}, weight {arm.weight:g}{control})"
 
 
-def list_experiments(target: Target = "localhost:50051", tls: Tls = False, json_out: Json = False) -> None:
+def list_experiments(
+    target: Target = "localhost:50051",
+    tls: Tls = False,
+    tls_ca: TlsCa = None,
+    tls_client_cert: TlsClientCert = None,
+    tls_client_key: TlsClientKey = None,
+    json_out: Json = False,
+) -> None:
     """List experiments with their state and arms."""
     from server.experiment_convert import STATE_FROM_PB
 
-    with connect(target, tls=tls) as client:
+    with connect(target, tls=ClientTls(tls, tls_ca, tls_client_cert, tls_client_key)) as client:
         experiments = client.list_experiments()
     if json_out:
         for experiment in experiments:
@@ -101,7 +120,7 @@ def list_experiments(target: Target = "localhost:50051", tls: Tls = False, json_
         typer.echo(f"{e.name:<24} {state:<8} " + "; ".join(_arm_text(a) for a in e.arms))
 
 
-def _set_state(name: str, state: ExperimentState, target: str, token: str | None, tls: bool) -> None:
+def _set_state(name: str, state: ExperimentState, target: str, token: str | None, tls: ClientTls) -> None:
     with connect(target, token, tls) as client:
         client.update_experiment(name, state=state)
     typer.echo(f"{name}: {state}")
@@ -112,9 +131,12 @@ def pause(
     target: Target = "localhost:50051",
     token: Token = None,
     tls: Tls = False,
+    tls_ca: TlsCa = None,
+    tls_client_cert: TlsClientCert = None,
+    tls_client_key: TlsClientKey = None,
 ) -> None:
     """Pause (admin): every subject gets the control arm; those requests are left out of the report."""
-    _set_state(name, "paused", target, token, tls)
+    _set_state(name, "paused", target, token, ClientTls(tls, tls_ca, tls_client_cert, tls_client_key))
 
 
 def resume(
@@ -122,9 +144,12 @@ def resume(
     target: Target = "localhost:50051",
     token: Token = None,
     tls: Tls = False,
+    tls_ca: TlsCa = None,
+    tls_client_cert: TlsClientCert = None,
+    tls_client_key: TlsClientKey = None,
 ) -> None:
     """Resume a paused experiment (admin); subjects get the same arms as before."""
-    _set_state(name, "running", target, token, tls)
+    _set_state(name, "running", target, token, ClientTls(tls, tls_ca, tls_client_cert, tls_client_key))
 
 
 def stop(
@@ -132,9 +157,12 @@ def stop(
     target: Target = "localhost:50051",
     token: Token = None,
     tls: Tls = False,
+    tls_ca: TlsCa = None,
+    tls_client_cert: TlsClientCert = None,
+    tls_client_key: TlsClientKey = None,
 ) -> None:
     """Stop for good (admin): the control arm for everyone; cannot be resumed."""
-    _set_state(name, "stopped", target, token, tls)
+    _set_state(name, "stopped", target, token, ClientTls(tls, tls_ca, tls_client_cert, tls_client_key))
 
 
 def weights(
@@ -143,6 +171,9 @@ def weights(
     target: Target = "localhost:50051",
     token: Token = None,
     tls: Tls = False,
+    tls_ca: TlsCa = None,
+    tls_client_cert: TlsClientCert = None,
+    tls_client_key: TlsClientKey = None,
 ) -> None:
     """Change arm weights (admin). Only subjects at the moved range boundaries change arm."""
     new: dict[str, float] = {}
@@ -154,7 +185,7 @@ def weights(
             new[arm] = float("nan")
         if new[arm] != new[arm]:
             raise typer.BadParameter(f"{item!r}: expected ARM=WEIGHT, e.g. rag=0.3")
-    with connect(target, token, tls) as client:
+    with connect(target, token, ClientTls(tls, tls_ca, tls_client_cert, tls_client_key)) as client:
         experiment = client.update_experiment(name, weights=new)
     typer.echo(f"{name}: " + ", ".join(f"{a.name}={a.weight:g}" for a in experiment.arms))
 
@@ -166,13 +197,16 @@ def report(
     ] = None,
     target: Target = "localhost:50051",
     tls: Tls = False,
+    tls_ca: TlsCa = None,
+    tls_client_cert: TlsClientCert = None,
+    tls_client_key: TlsClientKey = None,
     json_out: Json = False,
 ) -> None:
     """Per-arm traffic, feedback means with intervals, differences from the control; HTML with plots."""
     from server.experiment_convert import report_from_pb
     from server.experiment_page import render_report_html, terminal_report
 
-    with connect(target, tls=tls) as client:
+    with connect(target, tls=ClientTls(tls, tls_ca, tls_client_cert, tls_client_key)) as client:
         message = client.experiment_report(name)
     if json_out:
         print_json(message)
@@ -195,13 +229,16 @@ def export(
     target: Target = "localhost:50051",
     token: Token = None,
     tls: Tls = False,
+    tls_ca: TlsCa = None,
+    tls_client_cert: TlsClientCert = None,
+    tls_client_key: TlsClientKey = None,
 ) -> None:
     """Export the request log with its feedback (admin: it holds subject keys)."""
     from google.protobuf.json_format import MessageToDict
 
     if fmt not in ("jsonl", "csv"):
         raise typer.BadParameter(f"--format is {fmt!r}; expected jsonl or csv")
-    with connect(target, token, tls) as client:
+    with connect(target, token, ClientTls(tls, tls_ca, tls_client_cert, tls_client_key)) as client:
         rows = [
             MessageToDict(r, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
             for r in client.export_request_log(experiment, since=since, until=until)

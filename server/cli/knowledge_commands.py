@@ -13,7 +13,7 @@ from hybrid_assistant.v1 import assistant_pb2 as pb
 from retrieval.loaders import DocumentLoader, LoadProblem
 from retrieval.types import Document, IngestSummary
 from server.cli.client_commands import connect
-from server.cli.options import Target, Tls, Token
+from server.cli.options import ClientTls, Target, Tls, TlsCa, TlsClientCert, TlsClientKey, Token
 
 
 def _report_problem(problem: LoadProblem) -> None:
@@ -59,6 +59,9 @@ def ingest(
     target: Target = "localhost:50051",
     token: Token = None,
     tls: Tls = False,
+    tls_ca: TlsCa = None,
+    tls_client_cert: TlsClientCert = None,
+    tls_client_key: TlsClientKey = None,
 ) -> None:
     """Add or update documents in the knowledge index (unchanged documents are skipped)."""
     if ids not in ("path", "stem"):
@@ -74,15 +77,22 @@ def ingest(
             summary = kb.ingest(list(documents), progress=True)
         _summary(summary, loader)
         raise typer.Exit(1 if summary.errors else 0)
-    with connect(target, token, tls) as client, tqdm(desc="documents sent", unit="doc") as bar:
+    options = ClientTls(tls, tls_ca, tls_client_cert, tls_client_key)
+    with connect(target, token, options) as client, tqdm(desc="documents sent", unit="doc") as bar:
         reply = client.ingest(_as_pb(documents, bar))
     _summary(reply, loader)
     raise typer.Exit(1 if reply.errors else 0)
 
 
-def stats(target: Target = "localhost:50051", tls: Tls = False) -> None:
+def stats(
+    target: Target = "localhost:50051",
+    tls: Tls = False,
+    tls_ca: TlsCa = None,
+    tls_client_cert: TlsClientCert = None,
+    tls_client_key: TlsClientKey = None,
+) -> None:
     """Documents, chunks, index type and size of the server's knowledge index."""
-    with connect(target, tls=tls) as client:
+    with connect(target, tls=ClientTls(tls, tls_ca, tls_client_cert, tls_client_key)) as client:
         s = client.index_stats()
     typer.echo(
         f"{s.documents} documents, {s.chunks} chunks, {s.index_type} index, dimension {s.dimension}, "
@@ -95,9 +105,12 @@ def delete(
     target: Target = "localhost:50051",
     token: Token = None,
     tls: Tls = False,
+    tls_ca: TlsCa = None,
+    tls_client_cert: TlsClientCert = None,
+    tls_client_key: TlsClientKey = None,
 ) -> None:
     """Delete documents by id."""
-    with connect(target, token, tls) as client:
+    with connect(target, token, ClientTls(tls, tls_ca, tls_client_cert, tls_client_key)) as client:
         reply = client.delete_documents(ids)
     typer.echo(
         f"deleted {reply.deleted}" + (f"; not found: {', '.join(reply.not_found)}" if reply.not_found else "")
@@ -110,11 +123,14 @@ def search(
     mode: Annotated[str, typer.Option(help="dense | lexical | hybrid")] = "hybrid",
     target: Target = "localhost:50051",
     tls: Tls = False,
+    tls_ca: TlsCa = None,
+    tls_client_cert: TlsClientCert = None,
+    tls_client_key: TlsClientKey = None,
 ) -> None:
     """Show what retrieval finds for a query."""
     if mode not in ("dense", "lexical", "hybrid"):
         raise typer.BadParameter(f"mode must be dense, lexical or hybrid, got {mode!r}")
-    with connect(target, tls=tls) as client:
+    with connect(target, tls=ClientTls(tls, tls_ca, tls_client_cert, tls_client_key)) as client:
         reply = client.retrieve(query, top_k=top_k, mode=mode)
     for i, p in enumerate(reply.passages, start=1):
         text = " ".join(p.text.split())

@@ -1,8 +1,15 @@
-"""Options shared by the client commands."""
+"""Options shared by the client commands, so every command spells and documents them the same way.
+
+TLS: ``--tls`` trusts the system roots; ``--tls-ca`` (implies TLS) trusts a private CA or a
+self-signed server certificate; ``--tls-client-cert``/``--tls-client-key`` present a client
+certificate to a server that requires one (``serve --tls-client-ca``).
+"""
 
 from __future__ import annotations
 
-from typing import Annotated
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 
@@ -11,5 +18,65 @@ Token = Annotated[
     str | None,
     typer.Option("--token", envvar="HA_ADMIN_TOKEN", help="Admin bearer token (for admin calls)."),
 ]
-Tls = Annotated[bool, typer.Option("--tls", envvar="HA_TLS", help="Connect with TLS (system roots).")]
+Tls = Annotated[
+    bool,
+    typer.Option("--tls", envvar="HA_TLS", help="Connect with TLS, trusting the system roots (or --tls-ca)."),
+]
+TlsCa = Annotated[
+    Path | None,
+    typer.Option(
+        "--tls-ca",
+        envvar="HA_TLS_CA",
+        help="PEM CA (or self-signed server certificate) to trust instead of the system roots; "
+        "implies --tls.",
+    ),
+]
+TlsClientCert = Annotated[
+    Path | None,
+    typer.Option(
+        "--tls-client-cert",
+        envvar="HA_TLS_CLIENT_CERT",
+        help="PEM client certificate chain, for servers that require mutual TLS (with --tls-client-key).",
+    ),
+]
+TlsClientKey = Annotated[
+    Path | None,
+    typer.Option(
+        "--tls-client-key",
+        envvar="HA_TLS_CLIENT_KEY",
+        help="PEM private key of --tls-client-cert.",
+    ),
+]
 Json = Annotated[bool, typer.Option("--json", help="Print the raw response as JSON.")]
+
+
+@dataclass(frozen=True)
+class ClientTls:
+    """The TLS options of one client command, turned into :class:`AssistantClient` arguments."""
+
+    tls: bool = False
+    ca: Path | None = None
+    client_cert: Path | None = None
+    client_key: Path | None = None
+    server_name: str | None = None
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """Read the PEM files; a missing or unpaired file is a usage error (exit 2)."""
+        if (self.client_cert is None) != (self.client_key is None):
+            raise typer.BadParameter("--tls-client-cert and --tls-client-key must be given together")
+        return {
+            "tls": self.tls,
+            "root_certificates": _read("--tls-ca", self.ca),
+            "certificate_chain": _read("--tls-client-cert", self.client_cert),
+            "private_key": _read("--tls-client-key", self.client_key),
+            "tls_server_name": self.server_name,
+        }
+
+
+def _read(option: str, path: Path | None) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise typer.BadParameter(f"{option} {str(path)!r}: {exc.strerror or exc}") from None

@@ -1,4 +1,9 @@
-"""``hybrid-assistant serve``: run the server until SIGTERM."""
+"""``hybrid-assistant serve``: run the server until SIGTERM.
+
+Every setting has a flag or an HA_* variable here, TLS included, so a deployment never needs a
+TOML file just to turn TLS on. Configuration mistakes exit 2 before anything heavy is imported;
+a port already in use exits 1 with one line that says so.
+"""
 
 from __future__ import annotations
 
@@ -45,6 +50,17 @@ def serve(
     max_resident_adapters: Annotated[int | None, typer.Option(help="[HA_MAX_RESIDENT_ADAPTERS]")] = None,
     max_lora_rank: Annotated[int | None, typer.Option(help="[HA_MAX_LORA_RANK]")] = None,
     admin_token: Annotated[str | None, typer.Option(help="Admin bearer token [HA_ADMIN_TOKEN].")] = None,
+    tls_cert: Annotated[
+        Path | None,
+        typer.Option(help="PEM certificate chain; with --tls-key, serve TLS [HA_TLS_CERT]."),
+    ] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="PEM private key of --tls-cert [HA_TLS_KEY].")] = None,
+    tls_client_ca: Annotated[
+        Path | None,
+        typer.Option(
+            help="PEM CA for mutual TLS: clients must present a certificate it signed [HA_TLS_CLIENT_CA]."
+        ),
+    ] = None,
     metrics_port: Annotated[int | None, typer.Option(help="Prometheus port [HA_METRICS_PORT].")] = None,
     log_level: Annotated[str | None, typer.Option(help="[HA_LOG_LEVEL]")] = None,
 ) -> None:
@@ -64,6 +80,9 @@ def serve(
             max_resident_adapters=max_resident_adapters,
             max_lora_rank=max_lora_rank,
             admin_token=admin_token,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+            tls_client_ca=tls_client_ca,
             metrics_port=metrics_port,
             log_level=log_level,
         )
@@ -76,6 +95,11 @@ def serve(
     for root in settings.resolved_adapter_roots:
         root.mkdir(parents=True, exist_ok=True)
 
-    from server.app import App  # heavy imports only once the config is valid
+    from server.app import App, ListenError  # heavy imports only once the config is valid
 
-    raise typer.Exit(asyncio.run(App(settings).serve_forever()))
+    try:
+        code = asyncio.run(App(settings).serve_forever())
+    except ListenError as exc:  # the listening port is taken or not available
+        typer.echo(f"error: {exc.strerror}", err=True)
+        raise typer.Exit(1) from None
+    raise typer.Exit(code)
