@@ -14,7 +14,19 @@ from retrieval.chunker import Chunk, Chunker
 from retrieval.docstore import Docstore, metadata_json
 from retrieval.types import Document
 
+# Bounds on one document; a document past them is skipped and named in the summary's errors.
 MAX_ID_LENGTH = 1024
+MAX_TEXT_CHARS = 10_000_000
+MAX_SOURCE_CHARS = 4096
+MAX_METADATA_KEYS = 128
+MAX_METADATA_KEY_CHARS = 256
+MAX_METADATA_VALUE_CHARS = 16_384
+_ECHO = 200  # characters of a bad value quoted back
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= _ECHO else f"{text[:_ECHO]}... ({len(text)} characters)"
 
 
 def content_hash(text: str) -> str:
@@ -22,22 +34,55 @@ def content_hash(text: str) -> str:
 
 
 def document_problem(document: Document) -> str | None:
-    """Why ``document`` cannot be ingested, or None."""
+    """Why ``document`` cannot be ingested, or None (bad values are quoted cut short)."""
     doc_id = document.id
     if not isinstance(doc_id, str) or not doc_id.strip():
-        return f"document id must be a non-empty string, got {doc_id!r}"
+        return f"document id must be a non-empty string, got {_short(doc_id)}"
     if len(doc_id) > MAX_ID_LENGTH:
         return f"document id {doc_id[:40]!r}… is {len(doc_id)} characters long (at most {MAX_ID_LENGTH})"
-    if not isinstance(document.text, str) or not document.text.strip():
-        return f"document {doc_id!r} has no text"
-    if not isinstance(document.source, str):
-        return f"document {doc_id!r}: source must be a string, got {document.source!r}"
+    name = _short(doc_id)
+    if not _encodable(doc_id):
+        return f"document id {name} is not valid Unicode text (lone surrogates)"
+    text = document.text
+    if not isinstance(text, str) or not text.strip():
+        return f"document {name} has no text"
+    if len(text) > MAX_TEXT_CHARS:
+        return f"document {name}: text is {len(text)} characters; at most {MAX_TEXT_CHARS}"
+    if not _encodable(text):
+        return f"document {name}: text is not valid Unicode (lone surrogates)"
+    source = document.source
+    if not isinstance(source, str) or len(source) > MAX_SOURCE_CHARS or not _encodable(source):
+        return (
+            f"document {name}: source must be a string of at most {MAX_SOURCE_CHARS} characters, "
+            f"got {_short(source)}"
+        )
+    if len(document.metadata) > MAX_METADATA_KEYS:
+        return f"document {name}: metadata has {len(document.metadata)} keys; at most {MAX_METADATA_KEYS}"
     for key, value in document.metadata.items():
-        if not isinstance(key, str) or not key or not isinstance(value, str):
+        if (
+            not isinstance(key, str)
+            or not key
+            or not isinstance(value, str)
+            or len(key) > MAX_METADATA_KEY_CHARS
+            or len(value) > MAX_METADATA_VALUE_CHARS
+            or not _encodable(key)
+            or not _encodable(value)
+        ):
             return (
-                f"document {doc_id!r}: metadata must map non-empty strings to strings, got {key!r}: {value!r}"
+                f"document {name}: metadata must map strings of 1..{MAX_METADATA_KEY_CHARS} characters "
+                f"to strings of at most {MAX_METADATA_VALUE_CHARS} characters, "
+                f"got {_short(key)}: {_short(value)}"
             )
     return None
+
+
+def _encodable(text: str) -> bool:
+    """SQLite stores UTF-8: a lone surrogate (possible from Python callers, not from gRPC) fails."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 @dataclass
@@ -76,7 +121,9 @@ def plan_ingest(documents: Iterable[Document], docstore: Docstore, chunker: Chun
             plan.errors.append(problem)
             continue
         if document.id in latest:
-            plan.errors.append(f"document {document.id!r} appears more than once; the last copy was used")
+            plan.errors.append(
+                f"document {_short(document.id)} appears more than once; the last copy was used"
+            )
         latest[document.id] = document
     for document in latest.values():
         digest = content_hash(document.text)

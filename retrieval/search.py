@@ -21,6 +21,12 @@ from retrieval.vector_index import VectorIndex
 # A filter matching at most this many chunks is searched exactly over their stored embeddings:
 # cheaper than a FAISS pass, and exact where filtered HNSW/IVF would miss hits.
 EXACT_FILTER_LIMIT = 4096
+# Each filter key is one term of an SQL compound SELECT; SQLite refuses more than 500 terms
+# ("too many terms in compound SELECT"), so the filter is bounded well below that.
+MAX_FILTER_KEYS = 32
+MAX_FILTER_KEY_LENGTH = 256
+MAX_FILTER_VALUE_LENGTH = 1024
+_ECHO = 200  # characters of a bad value quoted back
 
 
 @dataclass(frozen=True)
@@ -46,24 +52,40 @@ def validate_search(
     """
     problems = []
     if not isinstance(query, str) or not query.strip():
-        problems.append(f"query must be a non-empty string, got {query!r}")
+        problems.append(f"query must be a non-empty string, got {_short(query)}")
     if top_k is None:
         top_k = settings.default_top_k
     if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= settings.max_top_k:
         problems.append(f"top_k must be an integer from 1 to {settings.max_top_k}, got {top_k!r}")
     if mode not in SEARCH_MODES:
-        problems.append(f"mode must be one of {', '.join(SEARCH_MODES)}, got {mode!r}")
+        problems.append(f"mode must be one of {', '.join(SEARCH_MODES)}, got {_short(mode)}")
     if isinstance(min_score, bool) or not isinstance(min_score, int | float) or not math.isfinite(min_score):
         problems.append(f"min_score must be a finite number, got {min_score!r}")
     filters: dict[str, str] = {}
-    for key, value in (metadata_filter or {}).items():
+    metadata_filter = metadata_filter or {}
+    if len(metadata_filter) > MAX_FILTER_KEYS:
+        problems.append(f"metadata_filter has {len(metadata_filter)} keys; at most {MAX_FILTER_KEYS}")
+        metadata_filter = {}
+    for key, value in metadata_filter.items():
         if not isinstance(key, str) or not key or not isinstance(value, str):
-            problems.append(f"metadata_filter must map non-empty strings to strings, got {key!r}: {value!r}")
+            problems.append(
+                f"metadata_filter must map non-empty strings to strings, got {_short(key)}: {_short(value)}"
+            )
+        elif len(key) > MAX_FILTER_KEY_LENGTH or len(value) > MAX_FILTER_VALUE_LENGTH:
+            problems.append(
+                f"metadata_filter entry {_short(key)}: {_short(value)} is too long (keys at most "
+                f"{MAX_FILTER_KEY_LENGTH} characters, values at most {MAX_FILTER_VALUE_LENGTH})"
+            )
         else:
             filters[key] = value
     if problems:
         raise InvalidQueryError("; ".join(problems))
     return SearchRequest(query, top_k, cast(SearchMode, mode), float(min_score), filters)
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= _ECHO else f"{text[:_ECHO]}... ({len(text)} characters)"
 
 
 def rank(

@@ -12,6 +12,14 @@ loaded is NOT_FOUND when a request uses it, like any unknown adapter.
 and letting a later call overwrite it silently would let double submissions (retries, a second
 tab) bias the comparison. A client whose users may change their answer records it under another
 metric (e.g. ``thumbs_final``). Feedback is committed with fsync before it is acknowledged.
+
+**Request ids are unique.** Feedback is keyed by request id and needs no token, so an id that
+could be reused would let one client replace another's log row (its subject, its arm) and the
+feedback meant for it. A caller-supplied id is claimed before the request runs
+(:meth:`ExperimentService.claim_request_id`): one that is in flight, still queued for the log
+writer or already stored is ALREADY_EXISTS. The in-flight set is checked and claimed before
+the first ``await``, so two concurrent requests with one id cannot both pass. With the request
+log off only in-flight ids are checked (nothing is stored to collide with).
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ from server.errors import AlreadyExists, FailedPrecondition, InvalidArgument, No
 from server.experiment_report import ExperimentReport, build_report
 from server.experiments import Experiment, ExperimentState, from_config
 from server.log_db import LogRecord
+from server.validation import MAX_REQUEST_ID_LENGTH
 
 if TYPE_CHECKING:
     from server.config import Settings
@@ -40,6 +49,7 @@ log = logging.getLogger(__name__)
 
 METRIC_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
 MAX_SUBJECT_KEY = 256
+MAX_ECHO = 200  # characters of a bad value quoted back in an error message
 _NO_RETRIEVAL = RetrievalInput()
 EXPORT_PAGE = 1000
 
@@ -51,6 +61,7 @@ class ExperimentService:
         self.request_log = request_log
         self._experiments: dict[str, Experiment] = {}
         self._admin = asyncio.Lock()
+        self._claimed: set[str] = set()  # caller-supplied request ids being served
 
     def open(self) -> None:
         """Load stored experiments; create the configured ones that are not stored yet (blocking)."""
@@ -73,7 +84,7 @@ class ExperimentService:
             return ArmPlan(inp.adapter or "", inp.retrieval)
         experiment = self._experiments.get(inp.experiment)
         if experiment is None:
-            raise NotFound(f"experiment {inp.experiment!r} does not exist")
+            raise NotFound(f"experiment {inp.experiment[:MAX_ECHO]!r} does not exist")
         if not inp.subject_key or len(inp.subject_key) > MAX_SUBJECT_KEY:
             raise InvalidArgument(
                 f"subject_key is {inp.subject_key[:MAX_SUBJECT_KEY]!r}; a request in experiment "
@@ -93,6 +104,27 @@ class ExperimentService:
                 "in experiment requests"
             )
         return ArmPlan(arm.adapter, arm.retrieval, experiment.name, arm.name, in_test=assignment.in_test)
+
+    async def claim_request_id(self, request_id: str) -> None:
+        """Reserve a caller-supplied request id for one request; ALREADY_EXISTS if it is in flight,
+        queued for the log or stored. Pair with :meth:`release_request_id` once the outcome is
+        recorded (:meth:`on_outcome`)."""
+        if request_id in self._claimed:
+            raise _id_taken(request_id, "is in use by a request being served")
+        self._claimed.add(request_id)  # before any await: a concurrent claim sees it
+        try:
+            if self.request_log is not None:
+                if self.request_log.pending(request_id) is not None:
+                    raise _id_taken(request_id, "was used by an earlier request")
+                if await asyncio.to_thread(self.db.has_request, request_id):
+                    raise _id_taken(request_id, "was used by an earlier request")
+        except BaseException:
+            self._claimed.discard(request_id)
+            raise
+
+    def release_request_id(self, request_id: str) -> None:
+        """End a claim (after :meth:`on_outcome` queued the row: the id stays taken through it)."""
+        self._claimed.discard(request_id)
 
     def on_outcome(
         self, inp: GenerateInput, plan: ArmPlan, outcome: GenerateOutcome | None, status: str
@@ -124,7 +156,7 @@ class ExperimentService:
     def get(self, name: str) -> Experiment:
         experiment = self._experiments.get(name)
         if experiment is None:
-            raise NotFound(f"experiment {name!r} does not exist")
+            raise NotFound(f"experiment {name[:MAX_ECHO]!r} does not exist")
         return experiment
 
     def list(self) -> list[Experiment]:
@@ -167,8 +199,15 @@ class ExperimentService:
         problems = []
         if not request_id:
             problems.append("request_id is empty")
+        elif len(request_id) > MAX_REQUEST_ID_LENGTH or not request_id.isprintable():
+            problems.append(
+                f"request_id is {request_id[:MAX_ECHO]!r}; expected at most {MAX_REQUEST_ID_LENGTH} "
+                "printable characters"
+            )
         if not METRIC_PATTERN.fullmatch(metric):
-            problems.append(f"metric is {metric!r}; expected 1-64 letters, digits, '_', '.', ':', '-'")
+            problems.append(
+                f"metric is {metric[:MAX_ECHO]!r}; expected 1-64 letters, digits, '_', '.', ':', '-'"
+            )
         if not math.isfinite(value):
             problems.append(f"value is {value}; expected a finite number")
         if problems:
@@ -198,6 +237,13 @@ class ExperimentService:
     async def export(
         self, experiment: str, since: float, until: float
     ) -> AsyncIterator[tuple[LogRecord, dict[str, float]]]:
+        problems = [
+            f"{field} is {value}; expected a finite time >= 0 (0 = no bound)"
+            for field, value in (("since_unix", since), ("until_unix", until))
+            if not (math.isfinite(value) and value >= 0)
+        ]
+        if problems:
+            raise InvalidArgument("; ".join(problems))
         if experiment:
             self.get(experiment)
         await self.flush()
@@ -210,3 +256,10 @@ class ExperimentService:
                 return
             last = page[-1][0]
             after = (last.time_unix, last.request_id)
+
+
+def _id_taken(request_id: str, why: str) -> AlreadyExists:
+    return AlreadyExists(
+        f"request_id {request_id[:MAX_ECHO]!r} {why}; request ids are unique: send a new one "
+        "(or none, and the server assigns one)"
+    )

@@ -17,6 +17,9 @@ boundary between two arms shifts by the change of the total weight before it, so
 neighbouring arms. Arms keep their order for the experiment's life. Requests are logged with
 the arm they were served, so the report counts a moved subject in each arm it was served by.
 
+**Weights** are finite numbers in [0, MAX_WEIGHT]: only their ratios matter, and the bound
+keeps their sum finite (weights of 1e308 add up to inf, and every subject then lands in one arm).
+
 **States.** RUNNING assigns by the hash. PAUSED and STOPPED serve every subject the control arm
 and log those requests as not part of the test (the report leaves them out and counts them as
 excluded). PAUSED can resume; STOPPED is final (resuming or re-weighting it is
@@ -37,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from server.assistant import RetrievalInput
 from server.errors import FailedPrecondition, InvalidArgument
+from server.validation import MAX_METADATA_FILTER_KEYS, MAX_METADATA_KEY_CHARS, MAX_METADATA_VALUE_CHARS
 
 if TYPE_CHECKING:
     from server.experiment_settings import ExperimentConfig
@@ -45,6 +49,14 @@ NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 ARM_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:+-]{0,63}")
 MAX_ARMS = 16
 MAX_DESCRIPTION = 1000
+MAX_WEIGHT = 1e6  # only ratios matter; the bound keeps the sum of the weights finite
+MAX_ADAPTER_NAME = 64  # as adapters.paths allows
+# An arm's metadata filter: the same bounds as a request's.
+MAX_FILTER_KEYS = MAX_METADATA_FILTER_KEYS
+MAX_FILTER_KEY_LENGTH = MAX_METADATA_KEY_CHARS
+MAX_FILTER_VALUE_LENGTH = MAX_METADATA_VALUE_CHARS
+MAX_PROBLEMS = 20  # problems listed in one error (the rest are counted)
+MAX_ECHO = 200  # characters of a bad value quoted back
 _SEARCH_MODES = ("", "dense", "lexical", "hybrid")
 
 
@@ -63,14 +75,22 @@ class Problem(enum.Enum):
     ARM_NAME = "arms[{index}].name is {value!r}; expected 1-64 letters, digits, '_', '.', ':', '+', '-'"
     DUPLICATE_ARM = "arms[{index}].name {value!r} is used by an earlier arm"
     CONTROL_COUNT = "exactly one arm must be the control; {value} are"
-    WEIGHT = "weight of arm {arm!r} is {value}; expected a finite number >= 0"
+    WEIGHT = "weight of arm {arm!r} is {value}; expected a finite number from 0 to {limit}"
     WEIGHT_SUM = "the weights add up to {value}; at least one must be positive"
     UNKNOWN_ARM = "weights name arm {value!r}, which experiment {name!r} does not have (arms: {arms})"
     TOP_K = "arms[{index}].retrieval.top_k is {value}; expected 0..{limit} (0 = server default)"
     MODE = "arms[{index}].retrieval.mode is {value!r}; expected one of " + ", ".join(map(repr, _SEARCH_MODES))
     MIN_SCORE = "arms[{index}].retrieval.min_score is {value}; expected a finite number"
     PASSAGES = "arms[{index}].retrieval.passages must be empty: arms retrieve from the index"
-    ADAPTER = "arms[{index}].adapter is {value!r}; expected an adapter name or '' (base model)"
+    ADAPTER = (
+        "arms[{index}].adapter is {value!r}; expected an adapter name of at most {limit} characters "
+        "or '' (base model)"
+    )
+    FILTER_KEYS = "arms[{index}].retrieval.metadata_filter has {value} keys; at most {limit}"
+    FILTER_KEY = "arms[{index}].retrieval.metadata_filter key {value!r}: expected 1..{limit} characters"
+    FILTER_VALUE = (
+        "arms[{index}].retrieval.metadata_filter[{key!r}] is {value!r}; expected at most {limit} characters"
+    )
 
 
 class Problems:
@@ -78,11 +98,21 @@ class Problems:
         self.items: list[str] = []
 
     def add(self, problem: Problem, **values: object) -> None:
-        self.items.append(problem.value.format(**values))
+        # Quoted values are cut short: a status message over 16 KB reaches the client as
+        # RESOURCE_EXHAUSTED instead of the error.
+        shortened = {k: _short(v) if k in ("value", "key", "arm") else v for k, v in values.items()}
+        self.items.append(problem.value.format(**shortened))
 
     def raise_if_any(self) -> None:
         if self.items:
-            raise InvalidArgument("; ".join(self.items))
+            shown = self.items[:MAX_PROBLEMS]
+            if len(self.items) > MAX_PROBLEMS:
+                shown.append(f"and {len(self.items) - MAX_PROBLEMS} more problems")
+            raise InvalidArgument("; ".join(shown))
+
+
+def _short(value: object) -> object:
+    return value[:MAX_ECHO] if isinstance(value, str) else value
 
 
 @dataclass(frozen=True)
@@ -222,6 +252,8 @@ def new_experiment(
         problems.add(Problem.DESCRIPTION, value=len(description), limit=MAX_DESCRIPTION)
     if not 2 <= len(arms) <= MAX_ARMS:
         problems.add(Problem.ARM_COUNT, value=len(arms), limit=MAX_ARMS)
+        if len(arms) > MAX_ARMS:  # the arms themselves are not worth checking one by one
+            problems.raise_if_any()
     seen: set[str] = set()
     for index, arm in enumerate(arms):
         if not ARM_PATTERN.fullmatch(arm.name):
@@ -229,8 +261,10 @@ def new_experiment(
         elif arm.name in seen:
             problems.add(Problem.DUPLICATE_ARM, index=index, value=arm.name)
         seen.add(arm.name)
-        if arm.adapter and (arm.adapter != arm.adapter.strip() or "/" in arm.adapter):
-            problems.add(Problem.ADAPTER, index=index, value=arm.adapter)
+        if arm.adapter and (
+            arm.adapter != arm.adapter.strip() or "/" in arm.adapter or len(arm.adapter) > MAX_ADAPTER_NAME
+        ):
+            problems.add(Problem.ADAPTER, index=index, value=arm.adapter, limit=MAX_ADAPTER_NAME)
         _check_retrieval(index, arm.retrieval, max_top_k, problems)
     controls = sum(arm.control for arm in arms)
     if controls != 1:
@@ -271,13 +305,24 @@ def _check_retrieval(index: int, retrieval: RetrievalInput, max_top_k: int, prob
         problems.add(Problem.MIN_SCORE, index=index, value=retrieval.min_score)
     if retrieval.passages:
         problems.add(Problem.PASSAGES, index=index)
+    metadata_filter = retrieval.metadata_filter
+    if len(metadata_filter) > MAX_FILTER_KEYS:
+        problems.add(Problem.FILTER_KEYS, index=index, value=len(metadata_filter), limit=MAX_FILTER_KEYS)
+        return
+    for key, value in metadata_filter.items():
+        if not 1 <= len(key) <= MAX_FILTER_KEY_LENGTH:
+            problems.add(Problem.FILTER_KEY, index=index, value=key, limit=MAX_FILTER_KEY_LENGTH)
+        if len(value) > MAX_FILTER_VALUE_LENGTH:
+            problems.add(
+                Problem.FILTER_VALUE, index=index, key=key, value=value, limit=MAX_FILTER_VALUE_LENGTH
+            )
 
 
 def _check_weights(arms: tuple[Arm, ...], problems: Problems) -> None:
     finite = True
     for arm in arms:
-        if not (math.isfinite(arm.weight) and arm.weight >= 0):
-            problems.add(Problem.WEIGHT, arm=arm.name, value=arm.weight)
+        if not (math.isfinite(arm.weight) and 0 <= arm.weight <= MAX_WEIGHT):
+            problems.add(Problem.WEIGHT, arm=arm.name, value=arm.weight, limit=int(MAX_WEIGHT))
             finite = False
     total = sum(arm.weight for arm in arms)
     if finite and arms and total <= 0:

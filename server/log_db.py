@@ -7,8 +7,13 @@ Three kinds of connection, so that no caller waits on another's work:
   - every commit is fsync'd before the call is acknowledged;
 - short-lived read-only connections for reports and exports (WAL readers never block writers).
 
-A request id is the key of the log: a request that reuses an id replaces the earlier row
-(feedback attaches to the id). Ids the server assigns are random UUIDs.
+A request id is the key of the log and is never reused: feedback attaches to the id, so a
+request that could replace an earlier row would steal its subject, arm and feedback. The
+serving side refuses a caller-supplied id that is in flight, queued or stored
+(:meth:`server.experiment_service.ExperimentService.claim_request_id`, ALREADY_EXISTS), and
+the insert here is ``INSERT OR IGNORE`` as the last guard: a row whose id is already stored is
+dropped (counted and logged by the writer), never written over the first. Ids the server
+assigns are random UUIDs.
 """
 
 from __future__ import annotations
@@ -90,8 +95,10 @@ class LogRecord:
 
 
 _COLUMNS = ", ".join(f.name for f in fields(LogRecord))
-_INSERT = f"INSERT OR REPLACE INTO requests ({_COLUMNS}) VALUES ({', '.join('?' * len(fields(LogRecord)))})"
-_INSERT_IF_ABSENT = _INSERT.replace("OR REPLACE", "OR IGNORE")
+# Never OR REPLACE: a stored row (and the feedback that points at it) is never written over.
+_INSERT_IF_ABSENT = (
+    f"INSERT OR IGNORE INTO requests ({_COLUMNS}) VALUES ({', '.join('?' * len(fields(LogRecord)))})"
+)
 
 
 def connect(path: Path, synchronous: str) -> sqlite3.Connection:
@@ -109,6 +116,11 @@ class LogDatabase:
         self._durable = connect(path, "FULL")
         self._lock = threading.Lock()
         self._durable.executescript(_SCHEMA)
+        # Id lookups for new requests: their own connection and lock, so they never queue
+        # behind a durable (fsync'd) write.
+        self._lookup = connect(path, "NORMAL")
+        self._lookup.execute("PRAGMA query_only=1")
+        self._lookup_lock = threading.Lock()
         version = self._durable.execute("PRAGMA user_version").fetchone()[0]
         if version == 0:
             self._durable.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
@@ -120,18 +132,26 @@ class LogDatabase:
     def close(self) -> None:
         with self._lock:
             self._durable.close()
+        with self._lookup_lock:
+            self._lookup.close()
 
     # ------------------------------------------------------------------ writer side
 
     @staticmethod
-    def insert(conn: sqlite3.Connection, records: Sequence[LogRecord]) -> None:
+    def insert(conn: sqlite3.Connection, records: Sequence[LogRecord]) -> list[str]:
+        """Insert the rows in one transaction; returns the ids that were already stored (those
+        rows are not written: an earlier request's row is never replaced)."""
         conn.execute("BEGIN")
         try:
-            conn.executemany(_INSERT, [r.row() for r in records])
+            ignored = []
+            for record in records:
+                if conn.execute(_INSERT_IF_ABSENT, record.row()).rowcount == 0:
+                    ignored.append(record.request_id)
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+        return ignored
 
     @staticmethod
     def delete_before(conn: sqlite3.Connection, cutoff_unix: float) -> int:
@@ -204,6 +224,14 @@ class LogDatabase:
             return [r[0] for r in self._durable.execute("SELECT definition FROM experiments ORDER BY name")]
 
     # ------------------------------------------------------------------ reads
+
+    def has_request(self, request_id: str) -> bool:
+        """Whether a request with this id is stored (blocking: call off the event loop)."""
+        with self._lookup_lock:
+            row = self._lookup.execute(
+                "SELECT 1 FROM requests WHERE request_id = ?", (request_id,)
+            ).fetchone()
+        return row is not None
 
     @contextmanager
     def reading(self) -> Iterator[sqlite3.Connection]:

@@ -7,6 +7,10 @@ slowed by logging. The writer takes whatever has queued (up to ``batch_size`` ro
 it as one transaction, so under load many rows share one commit. It also deletes rows past the
 retention every ``retention_check_s``. Rows stay visible through :meth:`pending` until committed,
 so feedback on a request answered a moment ago finds it. :meth:`close` writes what is queued.
+
+A row never replaces a stored row with the same request id (request ids are unique; serving
+refuses a reused one): should one reach the writer anyway, it is dropped, counted in
+:attr:`RequestLog.duplicates` and the Prometheus counter, and logged.
 """
 
 from __future__ import annotations
@@ -29,6 +33,10 @@ log = logging.getLogger(__name__)
 
 DROPPED = Counter("hybrid_assistant_request_log_dropped_total", "Request-log rows dropped (queue full)")
 WRITTEN = Counter("hybrid_assistant_request_log_written_total", "Request-log rows committed")
+DUPLICATES = Counter(
+    "hybrid_assistant_request_log_duplicate_ids_total",
+    "Request-log rows not written because a row with their request id was already stored",
+)
 _WARN_EVERY_S = 10.0
 _STOP = object()
 
@@ -38,6 +46,7 @@ class RequestLog:
         self.db = db
         self.settings = settings
         self.dropped = 0
+        self.duplicates = 0
         self._queue: queue.Queue[object] = queue.Queue(maxsize=settings.queue_size)
         self._pending: dict[str, LogRecord] = {}
         self._lock = threading.Lock()
@@ -52,9 +61,15 @@ class RequestLog:
     # ------------------------------------------------------------------ serving side
 
     def record(self, record: LogRecord) -> None:
-        """Queue a row for writing; never blocks (drops and counts when the queue is full)."""
+        """Queue a row for writing; never blocks (drops and counts when the queue is full, and
+        when a row with the same request id is still queued: the first one is kept)."""
         with self._lock:
-            self._pending[record.request_id] = record
+            duplicate = record.request_id in self._pending
+            if not duplicate:
+                self._pending[record.request_id] = record
+        if duplicate:
+            self._count_duplicate(record.request_id)
+            return
         try:
             self._queue.put_nowait(record)
         except queue.Full:
@@ -67,6 +82,15 @@ class RequestLog:
         """The row for this id if it is queued but not yet committed."""
         with self._lock:
             return self._pending.get(request_id)
+
+    def _count_duplicate(self, request_id: str) -> None:
+        self.duplicates += 1
+        DUPLICATES.inc()
+        log.warning(
+            "request log: a row for request id %r is already queued or stored; the new row is "
+            "dropped and the first kept (request ids are unique)",
+            request_id[:200],
+        )
 
     def _count_drop(self, count: int) -> None:
         self.dropped += count
@@ -153,8 +177,10 @@ class RequestLog:
 
     def _commit(self, conn: sqlite3.Connection, batch: list[LogRecord]) -> None:
         try:
-            LogDatabase.insert(conn, batch)
-            WRITTEN.inc(len(batch))
+            ignored = LogDatabase.insert(conn, batch)
+            WRITTEN.inc(len(batch) - len(ignored))
+            for request_id in ignored:
+                self._count_duplicate(request_id)
         except sqlite3.Error:
             log.exception("request log: cannot write %d rows", len(batch))
             self._count_drop(len(batch))

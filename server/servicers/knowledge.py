@@ -1,4 +1,12 @@
-"""The Knowledge service: Ingest and DeleteDocuments (admin), IndexStats, Retrieve."""
+"""The Knowledge service: Ingest and DeleteDocuments (admin), IndexStats, Retrieve.
+
+Hostile input gets INVALID_ARGUMENT, never INTERNAL: Retrieve's query and metadata filter and
+DeleteDocuments' ids are bounded (``server.validation``); an Ingest stream message that does not
+decode (not a protobuf, or a string that is not UTF-8) ends the call with INVALID_ARGUMENT,
+keeping the batches committed before it; a document past the limits of
+``retrieval.ingest`` is skipped and named in ``errors``, of which the first
+``MAX_REPORTED_ERRORS`` are returned (the rest are counted).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +14,7 @@ import time
 from collections.abc import AsyncIterator
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from hybrid_assistant.v1 import assistant_pb2 as pb
 from hybrid_assistant.v1 import assistant_pb2_grpc as pb_grpc
@@ -13,14 +22,24 @@ from retrieval.types import Document, IngestSummary
 from server import convert
 from server.errors import InvalidArgument, grpc_errors
 from server.knowledge import KnowledgeService, to_passage
-from server.validation import Problem, Problems, check_min_score, check_top_k
+from server.validation import (
+    Problems,
+    check_document_ids,
+    check_metadata_filter,
+    check_min_score,
+    check_query,
+    check_top_k,
+)
 
 # Streamed documents are committed in batches: each batch is atomic, and a broken stream
 # keeps the batches committed before it (the response of a failed call is an error).
 INGEST_BATCH = 256
+MAX_REPORTED_ERRORS = 100
 
 
 def _add(total: IngestSummary, part: IngestSummary) -> IngestSummary:
+    # Only the first errors are kept (a stream of a million bad documents must not build a
+    # million-line answer); the response counts the rest (see Ingest).
     return IngestSummary(
         received=total.received + part.received,
         added=total.added + part.added,
@@ -28,7 +47,7 @@ def _add(total: IngestSummary, part: IngestSummary) -> IngestSummary:
         unchanged=total.unchanged + part.unchanged,
         chunks_added=total.chunks_added + part.chunks_added,
         chunks_removed=total.chunks_removed + part.chunks_removed,
-        errors=total.errors + part.errors,
+        errors=(total.errors + part.errors)[:MAX_REPORTED_ERRORS],
     )
 
 
@@ -42,15 +61,23 @@ class KnowledgeServicer(pb_grpc.KnowledgeServicer):
         self, request_iterator: AsyncIterator[pb.IngestRequest], context: grpc.aio.ServicerContext
     ) -> pb.IngestResponse:
         total = IngestSummary()
+        error_count = 0
         batch: list[Document] = []
-        async for request in request_iterator:
+        async for request in _decoded(request_iterator):
             d = request.document
             batch.append(Document(id=d.id, text=d.text, metadata=dict(d.metadata), source=d.source))
             if len(batch) >= INGEST_BATCH:
-                total = _add(total, await self._knowledge.ingest(batch))
+                part = await self._knowledge.ingest(batch)
+                error_count += len(part.errors)
+                total = _add(total, part)
                 batch = []
         if batch:
-            total = _add(total, await self._knowledge.ingest(batch))
+            part = await self._knowledge.ingest(batch)
+            error_count += len(part.errors)
+            total = _add(total, part)
+        errors = list(total.errors)
+        if error_count > len(errors):
+            errors.append(f"and {error_count - len(errors)} more problems (documents skipped or merged)")
         return pb.IngestResponse(
             received=total.received,
             added=total.added,
@@ -58,7 +85,7 @@ class KnowledgeServicer(pb_grpc.KnowledgeServicer):
             unchanged=total.unchanged,
             chunks_added=total.chunks_added,
             chunks_removed=total.chunks_removed,
-            errors=list(total.errors),
+            errors=errors,
         )
 
     @grpc_errors
@@ -67,6 +94,9 @@ class KnowledgeServicer(pb_grpc.KnowledgeServicer):
     ) -> pb.DeleteDocumentsResponse:
         if not request.ids:
             raise InvalidArgument("ids is empty: name at least one document id")
+        problems = Problems()
+        check_document_ids(request.ids, problems)
+        problems.raise_if_any()
         summary = await self._knowledge.delete(list(request.ids))
         return pb.DeleteDocumentsResponse(deleted=summary.deleted, not_found=list(summary.not_found))
 
@@ -90,10 +120,10 @@ class KnowledgeServicer(pb_grpc.KnowledgeServicer):
         self, request: pb.RetrieveRequest, context: grpc.aio.ServicerContext
     ) -> pb.RetrieveResponse:
         problems = Problems()
-        if not request.query.strip():
-            problems.add(Problem.EMPTY_QUERY)
+        check_query(request.query, problems)
         check_top_k(request.top_k, self._max_top_k, problems)
         check_min_score(request.min_score, problems)
+        check_metadata_filter(request.metadata_filter, problems, field="metadata_filter")
         problems.raise_if_any()
         started = time.perf_counter()
         hits = await self._knowledge.search(
@@ -107,3 +137,22 @@ class KnowledgeServicer(pb_grpc.KnowledgeServicer):
             passages=[convert.passage_to_pb(to_passage(h)) for h in hits],
             took_ms=(time.perf_counter() - started) * 1000,
         )
+
+
+async def _decoded(requests: AsyncIterator[pb.IngestRequest]) -> AsyncIterator[pb.IngestRequest]:
+    """The stream's messages; one that cannot be decoded is INVALID_ARGUMENT (not INTERNAL)."""
+    iterator = aiter(requests)
+    number = 0
+    while True:
+        try:
+            request = await anext(iterator)
+        except StopAsyncIteration:
+            return
+        except DecodeError:
+            raise InvalidArgument(
+                f"Ingest message {number} is not a valid IngestRequest (not protobuf, or a string "
+                "field that is not UTF-8); the documents before it in completed batches of "
+                f"{INGEST_BATCH} were committed"
+            ) from None
+        number += 1
+        yield request

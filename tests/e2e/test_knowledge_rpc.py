@@ -140,3 +140,64 @@ def test_ingest_cli_reports_skipped_files(kb_server: ServerThread, tmp_path: Pat
         timeout=120,
     )
     assert "c1" in search.stdout
+
+
+def test_hostile_knowledge_input_is_invalid_argument(kb_server: ServerThread) -> None:
+    import random
+
+    invalid = grpc.StatusCode.INVALID_ARGUMENT
+    admin_md = [("authorization", f"Bearer {TOKEN}")]
+    with AssistantClient(kb_server.target, token=TOKEN) as admin:
+        admin.ingest(DOCS)
+        # Streamed Ingest messages that do not decode (random bytes, a string field that is not
+        # UTF-8) were INTERNAL: the decode error surfaced inside the handler.
+        with grpc.insecure_channel(kb_server.target) as channel:
+            raw_ingest = channel.stream_unary("/hybrid_assistant.v1.Knowledge/Ingest")
+            rng = random.Random(10)
+            payloads = [b"\x0a\x05\x0a\x03\xff\xfe\xfd"] + [
+                bytes(rng.randrange(256) for _ in range(rng.randrange(1, 300))) for _ in range(30)
+            ]
+            for payload in payloads:
+                valid = pb.IngestRequest()
+                try:
+                    valid.ParseFromString(payload)
+                except Exception:
+                    valid = None  # type: ignore[assignment]
+                try:
+                    raw_ingest(iter([payload]), metadata=admin_md, timeout=30)
+                except grpc.RpcError as exc:
+                    assert valid is None and exc.code() is invalid, (payload, exc.code(), exc.details())
+        # Garbage that does decode: bad documents are named in errors, the rest ingested.
+        hostile = [
+            {"id": "x" * 5000, "text": "long id"},
+            {"id": "nul\x00id", "text": "text with \x00 NUL and \x1b escapes"},
+            {"id": "wide-meta", "text": "many keys", "metadata": {f"k{i}": "v" for i in range(1000)}},
+            {"id": "long-value", "text": "long value", "metadata": {"k": "v" * 100_000}},
+            {"id": "ok", "text": "The pewter kettle whistles at dawn."},
+        ]
+        reply = admin.ingest(hostile)
+        assert (reply.received, reply.added, len(reply.errors)) == (5, 2, 3), reply
+        assert all(len(e) < 1000 for e in reply.errors)
+        many_bad = admin.ingest([{"id": "", "text": "no id"}] * 1000)
+        assert len(many_bad.errors) == 101 and "900 more" in many_bad.errors[-1]
+        # metadata_filter past SQLite's 500 compound terms was INTERNAL.
+        wide = {f"k{i}": "v" for i in range(600)}
+        rag_wide = pb.RetrievalOptions(enabled=True, metadata_filter=wide)
+        code, details = code_of(lambda: admin.retrieve("kettle", metadata_filter=wide))
+        assert code is invalid and "metadata_filter has 600 keys; at most 32" in details
+        code, details = code_of(lambda: admin.generate("kettle?", retrieval=rag_wide))
+        assert code is invalid and "retrieval.metadata_filter has 600 keys" in details
+        code, details = code_of(lambda: admin.retrieve("kettle", metadata_filter={"k" * 100_000: "v"}))
+        assert code is invalid and len(details) < 2000
+        code, details = code_of(lambda: admin.retrieve("kettle " * 10_000))
+        assert code is invalid and "query has 70000 characters" in details
+        filtered = admin.retrieve("kettle", metadata_filter={f"k{i}": "v" for i in range(32)})
+        assert list(filtered.passages) == []
+        # DeleteDocuments: bounded count and id length.
+        code, details = code_of(lambda: admin.delete_documents([f"id{i}" for i in range(20_000)]))
+        assert code is invalid and "at most 10000" in details
+        code, details = code_of(lambda: admin.delete_documents(["y" * 5000]))
+        assert code is invalid and len(details) < 2000
+        assert admin.delete_documents(["ok"]).deleted == 1
+        assert admin.retrieve("pewter kettle").passages  # the NUL document, still searchable
+        assert admin.index_stats().documents == 4

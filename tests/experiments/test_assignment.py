@@ -8,7 +8,15 @@ import pytest
 
 from server.assistant import RetrievalInput
 from server.errors import FailedPrecondition, InvalidArgument
-from server.experiments import Arm, Experiment, ExperimentState, new_experiment, subject_point
+from server.experiments import (
+    MAX_FILTER_KEYS,
+    MAX_WEIGHT,
+    Arm,
+    Experiment,
+    ExperimentState,
+    new_experiment,
+    subject_point,
+)
 
 SUBJECTS = [f"user-{i}" for i in range(100_000)]
 RAG = RetrievalInput(enabled=True, top_k=4)
@@ -122,3 +130,55 @@ def test_weight_updates_are_validated() -> None:
     with pytest.raises(InvalidArgument, match="is -2"):
         experiment.with_weights({"arm1": -2})
     assert [a.weight for a in experiment.with_weights({"arm1": 3}).arms] == [1.0, 3.0]
+
+
+def test_weights_are_bounded_so_their_sum_stays_finite() -> None:
+    # 1e308 used to pass: the sum overflowed to inf and every subject landed in one arm.
+    with pytest.raises(
+        InvalidArgument, match="weight of arm 'arm1' is 1e\\+308; expected a finite number from 0 to 1000000"
+    ):
+        make(weights=(1e308, 1e308))
+    experiment = make()
+    with pytest.raises(InvalidArgument, match="is 1e\\+308"):
+        experiment.with_weights({"arm0": 1e308, "arm1": 1e308})
+    with pytest.raises(InvalidArgument, match="is 1000001"):
+        experiment.with_weights({"arm1": MAX_WEIGHT + 1})
+    top = make(weights=(MAX_WEIGHT, MAX_WEIGHT))
+    assert 0.49 < shares(top)["arm0"] < 0.51
+
+
+def test_hostile_definitions_get_short_messages() -> None:
+    huge = "x" * 1_000_000
+    many = tuple(Arm(f"a{i}", control=i == 0) for i in range(100_000))
+    with pytest.raises(InvalidArgument) as info:
+        new_experiment(huge, many, description=huge, max_top_k=50)
+    assert "needs 2..16 arms, got 100000" in str(info.value) and len(str(info.value)) < 2000
+    arms = tuple(
+        Arm(
+            huge + str(i),
+            adapter=huge,
+            weight=-1,
+            control=True,
+            retrieval=RetrievalInput(metadata_filter={huge: huge}),
+        )
+        for i in range(16)
+    )
+    with pytest.raises(InvalidArgument) as info:
+        new_experiment("ok", arms, max_top_k=50)
+    message = str(info.value)
+    assert len(message) < 16_000 and "more problems" in message
+    assert "arms[0].adapter is 'xxx" in message and "arms[0].retrieval.metadata_filter key 'xxx" in message
+    with pytest.raises(InvalidArgument) as info:
+        make().with_weights({f"{huge}{i}": 1.0 for i in range(1000)})
+    assert len(str(info.value)) < 16_000
+
+
+def test_arm_metadata_filters_are_bounded() -> None:
+    wide = RetrievalInput(enabled=True, metadata_filter={f"k{i}": "v" for i in range(MAX_FILTER_KEYS + 1)})
+    arms = (Arm("a", control=True), Arm("b", retrieval=wide))
+    with pytest.raises(
+        InvalidArgument, match=f"arms\\[1\\].retrieval.metadata_filter has {MAX_FILTER_KEYS + 1} keys"
+    ):
+        new_experiment("wide", arms, max_top_k=50)
+    ok = RetrievalInput(enabled=True, metadata_filter={f"k{i}": "v" for i in range(MAX_FILTER_KEYS)})
+    new_experiment("fine", (Arm("a", control=True), Arm("b", retrieval=ok)), max_top_k=50)

@@ -49,3 +49,11 @@ def test_a_bad_experiment_fails_when_the_config_is_read(tmp_path: Path) -> None:
     assert "weight of arm 'rag' is -2" in str(info.value)
     result = CliRunner().invoke(app, ["serve", "--config", str(config)])
     assert result.exit_code == 2 and "configuration error" in result.output
+
+
+def test_config_weights_are_bounded(tmp_path: Path) -> None:
+    config = tmp_path / "huge.toml"
+    config.write_text(TOML.replace("weight = 2", "weight = 1e308"))
+    with pytest.raises(ValidationError) as info:
+        load_settings(config)
+    assert "weight of arm 'rag' is 1e+308; expected a finite number from 0 to 1000000" in str(info.value)

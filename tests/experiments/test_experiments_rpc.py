@@ -204,3 +204,78 @@ def test_configured_experiments_are_created_and_survive_restarts(make_settings: 
             assert experiment.state == 2 and [a.weight for a in experiment.arms] == [1.0, 5.0]
     finally:
         server.stop()
+
+
+def test_a_reused_request_id_is_already_exists_and_never_replaces_the_row(client: AssistantClient) -> None:
+    client.create_experiment("ab-ids", ARMS)
+    victim = next(f"v{i}" for i in range(100) if arm_for("ab-ids", f"v{i}") == "style")
+    first = client.generate(Q, experiment="ab-ids", subject_key=victim, request_id="shared-id", max_tokens=2)
+    assert first.request_id == "shared-id" and first.arm == "style"
+    # Still queued for the log writer, then stored: both are refused, experiment or not.
+    hijack = next(f"h{i}" for i in range(100) if arm_for("ab-ids", f"h{i}") == "rag")
+    again = lambda: client.generate(  # noqa: E731
+        Q, experiment="ab-ids", subject_key=hijack, request_id="shared-id", max_tokens=2
+    )
+    with pytest.raises(grpc.RpcError) as info:
+        again()
+    assert info.value.code() == grpc.StatusCode.ALREADY_EXISTS and "'shared-id'" in info.value.details()
+    rows = [r for r in client.export_request_log() if r.request_id == "shared-id"]  # flushes the log
+    assert code(again) == grpc.StatusCode.ALREADY_EXISTS
+    assert code(lambda: client.generate(Q, request_id="shared-id", max_tokens=2)) == (
+        grpc.StatusCode.ALREADY_EXISTS
+    )
+    assert code(lambda: list(client.stream(Q, request_id="shared-id", max_tokens=2))) == (
+        grpc.StatusCode.ALREADY_EXISTS
+    )
+    after = [r for r in client.export_request_log() if r.request_id == "shared-id"]
+    assert len(rows) == 1 and after == rows
+    assert (after[0].subject_key, after[0].arm, after[0].status) == (victim, "style", "ok")
+    # The server still answers, and a fresh id works.
+    assert client.generate(Q, request_id="fresh-id", max_tokens=2).request_id == "fresh-id"
+
+
+def test_concurrent_requests_with_one_id_cannot_both_run(client: AssistantClient) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(_: int) -> str:
+        try:
+            client.generate(Q, request_id="racing-id", max_tokens=8)
+        except grpc.RpcError as exc:
+            return exc.code().name
+        return "OK"
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(one, range(8)))
+    assert sorted(results) == ["ALREADY_EXISTS"] * 7 + ["OK"], results
+    assert len([r for r in client.export_request_log() if r.request_id == "racing-id"]) == 1
+
+
+def test_hostile_experiment_inputs_are_invalid_argument_with_short_messages(client: AssistantClient) -> None:
+    huge = "n" * 1_000_000
+
+    def short_error(call: Callable[[], Any], expected: grpc.StatusCode) -> str:
+        with pytest.raises(grpc.RpcError) as info:
+            call()
+        assert info.value.code() == expected, info.value.details()
+        assert len(info.value.details()) < 16_000
+        return info.value.details()  # type: ignore[no-any-return]
+
+    invalid, not_found = grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND
+    short_error(lambda: client.create_experiment(huge, ARMS), invalid)
+    many = [experiment_arm(f"a{i}", control=i == 0) for i in range(10_000)]
+    assert "got 10000" in short_error(lambda: client.create_experiment("many", many), invalid)
+    heavy = [experiment_arm("a", control=True, weight=1e308), experiment_arm("b", weight=1e308)]
+    assert "1e+308" in short_error(lambda: client.create_experiment("heavy", heavy), invalid)
+    client.create_experiment("ab-hostile", ARMS)
+    short_error(lambda: client.update_experiment("ab-hostile", weights={"rag": 1e308}), invalid)
+    short_error(lambda: client.update_experiment("ab-hostile", weights={huge: 1.0}), invalid)
+    short_error(lambda: client.update_experiment(huge, state="paused"), not_found)
+    short_error(lambda: client.experiment_report(huge), not_found)
+    short_error(lambda: list(client.export_request_log(huge)), not_found)
+    short_error(lambda: list(client.export_request_log(since=float("nan"))), invalid)
+    short_error(lambda: list(client.export_request_log(until=float("-inf"))), invalid)
+    short_error(lambda: client.record_feedback(huge, "thumbs", 1), invalid)
+    short_error(lambda: client.record_feedback("x", huge, 1), invalid)
+    short_error(lambda: client.record_feedback("x", "thumbs", float("inf")), invalid)
+    short_error(lambda: client.generate(Q, experiment=huge, subject_key="u"), not_found)
+    assert client.generate(Q, max_tokens=2).text is not None  # still serving

@@ -145,3 +145,62 @@ def test_experiments_are_stored(db: LogDatabase) -> None:
     db.save_experiment("e1", '{"x": 2}', create=False)
     db.close()
     assert LogDatabase(db.path).experiments() == ['{"x": 2}']
+
+
+def test_a_stored_row_is_never_replaced_by_one_with_the_same_id(db: LogDatabase) -> None:
+    conn = sqlite3.connect(db.path, isolation_level=None)
+    assert LogDatabase.insert(conn, [record("r1", experiment="e", arm="a")]) == []
+    assert LogDatabase.insert(conn, [record("r1", arm="hijack"), record("r2")]) == ["r1"]
+    assert db.has_request("r1") and db.has_request("r2") and not db.has_request("r3")
+    rows = {r.request_id: r for r, _ in db.export_page("", 0, 0, (-1.0, ""), 10)}
+    assert (rows["r1"].experiment, rows["r1"].arm) == ("e", "a")
+    log = RequestLog(db, RequestLogSettings())
+    log.start()
+    try:
+        first = record("r3", arm="first")
+        log.record(first)
+        log.record(record("r3", arm="second"))  # while the first is queued: dropped, counted
+        log.record(record("r1", arm="third"))  # already stored: not written, counted
+        assert log.flush(10)
+        rows = {r.request_id: r for r, _ in db.export_page("", 0, 0, (-1.0, ""), 10)}
+        assert rows["r3"].arm == "first" and rows["r1"].arm == "a"
+        assert log.duplicates == 2
+    finally:
+        log.close()
+
+
+def test_request_ids_are_claimed_once_in_flight_queued_or_stored(db: LogDatabase) -> None:
+    import asyncio
+    from typing import Any, cast
+
+    from server.experiment_service import ExperimentService
+
+    log = RequestLog(db, RequestLogSettings())
+    service = ExperimentService(cast(Any, None), db, log)
+    LogDatabase.insert(sqlite3.connect(db.path, isolation_level=None), [record("stored")])
+
+    async def scenario() -> list[object]:
+        # Two concurrent claims of one id: exactly one wins (the set is claimed before any await).
+        racing = await asyncio.gather(
+            *(service.claim_request_id("racing") for _ in range(5)), return_exceptions=True
+        )
+        with pytest.raises(AlreadyExists, match="in use by a request being served"):
+            await service.claim_request_id("racing")
+        log.record(record("racing"))  # what on_outcome does before the release
+        service.release_request_id("racing")
+        with pytest.raises(AlreadyExists, match="used by an earlier request"):
+            await service.claim_request_id("racing")  # queued for the writer
+        with pytest.raises(AlreadyExists, match="used by an earlier request"):
+            await service.claim_request_id("stored")
+        huge = "x" * 100_000
+        await service.claim_request_id(huge)
+        with pytest.raises(AlreadyExists) as info:
+            await service.claim_request_id(huge)
+        assert len(str(info.value)) < 1000
+        await service.claim_request_id("fresh")
+        service.release_request_id("fresh")
+        return racing
+
+    racing = asyncio.run(scenario())
+    assert [r is None for r in racing].count(True) == 1
+    assert all(isinstance(r, AlreadyExists) for r in racing if r is not None)

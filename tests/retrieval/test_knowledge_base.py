@@ -165,7 +165,8 @@ def test_invalid_documents_are_reported_and_the_rest_ingested(open_kb: OpenKB) -
     assert summary.errors == (
         "document id must be a non-empty string, got ''",
         "document 'blank' has no text",
-        "document 'meta': metadata must map non-empty strings to strings, got 'k': 1",
+        "document 'meta': metadata must map strings of 1..256 characters to strings of at most 16384 "
+        "characters, got 'k': 1",
         "document 'dup' appears more than once; the last copy was used",
     )
     assert kb.search("second copy", top_k=1, mode="lexical")[0].document_id == "dup"
@@ -263,3 +264,47 @@ def test_embedder_mismatch_is_refused(open_kb: OpenKB, tmp_path: Path) -> None:
     with pytest.raises(IncompatibleIndexError, match=r"'hashing-256' \(dimension 256\), not 'hashing-128'"):
         KnowledgeBase.open(tmp_path / "kb", HashingEmbedder(128))
     KnowledgeBase.open(tmp_path / "kb", HashingEmbedder(256)).close()  # the lock was released
+
+
+def test_hostile_documents_are_skipped_with_short_errors(open_kb: OpenKB) -> None:
+    from retrieval.ingest import MAX_METADATA_KEYS, MAX_TEXT_CHARS
+
+    kb = open_kb()
+    huge = "z" * 100_000
+    bad = [
+        Document("big", "word " * (MAX_TEXT_CHARS // 5 + 1)),
+        Document("surrogate-text", "bad \udc80 text"),
+        Document("surrogate\udc80id", "text"),
+        Document("meta-keys", "text", {f"k{i}": "v" for i in range(MAX_METADATA_KEYS + 1)}),
+        Document("meta-value", "text", {"k": huge}),
+        Document("meta-surrogate", "text", {"k": "\ud800"}),
+        Document("source", "text", source=huge),
+        Document(huge, "text"),
+    ]
+    summary = kb.ingest([*bad, Document("fine", "Barley and oats grow in the north field.")])
+    assert (summary.received, summary.added, len(summary.errors)) == (9, 1, 8), summary.errors
+    assert all(len(error) < 600 for error in summary.errors), summary.errors
+    assert kb.stats().documents == 1
+
+
+def test_metadata_filters_are_bounded_below_sqlites_term_limit(open_kb: OpenKB) -> None:
+    from retrieval.search import MAX_FILTER_KEY_LENGTH, MAX_FILTER_KEYS, MAX_FILTER_VALUE_LENGTH
+    from server import validation
+
+    # The server checks requests against the same bounds before they reach the index.
+    assert (MAX_FILTER_KEYS, MAX_FILTER_KEY_LENGTH, MAX_FILTER_VALUE_LENGTH) == (
+        validation.MAX_METADATA_FILTER_KEYS,
+        validation.MAX_METADATA_KEY_CHARS,
+        validation.MAX_METADATA_VALUE_CHARS,
+    )
+    kb = open_kb()
+    kb.ingest([Document("d", "Barley grows in the north field.", {f"k{i}": "v" for i in range(40)})])
+    widest = {f"k{i}": "v" for i in range(MAX_FILTER_KEYS)}
+    for mode in ("dense", "lexical", "hybrid"):
+        assert [h.document_id for h in kb.search("barley", mode=mode, metadata_filter=widest)] == ["d"]  # type: ignore[arg-type]
+    # 600 keys used to reach SQLite: "too many terms in compound SELECT" (an INTERNAL error).
+    with pytest.raises(InvalidQueryError, match=f"has 600 keys; at most {MAX_FILTER_KEYS}"):
+        kb.search("barley", metadata_filter={f"k{i}": "v" for i in range(600)})
+    with pytest.raises(InvalidQueryError) as info:
+        kb.search("barley", metadata_filter={"k" * 100_000: "v"})
+    assert len(str(info.value)) < 1000
