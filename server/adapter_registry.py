@@ -123,8 +123,11 @@ class AdapterRegistry:
             if existing is not None:
                 # Free the old weights first when nobody uses them, so a replace never needs
                 # a spare resident slot; otherwise they stay until their last request ends.
-                await self._retire(existing.current)
-                existing.current = None
+                # The name lets go of the old version *before* the await: a request arriving
+                # while the weights are removed must not take the uid being removed (it waits
+                # on this name's lock in use() and gets the new version).
+                old, existing.current = existing.current, None
+                await self._retire(old)
             version = await self._install(name, spec)
             if existing is not None:
                 existing.spec, existing.current, existing.pinned = spec, version, pin

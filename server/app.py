@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import signal
+import socket
 from importlib import metadata
 from typing import TYPE_CHECKING
 
@@ -24,6 +26,7 @@ from server import metrics
 from server.adapter_registry import AdapterRegistry
 from server.assistant import AssistantCore
 from server.auth import AdminTokenInterceptor
+from server.decode_guard import DecodeGuardInterceptor
 from server.engines.factory import make_engine
 from server.experiment_service import ExperimentService
 from server.knowledge import KnowledgeService
@@ -41,7 +44,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SERVICES = pb.DESCRIPTOR.services_by_name
-_MAX_MESSAGE = 64 * 1024 * 1024
+# Responses (request-log exports, long contexts) may be larger than what a request may send.
+_MAX_SEND_MESSAGE = 64 * 1024 * 1024
 
 
 class App:
@@ -69,6 +73,8 @@ class App:
             contexts=self.knowledge,
             resolve_arm=self.experiments.resolve_arm,
             on_outcome=self.experiments.on_outcome,
+            claim_request_id=self.experiments.claim_request_id,
+            release_request_id=self.experiments.release_request_id,
         )
         self.health = HealthServicer()
         self.server: grpc.aio.Server | None = None
@@ -87,14 +93,17 @@ class App:
     async def start(self) -> int:
         """Listen (health NOT_SERVING) and begin warming up in the background; returns the port."""
         self._loop = asyncio.get_running_loop()
-        interceptors = []
+        interceptors: list[grpc.aio.ServerInterceptor] = [DecodeGuardInterceptor()]
         if self.settings.admin_token is not None:
             interceptors.append(AdminTokenInterceptor(self.settings.admin_token.get_secret_value()))
         server = grpc.aio.server(
             interceptors=interceptors,
             options=[
-                ("grpc.max_receive_message_length", _MAX_MESSAGE),
-                ("grpc.max_send_message_length", _MAX_MESSAGE),
+                ("grpc.max_receive_message_length", self.settings.max_message_bytes),
+                ("grpc.max_send_message_length", _MAX_SEND_MESSAGE),
+                # gRPC sets SO_REUSEPORT by default: a second server on a busy port would start and
+                # silently take a share of the new connections. Off, binding a busy port fails.
+                ("grpc.so_reuseport", 0),
             ],
         )
         pb_grpc.add_AssistantServicer_to_server(AssistantServicer(self.core, self.server_info), server)
@@ -127,16 +136,23 @@ class App:
         return self.port
 
     def _bind(self, server: grpc.aio.Server) -> int:
+        """Add the listening port (TLS, and mTLS with tls_client_ca); ListenError if it cannot be bound."""
         listen = self.settings.listen
-        if self.settings.tls_cert is not None and self.settings.tls_key is not None:
-            credentials = grpc.ssl_server_credentials(
-                [(self.settings.tls_key.read_bytes(), self.settings.tls_cert.read_bytes())]
-            )
-            port = server.add_secure_port(listen, credentials)
-        else:
-            port = server.add_insecure_port(listen)
+        try:
+            if self.settings.tls_cert is not None and self.settings.tls_key is not None:
+                client_ca = self.settings.tls_client_ca
+                credentials = grpc.ssl_server_credentials(
+                    [(self.settings.tls_key.read_bytes(), self.settings.tls_cert.read_bytes())],
+                    root_certificates=client_ca.read_bytes() if client_ca is not None else None,
+                    require_client_auth=client_ca is not None,
+                )
+                port = server.add_secure_port(listen, credentials)
+            else:
+                port = server.add_insecure_port(listen)
+        except RuntimeError:  # grpcio raises "Failed to bind to address ..." without the reason
+            port = 0
         if port == 0:
-            raise OSError(f"cannot listen on {listen!r} (address in use or not available)")
+            raise _bind_error(listen)
         return port
 
     async def _warm_up(self) -> None:
@@ -238,6 +254,28 @@ class App:
             index_fingerprint=self.knowledge.fingerprint() if self.knowledge else "",
             embedder=self.knowledge.embedder_name() if self.knowledge else "",
         )
+
+
+class ListenError(OSError):
+    """The server could not bind its listen address (``strerror`` says why, in one line)."""
+
+
+def _bind_error(listen: str) -> ListenError:
+    """Say why ``listen`` could not be bound: gRPC only reports that it failed."""
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]")
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.bind((host, int(port)))
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            return ListenError(
+                errno.EADDRINUSE,
+                f"cannot listen on {listen!r}: the port is already in use (is another server running?)",
+            )
+        return ListenError(exc.errno, f"cannot listen on {listen!r}: {exc.strerror or exc}")
+    return ListenError(errno.EADDRNOTAVAIL, f"cannot listen on {listen!r}: address not available")
 
 
 def _version() -> str:

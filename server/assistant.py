@@ -5,6 +5,7 @@ Servicers convert protobuf to the inputs here and the outcomes back; nothing her
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -16,14 +17,17 @@ from server.engines.types import FinishReason, GenerationRequest, SamplingParams
 from server.errors import FailedPrecondition, InvalidArgument, Unavailable
 from server.prompt import BuiltPrompt, ContextPassage, build_prompt
 from server.validation import (
-    Problem,
     Problems,
     SamplingInput,
+    check_continuations,
     check_messages,
+    check_metadata_filter,
     check_min_score,
+    check_passages,
     check_request_id,
     check_sampling,
     check_top_k,
+    effective_temperature,
 )
 
 if TYPE_CHECKING:
@@ -129,6 +133,8 @@ class AssistantCore:
         contexts: ContextSource | None = None,
         resolve_arm: ArmResolver | None = None,
         on_outcome: OutcomeSink | None = None,
+        claim_request_id: Callable[[str], Awaitable[None]] | None = None,
+        release_request_id: Callable[[str], None] | None = None,
     ) -> None:
         self.settings = settings
         self.engine = engine
@@ -136,6 +142,9 @@ class AssistantCore:
         self.contexts = contexts
         self._resolve_arm = resolve_arm
         self._on_outcome = on_outcome
+        # Caller-supplied request ids are unique (ALREADY_EXISTS when reused): see ExperimentService.
+        self._claim_request_id = claim_request_id
+        self._release_request_id = release_request_id
         self.ready = False
 
     def _require_ready(self) -> None:
@@ -157,6 +166,9 @@ class AssistantCore:
         request_id = inp.request_id or uuid.uuid4().hex
         plan = self._resolve_arm(inp) if self._resolve_arm else ArmPlan(inp.adapter or "", inp.retrieval)
         plan = replace(plan, arm=plan.arm or arm_name(plan.adapter, plan.retrieval))
+        claimed = bool(inp.request_id) and self._claim_request_id is not None
+        if claimed and self._claim_request_id is not None:
+            await self._claim_request_id(inp.request_id)  # ALREADY_EXISTS if the id was used
         outcome: GenerateOutcome | None = None
         status = "ok"
         try:
@@ -204,6 +216,8 @@ class AssistantCore:
                 result = self._on_outcome(inp, plan, outcome, status)
                 if result is not None:
                     await result
+            if claimed and self._release_request_id is not None:
+                self._release_request_id(inp.request_id)  # after the row is queued: the id stays taken
 
     async def _prompt(
         self, messages: Sequence[tuple[str, str]], retrieval: RetrievalInput
@@ -217,9 +231,11 @@ class AssistantCore:
             passages = await self.contexts.passages(query, retrieval)
         retrieval_ms = (time.perf_counter() - started) * 1000
         chat = [{"role": role, "content": content} for role, content in messages]
-        return build_prompt(
-            self.engine.tokenizer, chat, passages, self.settings.max_prompt_tokens
-        ), retrieval_ms
+        # Tokenising is CPU work on untrusted input: never on the event loop (health checks wait).
+        built = await asyncio.to_thread(
+            build_prompt, self.engine.tokenizer, chat, passages, self.settings.max_prompt_tokens
+        )
+        return built, retrieval_ms
 
     def _sampling(self, sampling: SamplingInput, prompt_tokens: int) -> SamplingParams:
         room = self.engine.model_info.max_context_tokens - prompt_tokens
@@ -235,15 +251,17 @@ class AssistantCore:
             )
         return SamplingParams(
             max_tokens=sampling.max_tokens or min(self.settings.default_max_tokens, room),
-            temperature=1.0 if sampling.temperature is None else sampling.temperature,
+            temperature=1.0 if sampling.temperature is None else effective_temperature(sampling.temperature),
             top_p=1.0 if sampling.top_p is None else sampling.top_p,
             seed=sampling.seed,
             stop=sampling.stop,
         )
 
     def _check_retrieval(self, retrieval: RetrievalInput, problems: Problems) -> None:
+        check_passages([p.text for p in retrieval.passages], problems)
         check_top_k(retrieval.top_k, self.settings.retrieval.max_top_k, problems)
         check_min_score(retrieval.min_score, problems)
+        check_metadata_filter(retrieval.metadata_filter, problems)
 
     # ------------------------------------------------------------------ score
 
@@ -253,17 +271,14 @@ class AssistantCore:
         check_request_id(inp.request_id, problems)
         check_messages(inp.messages, problems)
         self._check_retrieval(inp.retrieval, problems)
-        if not inp.continuations:
-            problems.add(Problem.NO_CONTINUATIONS)
-        for index, continuation in enumerate(inp.continuations):
-            if not continuation:
-                problems.add(Problem.EMPTY_CONTINUATION, index=index)
+        check_continuations(inp.continuations, problems)
         problems.raise_if_any()
         prompt, _ = await self._prompt(inp.messages, inp.retrieval)
         tokenizer = self.engine.tokenizer
-        continuation_ids = [
-            list(tokenizer(c, add_special_tokens=False)["input_ids"]) for c in inp.continuations
-        ]
+        encoded = await asyncio.to_thread(
+            tokenizer, list(inp.continuations), add_special_tokens=False, split_special_tokens=True
+        )
+        continuation_ids = [list(ids) for ids in encoded["input_ids"]]
         longest = len(prompt.ids) + max(len(c) for c in continuation_ids)
         if longest > self.engine.model_info.max_context_tokens:
             raise InvalidArgument(

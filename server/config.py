@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     """Longest prompt + answer."""
     default_max_tokens: int = Field(256, ge=1)
     """max_tokens when a request does not set it."""
+    max_message_bytes: int = Field(4 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+    """Largest gRPC request message accepted (each streamed Ingest message counts alone); larger
+    ones get RESOURCE_EXHAUSTED before any of it is parsed."""
     prefill_chunk_tokens: int = Field(512, ge=16)
     """Prompt tokens processed per scheduler step; bounds how long a long prompt stalls decoding."""
     admin_token: SecretStr | None = None

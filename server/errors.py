@@ -64,12 +64,23 @@ def register_error(exc_type: type[BaseException], code: grpc.StatusCode) -> None
     _MAPPING[exc_type] = code
 
 
+# gRPC sends the status message as metadata; past the client's metadata limit (16 KB by default)
+# the client sees RESOURCE_EXHAUSTED instead of the real error. Messages are cut well below it.
+MAX_STATUS_MESSAGE = 4096
+
+
+def bound_message(message: str) -> str:
+    if len(message) <= MAX_STATUS_MESSAGE:
+        return message
+    return f"{message[:MAX_STATUS_MESSAGE]}... (message cut: {len(message)} characters)"
+
+
 def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     if isinstance(exc, ServiceError):
-        return exc.code, str(exc)
+        return exc.code, bound_message(str(exc))
     for exc_type, code in _MAPPING.items():
         if isinstance(exc, exc_type):
-            return code, str(exc)
+            return code, bound_message(str(exc))
     log.error("unexpected error", exc_info=exc)
     return grpc.StatusCode.INTERNAL, "internal error (see the server log)"
 

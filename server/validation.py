@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from server.errors import InvalidArgument
@@ -13,10 +13,31 @@ ROLES = ("system", "user", "assistant")
 MAX_STOP_STRINGS = 8
 MAX_STOP_LENGTH = 128
 MAX_REQUEST_ID_LENGTH = 128
+# metadata_filter (Retrieve, Generate/Score retrieval): each key is one SQL term; SQLite refuses
+# more than 500 in one query. Same bounds as retrieval.search (a test checks they agree).
+MAX_METADATA_FILTER_KEYS = 32
+MAX_METADATA_KEY_CHARS = 256
+MAX_METADATA_VALUE_CHARS = 1024
+MAX_QUERY_CHARS = 16_384  # Retrieve's query
+MAX_DELETE_IDS = 10_000  # document ids per DeleteDocuments call
+MAX_DOCUMENT_ID_CHARS = 1024  # as retrieval.ingest.MAX_ID_LENGTH
+MAX_MESSAGES = 256
+MAX_PASSAGES = 64  # caller-supplied context passages per request
+MAX_PASSAGE_CHARS = 65_536
+MAX_CONTINUATIONS = 64
+MAX_CONTINUATION_CHARS = 16_384
+# Sampling below this temperature is greedy (as vLLM does): logits / T overflows float32 long
+# before T reaches 0 (1e-38 made every probability NaN), and such a T already picks the argmax.
+GREEDY_BELOW_TEMPERATURE = 1e-5
+# Bad values are echoed in error messages, cut to this many characters, and at most this many
+# problems are listed: a status message past ~16 KB reaches the client as RESOURCE_EXHAUSTED.
+MAX_ECHO_CHARS = 200
+MAX_LISTED_PROBLEMS = 20
 
 
 class Problem(enum.Enum):
     NO_MESSAGES = "messages is empty: send at least one user message"
+    TOO_MANY_MESSAGES = "messages has {value} entries; at most {limit}"
     BAD_ROLE = "messages[{index}].role is {value!r}; expected one of " + ", ".join(ROLES)
     EMPTY_CONTENT = "messages[{index}].content is empty"
     NO_USER_MESSAGE = "messages has no 'user' message"
@@ -29,11 +50,38 @@ class Problem(enum.Enum):
     TOP_K = "retrieval.top_k is {value}; expected 1..{limit} (0 = server default)"
     MIN_SCORE = "retrieval.min_score is {value}; expected a finite number"
     EMPTY_QUERY = "query is empty"
+    LONG_QUERY = "query has {value} characters; at most {limit}"
+    FILTER_KEYS = "{field} has {value} keys; at most {limit}"
+    FILTER_KEY = "{field} key {value!r} has {length} characters; expected 1..{limit}"
+    FILTER_VALUE = "{field}[{key!r}] has {length} characters; at most {limit}"
+    TOO_MANY_IDS = "ids has {value} entries; at most {limit} per call"
+    DOCUMENT_ID = "ids[{index}] is {value!r}; expected 1..{limit} characters"
     NO_CONTINUATIONS = "continuations is empty"
     EMPTY_CONTINUATION = "continuations[{index}] is empty"
+    TOO_MANY_CONTINUATIONS = "continuations has {value} entries; at most {limit}"
+    LONG_CONTINUATION = "continuations[{index}] has {value} characters; at most {limit}"
+    TOO_MANY_PASSAGES = "retrieval.passages has {value} entries; at most {limit}"
+    LONG_PASSAGE = "retrieval.passages[{index}].text has {value} characters; at most {limit}"
 
     def format(self, **values: object) -> str:
-        return self.value.format(**values)
+        return self.value.format(**{k: bounded(v) for k, v in values.items()})
+
+
+class _Echo(str):
+    """A bad value cut for echoing; its repr is the cut repr of the original (no quotes added twice)."""
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
+def bounded(value: object) -> object:
+    """``value`` as it may appear in an error message: strings (and their reprs) cut to MAX_ECHO_CHARS."""
+    if isinstance(value, str):
+        text = repr(value)
+        if len(text) <= MAX_ECHO_CHARS:
+            return value
+        return _Echo(f"{text[:MAX_ECHO_CHARS]}... ({len(value)} characters)")
+    return value
 
 
 @dataclass
@@ -45,7 +93,9 @@ class Problems:
 
     def raise_if_any(self) -> None:
         if self.items:
-            raise InvalidArgument("; ".join(self.items))
+            shown = self.items[:MAX_LISTED_PROBLEMS]
+            more = len(self.items) - len(shown)
+            raise InvalidArgument("; ".join(shown) + (f"; and {more} more problems" if more else ""))
 
 
 @dataclass(frozen=True)
@@ -60,6 +110,9 @@ class SamplingInput:
 def check_messages(messages: Sequence[tuple[str, str]], problems: Problems) -> None:
     if not messages:
         problems.add(Problem.NO_MESSAGES)
+        return
+    if len(messages) > MAX_MESSAGES:
+        problems.add(Problem.TOO_MANY_MESSAGES, value=len(messages), limit=MAX_MESSAGES)
         return
     for index, (role, content) in enumerate(messages):
         if role not in ROLES:
@@ -81,14 +134,14 @@ def check_sampling(sampling: SamplingInput, max_total_tokens: int, problems: Pro
         problems.add(Problem.TOP_P, value=sampling.top_p)
     if len(sampling.stop) > MAX_STOP_STRINGS:
         problems.add(Problem.TOO_MANY_STOPS, value=len(sampling.stop), limit=MAX_STOP_STRINGS)
-    for index, stop in enumerate(sampling.stop):
+    for index, stop in enumerate(sampling.stop[: MAX_STOP_STRINGS + 1]):
         if not 1 <= len(stop) <= MAX_STOP_LENGTH:
             problems.add(Problem.BAD_STOP, index=index, value=stop, limit=MAX_STOP_LENGTH)
 
 
 def check_request_id(request_id: str, problems: Problems) -> None:
     if len(request_id) > MAX_REQUEST_ID_LENGTH or not request_id.isprintable():
-        problems.add(Problem.REQUEST_ID, value=request_id[:200], limit=MAX_REQUEST_ID_LENGTH)
+        problems.add(Problem.REQUEST_ID, value=request_id, limit=MAX_REQUEST_ID_LENGTH)
 
 
 def check_top_k(top_k: int, limit: int, problems: Problems) -> None:
@@ -99,3 +152,67 @@ def check_top_k(top_k: int, limit: int, problems: Problems) -> None:
 def check_min_score(min_score: float, problems: Problems) -> None:
     if not math.isfinite(min_score):
         problems.add(Problem.MIN_SCORE, value=min_score)
+
+
+def check_passages(texts: Sequence[str], problems: Problems) -> None:
+    if len(texts) > MAX_PASSAGES:
+        problems.add(Problem.TOO_MANY_PASSAGES, value=len(texts), limit=MAX_PASSAGES)
+        return
+    for index, text in enumerate(texts):
+        if len(text) > MAX_PASSAGE_CHARS:
+            problems.add(Problem.LONG_PASSAGE, index=index, value=len(text), limit=MAX_PASSAGE_CHARS)
+
+
+def check_continuations(continuations: Sequence[str], problems: Problems) -> None:
+    if not continuations:
+        problems.add(Problem.NO_CONTINUATIONS)
+    if len(continuations) > MAX_CONTINUATIONS:
+        problems.add(Problem.TOO_MANY_CONTINUATIONS, value=len(continuations), limit=MAX_CONTINUATIONS)
+        return
+    for index, continuation in enumerate(continuations):
+        if not continuation:
+            problems.add(Problem.EMPTY_CONTINUATION, index=index)
+        elif len(continuation) > MAX_CONTINUATION_CHARS:
+            problems.add(
+                Problem.LONG_CONTINUATION, index=index, value=len(continuation), limit=MAX_CONTINUATION_CHARS
+            )
+
+
+def effective_temperature(temperature: float) -> float:
+    """The temperature an engine samples at: below GREEDY_BELOW_TEMPERATURE it is greedy (0)."""
+    return 0.0 if temperature < GREEDY_BELOW_TEMPERATURE else temperature
+
+
+def check_metadata_filter(
+    metadata_filter: Mapping[str, str], problems: Problems, *, field: str = "retrieval.metadata_filter"
+) -> None:
+    if len(metadata_filter) > MAX_METADATA_FILTER_KEYS:
+        problems.add(
+            Problem.FILTER_KEYS, field=field, value=len(metadata_filter), limit=MAX_METADATA_FILTER_KEYS
+        )
+        return
+    for key, value in metadata_filter.items():
+        if not 1 <= len(key) <= MAX_METADATA_KEY_CHARS:
+            problems.add(
+                Problem.FILTER_KEY, field=field, value=key, length=len(key), limit=MAX_METADATA_KEY_CHARS
+            )
+        if len(value) > MAX_METADATA_VALUE_CHARS:
+            problems.add(
+                Problem.FILTER_VALUE, field=field, key=key, length=len(value), limit=MAX_METADATA_VALUE_CHARS
+            )
+
+
+def check_query(query: str, problems: Problems) -> None:
+    if not query.strip():
+        problems.add(Problem.EMPTY_QUERY)
+    elif len(query) > MAX_QUERY_CHARS:
+        problems.add(Problem.LONG_QUERY, value=len(query), limit=MAX_QUERY_CHARS)
+
+
+def check_document_ids(ids: Sequence[str], problems: Problems) -> None:
+    if len(ids) > MAX_DELETE_IDS:
+        problems.add(Problem.TOO_MANY_IDS, value=len(ids), limit=MAX_DELETE_IDS)
+        return
+    for index, doc_id in enumerate(ids):
+        if not 1 <= len(doc_id) <= MAX_DOCUMENT_ID_CHARS:
+            problems.add(Problem.DOCUMENT_ID, index=index, value=doc_id, limit=MAX_DOCUMENT_ID_CHARS)

@@ -54,8 +54,9 @@ class LoraLinear(nn.Module):
         if active is None:
             return y
         x2 = x.reshape(-1, x.shape[-1])
-        mask = self.bank.mask_for(active.owner)
-        xa = (x2 @ active.a_cat.t()).mul_(mask)
+        # masked_fill, not a multiply by 0: one adapter's overflow (inf * 0 = NaN) must not
+        # reach the rows of other requests in the batch.
+        xa = (x2 @ active.a_cat.t()).masked_fill_(self.bank.mask_for(active.owner), 0.0)
         y.view(-1, y.shape[-1]).addmm_(xa, active.bt_cat)
         return y
 
@@ -126,11 +127,12 @@ class LoraBank:
         return self._active.get(path)
 
     def mask_for(self, owner: torch.Tensor) -> torch.Tensor:
+        """True where a row must not see a LoRA column (the column's adapter is not the row's)."""
         # Modules targeted by the same adapters share one ``owner`` tensor, hence one mask per step.
         mask = self._masks.get(id(owner))
         if mask is None:
             assert self._row_uids is not None
-            mask = (self._row_uids[:, None] == owner[None, :]).to(self.dtype)
+            mask = self._row_uids[:, None] != owner[None, :]
             self._masks[id(owner)] = mask
         return mask
 

@@ -1,7 +1,9 @@
 """Pick the next token for each row: greedy, or temperature + top-p with a per-request RNG.
 
 Each request samples from its own ``torch.Generator``, so its answer does not depend on
-which other requests share the batch.
+which other requests share the batch. Logits must be finite (the scheduler fails rows that are
+not); a row whose scaled logits still overflow (finite but huge scores at a tiny temperature)
+takes its argmax, which is what such a temperature means, instead of sampling from NaNs.
 """
 
 from __future__ import annotations
@@ -36,8 +38,10 @@ def sample(
         top_p = torch.tensor([params[i].top_p for i in sampled_rows]).unsqueeze(1)
         if bool((top_p < 1.0).any()):
             probs = _top_p_filter(probs, top_p)
+        usable = (torch.isfinite(probs).all(dim=-1) & (probs.sum(dim=-1) > 0)).tolist()
         for row, i in enumerate(sampled_rows):
-            chosen[i] = torch.multinomial(probs[row], 1, generator=generators[i])[0]
+            if usable[row]:
+                chosen[i] = torch.multinomial(probs[row], 1, generator=generators[i])[0]
     return [int(t) for t in chosen.tolist()]
 
 

@@ -7,6 +7,13 @@ decoding for long), then one decode step for every row that is generating. A row
 finishes frees its cache row at once; nobody waits for the slowest request.
 
 Cache rows stay compact: rows ``[0, D)`` decode, rows ``[D, D+P)`` prefill.
+
+Fault isolation: a failure caused by one request fails that request and nothing else. A row
+whose adapter is gone, or whose scores come out non-finite (an adapter that overflows), is
+failed alone before or after the step; an exception raised by a step itself fails the rows of
+that step (their cache positions past ``cached`` are simply rewritten by whoever takes the row
+next) and the scheduler goes on. Only an error in the scheduler's own bookkeeping (row moves)
+or a ``BaseException`` is treated as engine death: then every request fails and the server exits.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import torch
 from server.engines.sampling import make_generator, sample
 from server.engines.text import IncrementalDetokenizer
 from server.engines.types import FinishReason, GenerationChunk, GenerationRequest, GenerationTimings
+from server.errors import FailedPrecondition, NotFound
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -43,6 +51,10 @@ class QueueFullError(Exception):
 
 class EngineStoppedError(Exception):
     """The scheduler is not running (stopped, or died on an error)."""
+
+
+class StepFailedError(RuntimeError):
+    """A forward step raised; the requests in it are failed (INTERNAL), the engine goes on."""
 
 
 @dataclass(eq=False)
@@ -95,6 +107,7 @@ class Scheduler:
         self.error: BaseException | None = None
         self._outbox: list[tuple[Sequence, GenerationChunk | BaseException]] = []
         self.steps = 0
+        self.failed_rows = 0  # requests failed alone (bad adapter, non-finite scores, step errors)
 
     # ------------------------------------------------------------------ public, any thread
 
@@ -188,6 +201,7 @@ class Scheduler:
         self._run_ops()
         self._drop_cancelled()
         self._admit()
+        self._fail_missing_adapters()
         if self._prefilling:
             self._prefill_step()
         if self._decoding:
@@ -213,6 +227,31 @@ class Scheduler:
                 self._waiting = deque(s for s in self._waiting if not s.cancelled)
         for seq in [s for s in self._decoding + self._prefilling if s.cancelled]:
             self._release_row(seq)
+
+    def _fail_missing_adapters(self) -> None:
+        # The registry never hands out a uid it is removing; this keeps a bug there from
+        # becoming a KeyError inside the forward pass that takes every row down.
+        present = set(self.runner.bank.uids)
+        for seq in [s for s in self._decoding + self._prefilling if s.request.adapter_uid]:
+            if seq.request.adapter_uid not in present:
+                name = seq.request.adapter_name or f"uid {seq.request.adapter_uid}"
+                self._fail_row(seq, NotFound(f"adapter {name!r} was unloaded before the request ran"))
+
+    def _fail_row(self, seq: Sequence, exc: BaseException) -> None:
+        """End one request with ``exc`` and free its row; everyone else carries on."""
+        self.failed_rows += 1
+        self._outbox.append((seq, exc))
+        self._release_row(seq)
+
+    def _step_failed(self, seqs: list[Sequence], exc: Exception) -> None:
+        log.error(
+            "engine step failed for %d request(s) %s; failing them, serving goes on",
+            len(seqs),
+            [s.request.request_id for s in seqs][:8],
+            exc_info=exc,
+        )
+        for seq in seqs:
+            self._fail_row(seq, StepFailedError(f"the engine step failed: {type(exc).__name__}"))
 
     def _admit(self) -> None:
         with self._wake:
@@ -240,42 +279,77 @@ class Scheduler:
         starts = torch.tensor([seq.cached for seq, _ in chunks])
         lengths = torch.tensor([take for _, take in chunks])
         done = [i for i, (seq, take) in enumerate(chunks) if take == seq.prompt_left]
-        logits = self.runner.forward(
-            row_start=len(self._decoding),
-            tokens=tokens,
-            starts=starts,
-            lengths=lengths,
-            row_uids=[seq.request.adapter_uid for seq, _ in chunks],
-            logits_rows=done,
-        )
+        finished = [chunks[i][0] for i in done]
+        try:
+            logits = self.runner.forward(
+                row_start=len(self._decoding),
+                tokens=tokens,
+                starts=starts,
+                lengths=lengths,
+                row_uids=[seq.request.adapter_uid for seq, _ in chunks],
+                logits_rows=done,
+            )
+            next_tokens = self._sample(finished, logits) if finished else []
+        except Exception as exc:
+            self._step_failed([seq for seq, _ in chunks], exc)
+            return
         for seq, take in chunks:
             seq.cached += take
-        finished = [chunks[i][0] for i in done]
-        if finished:
-            next_tokens = self._sample(finished, logits)
-            for seq, token in zip(finished, next_tokens, strict=True):
-                self._to_decoding(seq)
-                self._accept_token(seq, token)
+        for seq, token in zip(finished, next_tokens, strict=True):
+            if token is None:
+                self._fail_row(seq, _non_finite(seq))
+                continue
+            self._to_decoding(seq)
+            self._accept(seq, token)
 
     def _decode_step(self) -> None:
         seqs = list(self._decoding)
         tokens = torch.tensor([[seq.generated[-1]] for seq in seqs], dtype=torch.int64)
         starts = torch.tensor([seq.cached for seq in seqs])
-        logits = self.runner.forward(
-            row_start=0,
-            tokens=tokens,
-            starts=starts,
-            lengths=torch.ones(len(seqs), dtype=torch.int64),
-            row_uids=[seq.request.adapter_uid for seq in seqs],
-            logits_rows=range(len(seqs)),
-        )
+        try:
+            logits = self.runner.forward(
+                row_start=0,
+                tokens=tokens,
+                starts=starts,
+                lengths=torch.ones(len(seqs), dtype=torch.int64),
+                row_uids=[seq.request.adapter_uid for seq in seqs],
+                logits_rows=range(len(seqs)),
+            )
+            next_tokens = self._sample(seqs, logits)
+        except Exception as exc:
+            self._step_failed(seqs, exc)
+            return
         for seq in seqs:
             seq.cached += 1
-        for seq, token in zip(seqs, self._sample(seqs, logits), strict=True):
-            self._accept_token(seq, token)
+        for seq, token in zip(seqs, next_tokens, strict=True):
+            if token is None:
+                self._fail_row(seq, _non_finite(seq))
+            else:
+                self._accept(seq, token)
 
-    def _sample(self, seqs: list[Sequence], logits: torch.Tensor) -> list[int]:
-        return sample(logits, [s.request.sampling for s in seqs], [s.generator for s in seqs])
+    def _sample(self, seqs: list[Sequence], logits: torch.Tensor) -> list[int | None]:
+        """One token per row; None for a row whose scores are not all finite (it fails alone)."""
+        finite = torch.isfinite(logits).all(dim=-1).tolist()
+        good = [i for i, ok in enumerate(finite) if ok]
+        tokens: list[int | None] = [None] * len(seqs)
+        if good:
+            picked = sample(
+                logits[good] if len(good) < len(seqs) else logits,
+                [seqs[i].request.sampling for i in good],
+                [seqs[i].generator for i in good],
+            )
+            for i, token in zip(good, picked, strict=True):
+                tokens[i] = token
+        return tokens
+
+    def _accept(self, seq: Sequence, token: int) -> None:
+        # Detokenising (stop strings included) is per request: an error there ends that request only.
+        try:
+            self._accept_token(seq, token)
+        except Exception as exc:
+            log.exception("request %s: cannot turn token %d into text", seq.request.request_id, token)
+            if seq.row >= 0:
+                self._fail_row(seq, StepFailedError(f"detokenising failed: {type(exc).__name__}"))
 
     def _accept_token(self, seq: Sequence, token: int) -> None:
         now = time.perf_counter()
@@ -374,6 +448,14 @@ class Scheduler:
         for _, future in ops:
             if not future.done():
                 future.set_exception(EngineStoppedError(str(exc)))
+
+
+def _non_finite(seq: Sequence) -> FailedPrecondition:
+    adapter = f"adapter {seq.request.adapter_name!r}" if seq.request.adapter_uid else "the base model"
+    return FailedPrecondition(
+        f"{adapter} produced non-finite scores (NaN or infinity) for this request; it was stopped. "
+        "An adapter whose weights overflow cannot serve; reload a fixed version."
+    )
 
 
 def _deliver(items: list[tuple[Sequence, GenerationChunk | BaseException]]) -> None:
