@@ -138,14 +138,35 @@ def test_cli_reports_an_unreachable_server() -> None:
     assert "UNAVAILABLE" in out.stderr
 
 
-def test_engine_death_stops_serving(start_server: Callable[..., ServerThread]) -> None:
+def test_a_failing_step_fails_its_requests_and_serving_goes_on(
+    start_server: Callable[..., ServerThread],
+) -> None:
     server = start_server()
-    runner = server.app.engine._runner  # fault injection: the next forward pass fails
+    runner = server.app.engine._runner  # fault injection: the next forward passes fail
+    real_forward = runner.forward  # type: ignore[union-attr]
 
     def broken(*args: object, **kwargs: object) -> None:
-        raise RuntimeError("simulated engine fault")
+        raise RuntimeError("simulated step fault")
 
     runner.forward = broken  # type: ignore[union-attr, method-assign]
+    with AssistantClient(server.target) as client:
+        with pytest.raises(grpc.RpcError) as info:
+            client.generate(Q, max_tokens=4)
+        assert info.value.code() == grpc.StatusCode.INTERNAL
+        assert "simulated" not in info.value.details()  # internals are not leaked
+        assert server.app.engine.healthy()
+        runner.forward = real_forward  # type: ignore[union-attr, method-assign]
+        assert client.generate(Q, max_tokens=4).text
+
+
+def test_engine_death_stops_serving(start_server: Callable[..., ServerThread]) -> None:
+    server = start_server()
+    scheduler = server.app.engine._scheduler  # fault injection: the scheduler's own bookkeeping fails
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("simulated bookkeeping fault")
+
+    scheduler._to_decoding = broken  # type: ignore[union-attr, method-assign]
     with AssistantClient(server.target) as client:
         with pytest.raises(grpc.RpcError) as info:
             client.generate(Q, max_tokens=4)
