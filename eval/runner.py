@@ -5,6 +5,10 @@ RESOURCE_EXHAUSTED are retried with backoff; answers are cached (eval/cache.py).
 uses the same decoding settings and the server's one prompt builder: only the adapter and
 the context change. A request that still fails becomes a record with ``error`` set, scored as
 wrong by the analysis, never dropped.
+
+TLS: ``tls`` trusts the system roots; ``tls_ca`` (implies TLS) a private CA or self-signed server
+certificate; ``tls_client_cert``/``tls_client_key`` present a client certificate (mutual TLS). The
+files are read once, when the :class:`Runner` is made (``TlsOptionError`` if one cannot be).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from eval.arms import Arm
 from eval.cache import AnswerCache, cache_key
 from eval.dataset import EvalItem
 from eval.records import AnswerRecord
-from hybrid_assistant.client import AsyncAssistantClient
+from hybrid_assistant.client import AsyncAssistantClient, tls_options
 from hybrid_assistant.v1 import assistant_pb2 as pb
 
 RUNNER_VERSION = 1  # bump when the way answers are produced changes
@@ -44,6 +48,25 @@ class RunConfig:
     cache_path: Path | None = None
     progress: bool = True
     timeout_s: float = 600.0
+    ready_timeout_s: float = 120.0  # how long to wait for the server to be SERVING
+    tls: bool = False
+    tls_ca: Path | None = None
+    tls_client_cert: Path | None = None
+    tls_client_key: Path | None = None
+    tls_server_name: str | None = None
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of :class:`AsyncAssistantClient` (token and TLS, PEM files read)."""
+        return {
+            "token": self.token,
+            **tls_options(
+                tls=self.tls,
+                ca=self.tls_ca,
+                client_cert=self.tls_client_cert,
+                client_key=self.tls_client_key,
+                server_name=self.tls_server_name,
+            ),
+        }
 
 
 @dataclass
@@ -74,6 +97,7 @@ async def _with_retries(call: Any, retries: int) -> Any:
 
 class Runner:
     def __init__(self, config: RunConfig, passages: Mapping[str, str] | None = None) -> None:
+        self._client_kwargs = config.client_kwargs()  # first: a bad TLS file opens nothing
         self.config = config
         self.passages = dict(passages or {})
         self.cache = AnswerCache(config.cache_path)
@@ -116,11 +140,15 @@ class Runner:
 
     async def _prepare(self, client: AsyncAssistantClient, arms: Sequence[Arm]) -> None:
         try:
-            await client.wait_ready(timeout=120)
+            await client.wait_ready(timeout=self.config.ready_timeout_s)
             info = await client.server_info()
             adapters = {a.name: a for a in await client.list_adapters()}
         except (grpc.RpcError, TimeoutError) as exc:
-            raise EvalRunError(f"cannot reach a ready server at {self.config.target}: {exc}") from exc
+            why = f"{exc.code().name}: {exc.details()}" if isinstance(exc, grpc.aio.AioRpcError) else exc
+            raise EvalRunError(
+                f"cannot reach a ready server at {self.config.target}: {why} "
+                "(check the address, and that TLS and its CA/client certificate match the server's)"
+            ) from exc
         missing = sorted({a.adapter for a in arms if a.adapter and a.adapter not in adapters})
         if missing:
             raise EvalRunError(f"adapters {missing} are not loaded on the server; loaded: {sorted(adapters)}")
@@ -135,6 +163,10 @@ class Runner:
             "embedder": info.embedder,
             "adapters": {n: {"fingerprint": a.fingerprint, **dict(a.metadata)} for n, a in adapters.items()},
         }
+
+    def client(self) -> AsyncAssistantClient:
+        """A client for the configured server, with its token and TLS settings."""
+        return AsyncAssistantClient(self.config.target, **self._client_kwargs)
 
     async def _ask(self, client: AsyncAssistantClient, item: EvalItem, arm: Arm) -> AnswerRecord:
         options = self._request_options(item, arm)
@@ -194,7 +226,7 @@ class Runner:
         jobs = [(item, arm) for item in items for arm in arms]
         limit = asyncio.Semaphore(self.config.concurrency)
         bar = tqdm(total=len(jobs), desc="answers", unit="ans", disable=not self.config.progress)
-        async with AsyncAssistantClient(self.config.target, token=self.config.token) as client:
+        async with self.client() as client:
             await self._prepare(client, arms)
 
             async def one(item: EvalItem, arm: Arm) -> AnswerRecord:
@@ -230,7 +262,7 @@ async def sequential_probe(
     count = min(sample, len(items) * len(arms))
     jobs = [(items[i * len(items) // count], arms[i % len(arms)]) for i in range(count)]
     started = time.perf_counter()
-    async with AsyncAssistantClient(config.target, token=config.token) as client:
+    async with probe.client() as client:
         await probe._prepare(client, arms)
         for item, arm in jobs:
             await probe._ask(client, item, arm)

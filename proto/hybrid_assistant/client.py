@@ -16,12 +16,17 @@ of the target's host (for a target given by IP address, or through a tunnel).
     ca = Path("ca.pem").read_bytes()
     with AssistantClient("assistant.internal:50051", root_certificates=ca) as client: ...
 
+:func:`tls_options` reads those PEM files from paths into the keyword arguments above:
+
+    with AssistantClient(target, **tls_options(ca="ca.pem")) as client: ...
+
 Errors surface as ``grpc.RpcError`` with the server's status code and message.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from typing import Any
@@ -44,7 +49,51 @@ from hybrid_assistant.requests import (
 from hybrid_assistant.v1 import assistant_pb2 as pb
 from hybrid_assistant.v1 import assistant_pb2_grpc as pb_grpc
 
-__all__ = ["AssistantClient", "AsyncAssistantClient", "pb"]
+__all__ = ["AssistantClient", "AsyncAssistantClient", "TlsOptionError", "pb", "tls_options"]
+
+_TLS_FILE_NAMES = {"ca": "ca", "client_cert": "client_cert", "client_key": "client_key"}
+
+
+class TlsOptionError(ValueError):
+    """A TLS file that cannot be read, or a client certificate without its key (or the reverse)."""
+
+
+def tls_options(
+    *,
+    tls: bool = False,
+    ca: str | os.PathLike[str] | None = None,
+    client_cert: str | os.PathLike[str] | None = None,
+    client_key: str | os.PathLike[str] | None = None,
+    server_name: str | None = None,
+    names: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """The TLS keyword arguments of :class:`AssistantClient`/:class:`AsyncAssistantClient`, with the
+    PEM files read from paths: ``ca`` (trusted instead of the system roots; implies TLS),
+    ``client_cert``/``client_key`` (mutual TLS, both or neither).
+
+    Raises :class:`TlsOptionError`, whose message spells each file as ``names`` says (e.g.
+    ``{"ca": "--tls-ca"}`` for a command line; by default the parameter names).
+    """
+    label = {**_TLS_FILE_NAMES, **(names or {})}
+    if (client_cert is None) != (client_key is None):
+        raise TlsOptionError(f"{label['client_cert']} and {label['client_key']} must be given together")
+    return {
+        "tls": tls,
+        "root_certificates": _read_pem(label["ca"], ca),
+        "certificate_chain": _read_pem(label["client_cert"], client_cert),
+        "private_key": _read_pem(label["client_key"], client_key),
+        "tls_server_name": server_name,
+    }
+
+
+def _read_pem(label: str, path: str | os.PathLike[str] | None) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        raise TlsOptionError(f"{label} {os.fspath(path)!r}: {exc.strerror or exc}") from None
 
 
 def _metadata(token: str | None) -> tuple[tuple[str, str], ...]:
@@ -66,6 +115,17 @@ def _channel_args(
     creds = grpc.ssl_channel_credentials(root_certificates, private_key, certificate_chain)
     options = [("grpc.ssl_target_name_override", tls_server_name)] if tls_server_name else []
     return creds, options
+
+
+def _rpc_error_text(exc: grpc.RpcError) -> str:
+    code = exc.code() if hasattr(exc, "code") else None
+    details = exc.details() if hasattr(exc, "details") else str(exc)
+    return f"{code.name}: {details}" if code is not None else str(details)
+
+
+def _not_ready(timeout: float, last: str) -> str:
+    """Why :meth:`wait_ready` gave up: a TLS mismatch shows here as the last UNAVAILABLE's details."""
+    return f"server not SERVING after {timeout} s" + (f" (last: {last})" if last else "")
 
 
 class _Stubs:
@@ -120,15 +180,17 @@ class AssistantClient(_Stubs):
     def wait_ready(self, timeout: float = 120.0, service: str = "") -> None:
         """Poll the health service until SERVING; raises TimeoutError."""
         deadline = time.monotonic() + timeout
+        last = ""
         while True:
             try:
                 reply = self.health.Check(health_pb2.HealthCheckRequest(service=service), timeout=2)
                 if reply.status == health_pb2.HealthCheckResponse.SERVING:
                     return
-            except grpc.RpcError:
-                pass
+                last = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+            except grpc.RpcError as exc:
+                last = _rpc_error_text(exc)
             if time.monotonic() > deadline:
-                raise TimeoutError(f"server not SERVING after {timeout} s")
+                raise TimeoutError(_not_ready(timeout, last))
             time.sleep(0.2)
 
     # answering
@@ -272,15 +334,17 @@ class AsyncAssistantClient(_Stubs):
 
     async def wait_ready(self, timeout: float = 120.0, service: str = "") -> None:
         deadline = time.monotonic() + timeout
+        last = ""
         while True:
             try:
                 reply = await self.health.Check(health_pb2.HealthCheckRequest(service=service), timeout=2)
                 if reply.status == health_pb2.HealthCheckResponse.SERVING:
                     return
-            except grpc.RpcError:
-                pass
+                last = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+            except grpc.RpcError as exc:
+                last = _rpc_error_text(exc)
             if time.monotonic() > deadline:
-                raise TimeoutError(f"server not SERVING after {timeout} s")
+                raise TimeoutError(_not_ready(timeout, last))
             await asyncio.sleep(0.2)
 
     async def generate(

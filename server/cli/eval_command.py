@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from server.cli.options import Target, Token
+from server.cli.options import ClientTls, Target, Tls, TlsCa, TlsClientCert, TlsClientKey, Token
 
 
 def evaluate(
@@ -39,8 +39,15 @@ def evaluate(
         int, typer.Option(help="Answers asked one at a time to measure the batching speed-up (0 = skip).")
     ] = 0,
     resamples: Annotated[int, typer.Option(help="Bootstrap resamples.")] = 2000,
+    ready_timeout: Annotated[
+        float, typer.Option(help="Seconds to wait for the server to be SERVING before giving up.")
+    ] = 120.0,
     target: Target = "localhost:50051",
     token: Token = None,
+    tls: Tls = False,
+    tls_ca: TlsCa = None,
+    tls_client_cert: TlsClientCert = None,
+    tls_client_key: TlsClientKey = None,
 ) -> None:
     """Evaluate arms against a running server; write JSON, Markdown and HTML reports."""
     from eval.analysis import analyse
@@ -67,6 +74,8 @@ def evaluate(
     except (DatasetError, ArmError, OSError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
+    # A missing or unpaired TLS file is a usage error (exit 2), as in the other client commands.
+    ClientTls(tls, tls_ca, tls_client_cert, tls_client_key).client_kwargs()
     passages = load_passages(documents or [])
     config = RunConfig(
         target=target,
@@ -75,6 +84,11 @@ def evaluate(
         concurrency=concurrency,
         score_options=score_options,
         cache_path=(out / "answers-cache.sqlite") if cache else None,
+        ready_timeout_s=ready_timeout,
+        tls=tls,
+        tls_ca=tls_ca,
+        tls_client_cert=tls_client_cert,
+        tls_client_key=tls_client_key,
     )
     runner = Runner(config, passages)
     phases["load_s"] = time.perf_counter() - t0

@@ -13,6 +13,11 @@ from typing import Annotated, Any
 
 import typer
 
+from hybrid_assistant.client import TlsOptionError, tls_options
+
+# How the TLS files are spelled on the command line, for hybrid_assistant.client.tls_options' errors.
+TLS_OPTION_NAMES = {"ca": "--tls-ca", "client_cert": "--tls-client-cert", "client_key": "--tls-client-key"}
+
 Target = Annotated[str, typer.Option("--target", "-t", envvar="HA_TARGET", help="Server address host:port.")]
 Token = Annotated[
     str | None,
@@ -62,21 +67,14 @@ class ClientTls:
 
     def client_kwargs(self) -> dict[str, Any]:
         """Read the PEM files; a missing or unpaired file is a usage error (exit 2)."""
-        if (self.client_cert is None) != (self.client_key is None):
-            raise typer.BadParameter("--tls-client-cert and --tls-client-key must be given together")
-        return {
-            "tls": self.tls,
-            "root_certificates": _read("--tls-ca", self.ca),
-            "certificate_chain": _read("--tls-client-cert", self.client_cert),
-            "private_key": _read("--tls-client-key", self.client_key),
-            "tls_server_name": self.server_name,
-        }
-
-
-def _read(option: str, path: Path | None) -> bytes | None:
-    if path is None:
-        return None
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise typer.BadParameter(f"{option} {str(path)!r}: {exc.strerror or exc}") from None
+        try:
+            return tls_options(
+                tls=self.tls,
+                ca=self.ca,
+                client_cert=self.client_cert,
+                client_key=self.client_key,
+                server_name=self.server_name,
+                names=TLS_OPTION_NAMES,
+            )
+        except TlsOptionError as exc:
+            raise typer.BadParameter(str(exc)) from None
