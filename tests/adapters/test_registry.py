@@ -73,3 +73,26 @@ def test_a_symlink_out_of_the_root_is_refused(
     (root / "evil").symlink_to(outside, target_is_directory=True)
     [entry] = scan_adapters([root], spec, max_rank=64)
     assert not entry.valid and "outside the adapter roots" in entry.problems[0]
+
+
+def test_hostile_adapters_are_listed_as_invalid_with_their_problems(
+    tiny_model_dir: Path, spec: BaseModelSpec, tmp_path: Path
+) -> None:
+    # Issue 10: a float rank slipped past the cap, and metadata was read through a symlink out.
+    root = tmp_path / "root"
+    good = build_adapter(tiny_model_dir, tmp_path / "src", rank=8)
+    shutil.copytree(good, root / "float-rank")
+    config = json.loads((root / "float-rank" / CONFIG_FILE).read_text())
+    (root / "float-rank" / CONFIG_FILE).write_text(json.dumps({**config, "r": 8.0}))
+    shutil.copytree(good, root / "meta-link")
+    secret = tmp_path / "secret.json"
+    secret.write_text(json.dumps({"purpose": "outside"}))
+    (root / "meta-link" / METADATA_FILE).symlink_to(secret)
+
+    by_name = {e.name: e for e in scan_adapters([root], spec, max_rank=64)}
+    assert not by_name["float-rank"].valid
+    assert "r must be a positive integer, got 8.0 (float)" in by_name["float-rank"].problems
+    assert not by_name["meta-link"].valid and len(by_name["meta-link"].problems) == 1
+    assert (
+        f"{METADATA_FILE} is a symlink leading outside the adapter directory" in by_name["meta-link"].problems
+    )
