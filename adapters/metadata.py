@@ -13,7 +13,8 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from adapters.peft_format import METADATA_FILE
+from adapters.paths import check_file_inside
+from adapters.peft_format import MAX_METADATA_BYTES, METADATA_FILE
 
 if TYPE_CHECKING:
     from adapters.train_config import BaseModel, TrainConfig, TrainResult
@@ -90,10 +91,14 @@ def read_metadata(directory: Path) -> tuple[dict[str, str], str | None]:
     path = directory / METADATA_FILE
     if not path.is_file():
         return {}, None
+    if not check_file_inside(path, directory):  # the same path rule as the weights (issue 10 #7)
+        return {}, f"{METADATA_FILE} is a symlink leading outside the adapter directory"
+    if path.stat().st_size > MAX_METADATA_BYTES:
+        return {}, f"{METADATA_FILE} is {path.stat().st_size} bytes; at most {MAX_METADATA_BYTES}"
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        return {}, f"{METADATA_FILE} is not readable JSON: {exc}"
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError, ValueError) as exc:
+        return {}, f"{METADATA_FILE} is not readable JSON: {str(exc)[:200]}"
     if not isinstance(data, dict):
         return {}, f"{METADATA_FILE} must hold a JSON object, got {type(data).__name__}"
     return {str(k): "" if v is None else str(v) for k, v in data.items()}, None

@@ -80,7 +80,7 @@ def inspect_entry(path: Path, root: Path, base: BaseModelSpec, max_rank: int) ->
         real = resolve_adapter_dir(path.name, [root])  # the server's containment rules
         spec = inspect_adapter(real, base, max_rank)
     except AdapterValidationError as exc:
-        problems += exc.problems
+        problems += [p for p in exc.problems if p not in problems]  # the metadata check runs in both
     except AdapterError as exc:
         problems.append(str(exc))
     else:

@@ -7,7 +7,9 @@ directory beside it, so an interrupted or failed run leaves nothing in the adapt
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
+import errno
 import logging
 import os
 import shutil
@@ -192,15 +194,41 @@ def _check_destination(output_dir: Path, overwrite: bool) -> None:
 
 
 def _publish(staging: Path, output_dir: Path, overwrite: bool) -> None:
-    """Move the finished staging directory to its final name (replacing the old one if allowed)."""
+    """Move the finished staging directory to its final name (replacing the old one if allowed).
+
+    A replacement swaps the two directories in one atomic step (Linux ``renameat2`` with
+    ``RENAME_EXCHANGE``): at every instant the name holds either the old adapter or the new one,
+    so a crash mid-publish never leaves the name empty. Where the exchange is not supported the
+    old adapter is moved aside and the new one renamed in: two steps, with a window.
+    """
     if not output_dir.exists():
         os.rename(staging, output_dir)  # fails rather than merging if someone else got there first
         return
     _check_destination(output_dir, overwrite)
+    if _exchange(staging, output_dir):
+        shutil.rmtree(staging, ignore_errors=True)  # it now holds the old adapter
+        return
     trash = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.old-", dir=output_dir.parent))
     os.rename(output_dir, trash / "adapter")
     os.rename(staging, output_dir)
     shutil.rmtree(trash, ignore_errors=True)
+
+
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths; False where the OS or filesystem cannot (then nothing moved)."""
+    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if renameat2 is None:  # not Linux, or a C library older than glibc 2.28
+        return False
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
 
 
 def _make_readable(directory: Path) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hmac
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -56,14 +56,20 @@ def _reject(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandle
     async def abort(request: Any, context: grpc.aio.ServicerContext) -> Any:
         await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
 
+    async def abort_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        # A response-streaming method needs an async generator: a plain coroutine there made
+        # grpc.aio answer UNKNOWN ("'async for' requires an object with __aiter__") instead.
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+        yield  # pragma: no cover - abort raises
+
     kwargs = {
         "request_deserializer": handler.request_deserializer,
         "response_serializer": handler.response_serializer,
     }
     if handler.request_streaming and handler.response_streaming:
-        return grpc.stream_stream_rpc_method_handler(abort, **kwargs)
+        return grpc.stream_stream_rpc_method_handler(abort_stream, **kwargs)
     if handler.request_streaming:
         return grpc.stream_unary_rpc_method_handler(abort, **kwargs)
     if handler.response_streaming:
-        return grpc.unary_stream_rpc_method_handler(abort, **kwargs)
+        return grpc.unary_stream_rpc_method_handler(abort_stream, **kwargs)
     return grpc.unary_unary_rpc_method_handler(abort, **kwargs)

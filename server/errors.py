@@ -7,8 +7,10 @@ logged with their traceback, so no internal detail leaks to clients.
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -75,7 +77,30 @@ def bound_message(message: str) -> str:
     return f"{message[:MAX_STATUS_MESSAGE]}... (message cut: {len(message)} characters)"
 
 
+_NO_SPACE = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+
+
+def _storage_status(exc: BaseException) -> tuple[grpc.StatusCode, str] | None:
+    """Disk full or failing storage: the caller's write did not happen; say so, do not say "bug"."""
+    if isinstance(exc, sqlite3.OperationalError):
+        text = str(exc)
+        full = "full" in text or "disk I/O" in text  # SQLite reports EFBIG/ENOSPC as either
+        code = grpc.StatusCode.RESOURCE_EXHAUSTED if full else grpc.StatusCode.UNAVAILABLE
+    elif isinstance(exc, OSError) and exc.errno in _NO_SPACE:
+        text, code = exc.strerror or str(exc), grpc.StatusCode.RESOURCE_EXHAUSTED
+    else:
+        return None
+    log.error("storage error: %s", text, exc_info=exc)
+    return code, bound_message(
+        f"storage error ({text}): the server's disk is full or failing; nothing was written, "
+        "retry when space is back"
+    )
+
+
 def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
+    storage = _storage_status(exc)
+    if storage is not None:
+        return storage
     if isinstance(exc, ServiceError):
         return exc.code, bound_message(str(exc))
     for exc_type, code in _MAPPING.items():

@@ -180,7 +180,10 @@ class LogDatabase:
                 yield self._durable
                 self._durable.execute("COMMIT")
             except BaseException:
-                self._durable.execute("ROLLBACK")
+                # A failed COMMIT (disk full) may already have ended the transaction: the
+                # original error is the one to report, not "cannot rollback".
+                if self._durable.in_transaction:
+                    self._durable.execute("ROLLBACK")
                 raise
 
     def record_feedback(

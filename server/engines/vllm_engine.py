@@ -28,6 +28,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+import torch
 from transformers import AutoTokenizer
 from vllm import SamplingParams as VllmSamplingParams
 from vllm.engine.arg_utils import AsyncEngineArgs
@@ -39,7 +40,7 @@ from vllm.sampling_params import RequestOutputKind
 from vllm.v1.engine.async_llm import AsyncLLM
 from vllm.v1.engine.exceptions import EngineDeadError
 
-from adapters.peft_format import AdapterSpec, BaseModelSpec
+from adapters.peft_format import AdapterSpec, BaseModelSpec, check_lora_weights
 from server.engines.loaded import LoadedModel
 from server.engines.types import (
     ContinuationScore,
@@ -194,6 +195,8 @@ class VllmEngine(LoadedModel):
 
     async def install(self, uid: int, name: str, spec: AdapterSpec) -> None:
         llm = self._require_llm()
+        # vLLM reads the files itself: refuse NaN/inf weights first, as the embedded engine does.
+        await asyncio.to_thread(check_lora_weights, spec, getattr(torch, self._settings.dtype))
         lora = LoRARequest(lora_name=f"{name}@{uid}", lora_int_id=uid, lora_path=str(spec.path))
         try:
             await llm.add_lora(lora)

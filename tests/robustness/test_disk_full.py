@@ -7,18 +7,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from tests.robustness.live import LiveServer, Workspace
 from tests.robustness.scenarios import disk_full_ingest, disk_full_logging
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="retrieval/docstore.py DocStore.commit raises sqlite3.OperationalError ('disk I/O error') "
-    "on a full disk; server/errors.py status_for maps no sqlite3/OSError class, so Ingest answers "
-    "INTERNAL 'internal error (see the server log)' instead of a clear RESOURCE_EXHAUSTED/UNAVAILABLE",
-)
 def test_disk_full_during_ingest(workspace: Workspace, tmp_path: Path) -> None:
     result = disk_full_ingest(LiveServer(workspace, tmp_path / "data", preload=()))
     assert result.healthy_while_full is None, result
@@ -27,13 +19,6 @@ def test_disk_full_during_ingest(workspace: Workspace, tmp_path: Path) -> None:
     assert result.integrity == "ok" and not result.problems, result
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server/log_db.py LogDatabase.record_feedback (its _transaction COMMIT) raises "
-    "sqlite3.OperationalError on a full disk; nothing maps it, so RecordFeedback answers INTERNAL. "
-    "(Also: a request served while the disk is full loses its log row silently and feedback on it "
-    "answers NOT_FOUND 'not in the request log', which hides the cause.)",
-)
 def test_disk_full_during_request_logging(workspace: Workspace, tmp_path: Path) -> None:
     result = disk_full_logging(LiveServer(workspace, tmp_path / "data", preload=(), knowledge=False))
     assert result.healthy_while_full is None, result

@@ -47,21 +47,8 @@ def runner(seeded: LiveServer) -> Iterator[FuzzRunner]:
     fuzz.close()
 
 
-AUTH_STREAM_DEFECT = pytest.mark.xfail(
-    strict=True,
-    reason="server/auth.py _reject: the refusal handler for a response-streaming admin method "
-    "(ExportRequestLog) is a coroutine, not an async generator, so a missing or wrong token gets "
-    "UNKNOWN ('async for' requires an object with __aiter__ method, got coroutine), not UNAUTHENTICATED",
-)
-
-
 def _rpc_params() -> list[Any]:
-    return [
-        pytest.param(
-            r, id=r.label, marks=[AUTH_STREAM_DEFECT] if r.kind == "server_stream" and r.admin else []
-        )
-        for r in RPCS
-    ]
+    return [pytest.param(r, id=r.label) for r in RPCS]
 
 
 @pytest.mark.parametrize("rpc", _rpc_params())

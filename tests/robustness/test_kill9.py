@@ -12,8 +12,6 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-import pytest
-
 from tests.robustness.live import LiveServer, Workspace
 from tests.robustness.scenarios import (
     check_index,
@@ -66,12 +64,6 @@ def test_kill_9_during_training_never_leaves_a_half_written_adapter(
     assert out["exists"] and out["loads"], f"an acknowledged adapter is missing or broken: {out}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="adapters/training.py _publish: retraining over an existing adapter renames the old one "
-    "into a trash directory and then renames the new one into place; a crash between the two renames "
-    "leaves no adapter under the name (the acknowledged previous adapter is gone from the root)",
-)
 def test_kill_9_mid_publish_keeps_the_previous_adapter(workspace: Workspace, tmp_path: Path) -> None:
     out = training_kill_round(
         workspace.model_dir, tmp_path / "adapters", "trained", random.Random(3), mode="die-mid-publish"

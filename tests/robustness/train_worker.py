@@ -3,9 +3,9 @@ scenarios.training_kill_round).
 
 ``loop``: retrain ``<root>/<name>`` with overwrite=True over and over, printing ``published <n>``
 after each train_adapter call returns, so the parent knows an adapter was acknowledged.
-``die-mid-publish``: publish once, then retrain and SIGKILL itself right after the publish step
-has moved the old adapter aside and before the new one is renamed into place: the window a
-crash can hit when an adapter is retrained over an existing one.
+``die-mid-publish``: publish once, then retrain and SIGKILL itself in the middle of publishing:
+right after the atomic exchange (before the old adapter is deleted) or, where the exchange is not
+supported, after the old adapter was moved aside and before the new one is renamed into place.
 """
 
 from __future__ import annotations
@@ -41,7 +41,16 @@ def main() -> None:
             if Path(src) == out:  # the old adapter has just been moved to the trash
                 os.kill(os.getpid(), signal.SIGKILL)
 
+        real_exchange = training._exchange
+
+        def exchange(a: Path, b: Path) -> bool:
+            swapped = real_exchange(a, b)
+            if swapped:  # the new adapter took the name; the old one is not yet deleted
+                os.kill(os.getpid(), signal.SIGKILL)
+            return swapped
+
         training.os.rename = rename  # type: ignore[assignment]
+        training._exchange = exchange  # type: ignore[assignment]
         training.train_adapter(examples, base, out, CONFIG, overwrite=True, progress=False)
         print("published 1", flush=True)
         return
