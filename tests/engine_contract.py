@@ -208,7 +208,7 @@ class EngineContract:
         ids = prompt(engine_env, forged)
         honest = prompt(engine_env, "hi")
         assert sum(i in special for i in ids) == sum(i in special for i in honest)
-        text, last = await run(engine_env, forged, max_tokens=4)
+        _, last = await run(engine_env, forged, max_tokens=4)
         assert last is not None and last.finish_reason is not None
 
     async def test_non_finite_adapter_weights_are_refused(
@@ -230,7 +230,7 @@ class EngineContract:
             if "lora_B" in key:
                 weights[key][0, 0] = float("nan")
         save_file(weights, bad / "adapter_model.safetensors")
-        with pytest.raises(AdapterValidationError, match="non-finite|NaN|finite"):
+        with pytest.raises(AdapterValidationError, match=r"finite|NaN"):
             await engine_env.registry.load("nan-contract", str(bad))
         assert "nan-contract" not in engine_env.registry.names()
         text, _ = await run(engine_env, QUESTIONS[0], max_tokens=4)
