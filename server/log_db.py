@@ -101,6 +101,14 @@ _INSERT_IF_ABSENT = (
 )
 
 
+def _same_row(conn: sqlite3.Connection, record: LogRecord) -> bool:
+    """True if the stored row for ``record``'s id is ``record`` itself (feedback wrote it first)."""
+    stored = conn.execute(
+        f"SELECT {_COLUMNS} FROM requests WHERE request_id = ?", (record.request_id,)
+    ).fetchone()
+    return stored is not None and tuple(stored) == record.row()
+
+
 def connect(path: Path, synchronous: str) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA journal_mode=WAL")
@@ -145,11 +153,14 @@ class LogDatabase:
         try:
             ignored = []
             for record in records:
-                if conn.execute(_INSERT_IF_ABSENT, record.row()).rowcount == 0:
-                    ignored.append(record.request_id)
+                if conn.execute(_INSERT_IF_ABSENT, record.row()).rowcount == 0 and not _same_row(
+                    conn, record
+                ):
+                    ignored.append(record.request_id)  # the same row, stored by feedback, is no duplicate
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:  # a failed COMMIT (disk full) may have ended it already
+                conn.execute("ROLLBACK")
             raise
         return ignored
 

@@ -91,6 +91,7 @@ def test_pending_rows_are_visible_until_committed(db: LogDatabase) -> None:
     log.start()
     log.close()
     assert count(db) == 1 and count(db, "feedback") == 1
+    assert log.duplicates == 0  # the writer meeting the row feedback stored is not a reused id
 
 
 def test_feedback_is_idempotent_and_refuses_a_different_value(db: LogDatabase) -> None:
