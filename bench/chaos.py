@@ -101,7 +101,9 @@ def run_churn(ws: Any, work: Path, seconds: float, streams: int) -> dict[str, An
     from tests.robustness.live import LiveServer
     from tests.robustness.scenarios import churn
 
-    server = LiveServer(ws, work / "churn-data", preload=(), env={"HA_MAX_RESIDENT_ADAPTERS": "3"}).start()
+    # The default max_resident_adapters (8) holds the 4 hot adapters and the replaced versions
+    # still in flight; 5 cold names loaded in turn push past it, so every load evicts (LRU).
+    server = LiveServer(ws, work / "churn-data", preload=()).start()
     bar = tqdm(total=int(seconds), desc="churn", unit="s")
 
     def tick(now: float) -> None:
@@ -109,7 +111,9 @@ def run_churn(ws: Any, work: Path, seconds: float, streams: int) -> dict[str, An
         bar.refresh()
 
     try:
-        result = churn(server, duration_s=seconds, streams=streams, replace_every_s=0.5, on_tick=tick)
+        result = churn(
+            server, duration_s=seconds, streams=streams, replace_every_s=0.5, cold_adapters=5, on_tick=tick
+        )
     finally:
         bar.close()
         server.stop()

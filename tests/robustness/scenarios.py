@@ -214,20 +214,29 @@ def churn(
     replace_every_s: float = 0.5,
     max_tokens: int = 24,
     seed: int = 0,
+    cold_adapters: int = 0,
     on_tick: Callable[[float], None] | None = None,
 ) -> ChurnResult:
     """Streams on the base model and every adapter while an admin task replaces one adapter every
-    ``replace_every_s`` and now and then unloads one and loads it back. The server should run with
-    max_resident_adapters below len(ADAPTERS), so loads evict (LRU) and requests reload."""
+    ``replace_every_s`` and now and then unloads one and loads it back.
+
+    LRU eviction: with ``cold_adapters``, the admin task also loads one of that many extra names
+    each tick (rarely asked for: one stream turn in 8), so that with more names than
+    max_resident_adapters every load evicts the least recently used idle adapter, and the rare
+    request for an evicted one reloads it. Without them, run the server with
+    max_resident_adapters below len(ADAPTERS) to make loads evict hot adapters instead."""
     result = ChurnResult()
     rng = random.Random(seed)
     metadata = server.metadata()
     names = list(ADAPTERS)
+    cold = [f"cold{i}" for i in range(cold_adapters)]
 
     async def stream_worker(stub: pb_grpc.AssistantStub, index: int, stop: asyncio.Event) -> None:
         turn = 0
         while not stop.is_set():
             adapter = None if (index + turn) % (len(names) + 1) == 0 else names[(index + turn) % len(names)]
+            if cold and turn % 8 == 7:
+                adapter = cold[(index + turn) % len(cold)]
             turn += 1
             request = pb.GenerateRequest(
                 messages=_user(f"Tell me story {index}-{turn}."),
@@ -271,6 +280,14 @@ def churn(
                         timeout=60,
                     )
                     result.replaces += 1
+                if cold:  # one more resident name: past the cap, the LRU idle adapter is evicted
+                    await stub.LoadAdapter(
+                        pb.LoadAdapterRequest(
+                            name=cold[tick % len(cold)], path=names[rng.randrange(len(names))], replace=True
+                        ),
+                        metadata=metadata,
+                        timeout=60,
+                    )
                 result.admin_codes["OK"] += 1
                 listed = await stub.ListAdapters(pb.ListAdaptersRequest(), timeout=30)
                 result.evictions_seen += sum(1 for a in listed.adapters if not a.resident)

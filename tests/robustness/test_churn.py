@@ -16,6 +16,22 @@ from tests.robustness.scenarios import AT_CAP, CHURN_ALLOWED, churn
 DURATION_S = 20
 
 
+def test_churn_with_lru_eviction_of_idle_adapters(workspace: Workspace, tmp_path: Path) -> None:
+    """The bench's setting: 4 hot adapters and 5 cold names over the default 8 resident slots."""
+    server = LiveServer(workspace, tmp_path / "data", preload=())
+    server.start()
+    try:
+        result = churn(server, duration_s=DURATION_S, streams=4, replace_every_s=0.5, cold_adapters=5)
+    finally:
+        server.stop()
+    summary = result.summary(warmup_s=5)
+    assert not result.crashed, f"server exited ({result.exit_code}): {summary}"
+    assert set(result.stream_codes) <= CHURN_ALLOWED | {AT_CAP}, summary
+    assert set(result.admin_codes) <= CHURN_ALLOWED | {AT_CAP}, summary
+    assert not result.unexpected, summary
+    assert result.stream_codes["OK"] > 0 and result.evictions_seen > 0, summary
+
+
 def test_churn_under_streaming_traffic(workspace: Workspace, tmp_path: Path) -> None:
     server = LiveServer(workspace, tmp_path / "data", preload=(), env={"HA_MAX_RESIDENT_ADAPTERS": "3"})
     server.start()
