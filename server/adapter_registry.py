@@ -11,7 +11,10 @@ in and takes them out. Semantics (documented in the README):
   requests get ``NOT_FOUND``), the weights are freed when the last request finishes.
 * At most ``max_resident`` adapters are in memory. Loading past it evicts the least recently
   used unpinned adapter with no request in flight; an evicted adapter stays registered and is
-  reloaded from disk by the next request that names it.
+  reloaded from disk by the next request that names it. When every resident adapter is in
+  flight, the load waits up to ``slot_wait_s`` for one to go idle (requests take a moment, so a
+  burst over more adapters than slots queues briefly instead of failing); if all are pinned, or
+  the wait runs out, it is RESOURCE_EXHAUSTED.
 
 Everything runs on the event loop; a per-name lock serialises load, unload and reload.
 """
@@ -19,6 +22,7 @@ Everything runs on the event loop; a per-name lock serialises load, unload and r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -96,12 +100,15 @@ class AdapterRegistry:
         *,
         max_resident: int,
         max_rank: int,
+        slot_wait_s: float = 5.0,
     ) -> None:
         self._backend = backend
         self._base = base
         self._roots = list(roots)
         self._max_resident = max_resident
         self._max_rank = max_rank
+        self._slot_wait_s = slot_wait_s
+        self._idle = asyncio.Condition()  # notified when a resident version's last request ends
         self._entries: dict[str, _Entry] = {}
         self._retired: list[_Version] = []  # replaced or unloaded, still in use
         self._locks: dict[str, asyncio.Lock] = {}
@@ -183,9 +190,12 @@ class AdapterRegistry:
             yield AdapterLease(uid=version.uid, name=name)
         finally:
             version.in_flight -= 1
-            if version.retired and version.in_flight == 0:
-                self._retired.remove(version)
-                await self._backend.uninstall(version.uid)
+            if version.in_flight == 0:
+                if version.retired:
+                    self._retired.remove(version)
+                    await self._backend.uninstall(version.uid)
+                async with self._idle:
+                    self._idle.notify_all()
 
     # ------------------------------------------------------------------ internals
 
@@ -204,16 +214,21 @@ class AdapterRegistry:
         return _Version(uid=uid, spec=spec, load_ms=(time.perf_counter() - started) * 1000)
 
     async def _make_room(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._slot_wait_s
         while self._resident() >= self._max_resident:
-            candidates = [
-                e
-                for e in self._entries.values()
-                if e.current is not None and not e.pinned and e.current.in_flight == 0
-            ]
+            unpinned = [e for e in self._entries.values() if e.current is not None and not e.pinned]
+            candidates = [e for e in unpinned if e.current is not None and e.current.in_flight == 0]
             if not candidates:
+                remaining = deadline - loop.time()
+                if remaining > 0 and (unpinned or self._retired):  # something will go idle
+                    async with self._idle:
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(self._idle.wait(), remaining)
+                    continue
                 raise ResourceExhausted(
                     f"all {self._resident()} resident adapters are pinned or in use "
-                    f"(max_resident_adapters={self._max_resident})"
+                    f"(max_resident_adapters={self._max_resident}, waited up to {self._slot_wait_s:g} s)"
                 )
             victim = min(candidates, key=lambda e: e.last_used)
             assert victim.current is not None

@@ -58,6 +58,7 @@ class App:
             settings.resolved_adapter_roots,
             max_resident=settings.max_resident_adapters,
             max_rank=settings.max_lora_rank,
+            slot_wait_s=settings.adapter_slot_wait_s,
         )
         self.knowledge = KnowledgeService(settings) if settings.knowledge else None
         self.log_db = LogDatabase(settings.request_log_path)

@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     """Most requests waiting for a batch slot; beyond it, RESOURCE_EXHAUSTED."""
     max_resident_adapters: int = Field(8, ge=1)
     """Most adapters held in memory; the least recently used unpinned one is evicted past it."""
+    adapter_slot_wait_s: float = Field(5.0, ge=0, le=600)
+    """When every resident adapter is in flight, how long a load (or a request reloading an
+    evicted adapter) waits for one to go idle before RESOURCE_EXHAUSTED."""
     max_lora_rank: int = Field(64, ge=1)
     """Adapters of higher rank are refused."""
     max_prompt_tokens: int = Field(1536, ge=1)

@@ -93,6 +93,30 @@ def test_lru_eviction_and_reload_on_demand(server: ServerThread, tiny_adapters: 
         assert {a.name: a.resident for a in client.list_adapters()}["a1"]
 
 
+def test_a_load_at_the_cap_waits_for_an_adapter_to_go_idle(server: ServerThread) -> None:
+    """Both resident adapters are in flight: the third load waits for one to finish, not fails.
+    (The chaos churn saw RESOURCE_EXHAUSTED here whenever every slot was briefly busy.)"""
+    with AssistantClient(server.target, token=TOKEN, timeout=60) as client:
+        client.load_adapter("w1", "alpha")
+        client.load_adapter("w2", "beta")
+        streams = [client.stream(Q, adapter=name, max_tokens=120) for name in ("w1", "w2")]
+        for stream in streams:
+            next(iter(stream))  # both now in flight
+        finished = threading.Event()
+
+        def drain() -> None:
+            for stream in streams:
+                list(stream)
+            finished.set()
+
+        drainer = threading.Thread(target=drain)
+        drainer.start()
+        reply = client.load_adapter("w3", "alpha")  # waits for w1 or w2 to go idle, then evicts it
+        drainer.join(60)
+        assert reply.adapter.name == "w3" and finished.is_set()
+        assert sum(a.resident for a in client.list_adapters()) == 2
+
+
 def test_pinned_adapters_are_not_evicted(server: ServerThread) -> None:
     with AssistantClient(server.target, token=TOKEN) as client:
         client.load_adapter("p1", "alpha", pin=True)
