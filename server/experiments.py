@@ -40,7 +40,13 @@ from typing import TYPE_CHECKING, Any
 
 from server.assistant import RetrievalInput
 from server.errors import FailedPrecondition, InvalidArgument
-from server.validation import MAX_METADATA_FILTER_KEYS, MAX_METADATA_KEY_CHARS, MAX_METADATA_VALUE_CHARS
+from server.validation import (
+    MAX_ECHO_CHARS,
+    MAX_LISTED_PROBLEMS,
+    MAX_METADATA_FILTER_KEYS,
+    MAX_METADATA_KEY_CHARS,
+    MAX_METADATA_VALUE_CHARS,
+)
 
 if TYPE_CHECKING:
     from server.experiment_settings import ExperimentConfig
@@ -55,8 +61,8 @@ MAX_ADAPTER_NAME = 64  # as adapters.paths allows
 MAX_FILTER_KEYS = MAX_METADATA_FILTER_KEYS
 MAX_FILTER_KEY_LENGTH = MAX_METADATA_KEY_CHARS
 MAX_FILTER_VALUE_LENGTH = MAX_METADATA_VALUE_CHARS
-MAX_PROBLEMS = 20  # problems listed in one error (the rest are counted)
-MAX_ECHO = 200  # characters of a bad value quoted back
+MAX_PROBLEMS = MAX_LISTED_PROBLEMS  # problems listed in one error (the rest are counted)
+MAX_ECHO = MAX_ECHO_CHARS  # characters of a bad value quoted back
 _SEARCH_MODES = ("", "dense", "lexical", "hybrid")
 
 

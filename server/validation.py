@@ -7,6 +7,8 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from adapters.errors import MAX_ECHO_CHARS, MAX_LISTED_PROBLEMS
+from retrieval.search import MAX_FILTER_KEY_LENGTH, MAX_FILTER_KEYS, MAX_FILTER_VALUE_LENGTH
 from server.errors import InvalidArgument
 
 ROLES = ("system", "user", "assistant")
@@ -14,10 +16,10 @@ MAX_STOP_STRINGS = 8
 MAX_STOP_LENGTH = 128
 MAX_REQUEST_ID_LENGTH = 128
 # metadata_filter (Retrieve, Generate/Score retrieval): each key is one SQL term; SQLite refuses
-# more than 500 in one query. Same bounds as retrieval.search (a test checks they agree).
-MAX_METADATA_FILTER_KEYS = 32
-MAX_METADATA_KEY_CHARS = 256
-MAX_METADATA_VALUE_CHARS = 1024
+# more than 500 in one query. The bounds are retrieval.search's, checked here first for a clear status.
+MAX_METADATA_FILTER_KEYS = MAX_FILTER_KEYS
+MAX_METADATA_KEY_CHARS = MAX_FILTER_KEY_LENGTH
+MAX_METADATA_VALUE_CHARS = MAX_FILTER_VALUE_LENGTH
 MAX_QUERY_CHARS = 16_384  # Retrieve's query
 MAX_DELETE_IDS = 10_000  # document ids per DeleteDocuments call
 MAX_DOCUMENT_ID_CHARS = 1024  # as retrieval.ingest.MAX_ID_LENGTH
@@ -29,10 +31,9 @@ MAX_CONTINUATION_CHARS = 16_384
 # Sampling below this temperature is greedy (as vLLM does): logits / T overflows float32 long
 # before T reaches 0 (1e-38 made every probability NaN), and such a T already picks the argmax.
 GREEDY_BELOW_TEMPERATURE = 1e-5
-# Bad values are echoed in error messages, cut to this many characters, and at most this many
-# problems are listed: a status message past ~16 KB reaches the client as RESOURCE_EXHAUSTED.
-MAX_ECHO_CHARS = 200
-MAX_LISTED_PROBLEMS = 20
+# Bad values are echoed in error messages cut to MAX_ECHO_CHARS, and at most MAX_LISTED_PROBLEMS
+# problems are listed (the same bounds as adapter validation): a status message past ~16 KB reaches
+# the client as RESOURCE_EXHAUSTED.
 
 
 class Problem(enum.Enum):

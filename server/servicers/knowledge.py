@@ -14,7 +14,6 @@ import time
 from collections.abc import AsyncIterator
 
 import grpc
-from google.protobuf.message import DecodeError
 
 from hybrid_assistant.v1 import assistant_pb2 as pb
 from hybrid_assistant.v1 import assistant_pb2_grpc as pb_grpc
@@ -63,7 +62,7 @@ class KnowledgeServicer(pb_grpc.KnowledgeServicer):
         total = IngestSummary()
         error_count = 0
         batch: list[Document] = []
-        async for request in _decoded(request_iterator):
+        async for request in request_iterator:  # undecodable messages: server.decode_guard
             d = request.document
             batch.append(Document(id=d.id, text=d.text, metadata=dict(d.metadata), source=d.source))
             if len(batch) >= INGEST_BATCH:
@@ -137,22 +136,3 @@ class KnowledgeServicer(pb_grpc.KnowledgeServicer):
             passages=[convert.passage_to_pb(to_passage(h)) for h in hits],
             took_ms=(time.perf_counter() - started) * 1000,
         )
-
-
-async def _decoded(requests: AsyncIterator[pb.IngestRequest]) -> AsyncIterator[pb.IngestRequest]:
-    """The stream's messages; one that cannot be decoded is INVALID_ARGUMENT (not INTERNAL)."""
-    iterator = aiter(requests)
-    number = 0
-    while True:
-        try:
-            request = await anext(iterator)
-        except StopAsyncIteration:
-            return
-        except DecodeError:
-            raise InvalidArgument(
-                f"Ingest message {number} is not a valid IngestRequest (not protobuf, or a string "
-                "field that is not UTF-8); the documents before it in completed batches of "
-                f"{INGEST_BATCH} were committed"
-            ) from None
-        number += 1
-        yield request
