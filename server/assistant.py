@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Protocol
 from server import metrics
 from server.engines.types import FinishReason, GenerationRequest, SamplingParams
 from server.errors import FailedPrecondition, InvalidArgument, Unavailable
-from server.prompt import BuiltPrompt, ContextPassage, build_prompt
+from server.prompt import BuiltPrompt, ContextPassage, build_prompt, encode_batch
 from server.validation import (
     Problems,
     SamplingInput,
@@ -275,10 +275,9 @@ class AssistantCore:
         problems.raise_if_any()
         prompt, _ = await self._prompt(inp.messages, inp.retrieval)
         tokenizer = self.engine.tokenizer
-        encoded = await asyncio.to_thread(
-            tokenizer, list(inp.continuations), add_special_tokens=False, split_special_tokens=True
+        continuation_ids = await asyncio.to_thread(
+            encode_batch, tokenizer, list(inp.continuations), content=True
         )
-        continuation_ids = [list(ids) for ids in encoded["input_ids"]]
         longest = len(prompt.ids) + max(len(c) for c in continuation_ids)
         if longest > self.engine.model_info.max_context_tokens:
             raise InvalidArgument(

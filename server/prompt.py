@@ -8,6 +8,7 @@ own is an INVALID_ARGUMENT).
 
 from __future__ import annotations
 
+import threading
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -42,13 +43,25 @@ class BuiltPrompt:
     context_tokens: int
 
 
+# transformers applies split_special_tokens by setting a flag on the shared Rust tokenizer for
+# the call: two threads encoding at once (one content, one template) could see each other's
+# setting and tokenise "<|im_start|>" as text. Every encode goes through this lock.
+_ENCODE_LOCK = threading.Lock()
+
+
+def encode_batch(tokenizer: PreTrainedTokenizerBase, texts: list[str], *, content: bool) -> list[list[int]]:
+    """Token ids of each text; ``content`` splits special tokens (user and retrieved text)."""
+    with _ENCODE_LOCK:
+        ids = tokenizer(texts, add_special_tokens=False, split_special_tokens=content)["input_ids"]
+    return [list(i) for i in ids]
+
+
 def _encode(tokenizer: PreTrainedTokenizerBase, text: str, *, content: bool) -> list[int]:
     if not text:
         return []
     # Content is tokenised with special tokens split: "<|im_end|>" typed by a user (or found in a
     # retrieved passage) stays text and can never close a turn or forge a system message.
-    ids = tokenizer(text, add_special_tokens=False, split_special_tokens=content)["input_ids"]
-    return list(ids)
+    return encode_batch(tokenizer, [text], content=content)[0]
 
 
 def render_chat(tokenizer: PreTrainedTokenizerBase, messages: Sequence[Mapping[str, str]]) -> list[int]:
@@ -152,9 +165,7 @@ def build_prompt(
         return render_chat(tokenizer, _with_context(messages, kept)) if kept else bare
 
     lines = ["\n" + _line(p) for p in numbered]
-    costs = [
-        len(ids) for ids in tokenizer(lines, add_special_tokens=False, split_special_tokens=True)["input_ids"]
-    ]
+    costs = [len(ids) for ids in encode_batch(tokenizer, lines, content=True)]
     header = len(render(numbered[:1])) - costs[0]  # the prompt with an instruction and no passage
     fits, total = 0, header
     for cost in costs:

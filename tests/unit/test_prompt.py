@@ -104,3 +104,16 @@ def test_trimmed_prompt_fits_and_keeps_rank_order(tokenizer, limit: int) -> None
     # Every kept passage but the last is whole; the last may be shortened.
     for kept, original in zip(built.passages[:-1], whole, strict=False):
         assert kept.text == original.text
+
+
+def test_concurrent_rendering_never_mixes_up_special_tokens(tokenizer) -> None:
+    """transformers applies split_special_tokens as a flag on the shared tokenizer: without the
+    encode lock, a thread rendering a template could see another's flag and split "<|im_start|>"
+    (the batch-invariance tests then failed now and then, with prompts built off the event loop)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    messages = [{"role": "user", "content": "What colour is the fox? " * 4}]
+    expected = render_chat(tokenizer, messages)
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda _: render_chat(tokenizer, messages), range(400)))
+    assert all(r == expected for r in results)
