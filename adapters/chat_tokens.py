@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from adapters.data import ChatExample
+from hybrid_assistant.adapters.data import ChatExample
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase

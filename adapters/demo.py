@@ -43,12 +43,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from adapters.data import ChatExample, chat, file_sha256, load_examples, write_examples
-from adapters.errors import AdapterValidationError
-from adapters.metadata import read_metadata
-from adapters.peft_format import BaseModelSpec, inspect_adapter
-from adapters.train_config import BaseModel, TrainConfig, TrainResult
-from adapters.training import train_adapter
+from hybrid_assistant.adapters.data import ChatExample, chat, file_sha256, load_examples, write_examples
+from hybrid_assistant.adapters.errors import AdapterValidationError
+from hybrid_assistant.adapters.metadata import read_metadata
+from hybrid_assistant.adapters.peft_format import BaseModelSpec, inspect_adapter
+from hybrid_assistant.adapters.train_config import BaseModel, TrainConfig, TrainResult
+from hybrid_assistant.adapters.training import train_adapter
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from adapters.chat_tokens import IGNORE, Batch, EncodedExample, batch_order, collate
-from adapters.train_config import EpochStats, StepInfo, TrainConfig
+from hybrid_assistant.adapters.chat_tokens import IGNORE, Batch, EncodedExample, batch_order, collate
+from hybrid_assistant.adapters.train_config import EpochStats, StepInfo, TrainConfig
 
 log = logging.getLogger(__name__)
 

@@ -13,11 +13,11 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from adapters.paths import check_file_inside
-from adapters.peft_format import MAX_METADATA_BYTES, METADATA_FILE
+from hybrid_assistant.adapters.paths import check_file_inside
+from hybrid_assistant.adapters.peft_format import MAX_METADATA_BYTES, METADATA_FILE
 
 if TYPE_CHECKING:
-    from adapters.train_config import BaseModel, TrainConfig, TrainResult
+    from hybrid_assistant.adapters.train_config import BaseModel, TrainConfig, TrainResult
 
 FORMAT = "1"
 

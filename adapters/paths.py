@@ -13,7 +13,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from adapters.errors import AdapterNotFoundError, UnsafeAdapterPathError, show
+from hybrid_assistant.adapters.errors import AdapterNotFoundError, UnsafeAdapterPathError, show
 
 # Names travel in logs, metrics labels and file names: keep them boring.
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")

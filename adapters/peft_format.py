@@ -36,8 +36,8 @@ import regex
 import torch
 from safetensors import SafetensorError, safe_open
 
-from adapters.errors import AdapterError, AdapterValidationError, show
-from adapters.paths import check_file_inside
+from hybrid_assistant.adapters.errors import AdapterError, AdapterValidationError, show
+from hybrid_assistant.adapters.paths import check_file_inside
 
 log = logging.getLogger(__name__)
 

@@ -13,10 +13,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from adapters.errors import AdapterError, AdapterValidationError
-from adapters.metadata import read_metadata
-from adapters.paths import resolve_adapter_dir
-from adapters.peft_format import (
+from hybrid_assistant.adapters.errors import AdapterError, AdapterValidationError
+from hybrid_assistant.adapters.metadata import read_metadata
+from hybrid_assistant.adapters.paths import resolve_adapter_dir
+from hybrid_assistant.adapters.peft_format import (
     CONFIG_FILE,
     METADATA_FILE,
     PICKLE_WEIGHTS_FILE,

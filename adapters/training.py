@@ -21,12 +21,12 @@ from typing import Any
 
 import torch
 
-from adapters.chat_tokens import encode_all
-from adapters.data import ChatExample, examples_sha256, split_examples, take_subset
-from adapters.loop import LossComputer, StepCallback, fit
-from adapters.metadata import build_metadata, write_metadata
-from adapters.peft_format import BaseModelSpec, inspect_adapter
-from adapters.train_config import BaseModel, TrainConfig, TrainResult
+from hybrid_assistant.adapters.chat_tokens import encode_all
+from hybrid_assistant.adapters.data import ChatExample, examples_sha256, split_examples, take_subset
+from hybrid_assistant.adapters.loop import LossComputer, StepCallback, fit
+from hybrid_assistant.adapters.metadata import build_metadata, write_metadata
+from hybrid_assistant.adapters.peft_format import BaseModelSpec, inspect_adapter
+from hybrid_assistant.adapters.train_config import BaseModel, TrainConfig, TrainResult
 
 log = logging.getLogger(__name__)
 

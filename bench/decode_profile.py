@@ -53,9 +53,9 @@ def main() -> None:
     args = parser.parse_args()
 
     from bench.serve import make_adapters, model_flops_per_token
-    from server.config import load_settings
-    from server.engines.model_runner import ModelRunner
-    from server.model_store import resolve_model
+    from hybrid_assistant.server.config import load_settings
+    from hybrid_assistant.server.engines.model_runner import ModelRunner
+    from hybrid_assistant.server.model_store import resolve_model
 
     settings = load_settings(None)
     model_dir = resolve_model(None, None, settings.models_dir).path
@@ -69,7 +69,7 @@ def main() -> None:
     )
     uids = [0] * args.rows
     if args.adapters:
-        from adapters.peft_format import inspect_adapter, load_lora_weights
+        from hybrid_assistant.adapters.peft_format import inspect_adapter, load_lora_weights
 
         with tempfile.TemporaryDirectory() as tmp:
             targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]

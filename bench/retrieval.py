@@ -44,14 +44,14 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from retrieval import (  # noqa: E402
+from hybrid_assistant.retrieval import (  # noqa: E402
     Document,
     KnowledgeBase,
     RetrievalSettings,
     SentenceTransformerEmbedder,
     load_documents,
 )
-from retrieval.vector_index import VectorIndex  # noqa: E402
+from hybrid_assistant.retrieval.vector_index import VectorIndex  # noqa: E402
 
 DIM = 384
 PROFILE_SAMPLE = 1000

@@ -32,7 +32,7 @@ from bench.harness import (
     table,
     write_results,
 )
-from server.process import ServerProcess, free_port
+from hybrid_assistant.server.process import ServerProcess, free_port
 
 PROMPTS = [
     "Write a long story about a lighthouse keeper.",
@@ -220,8 +220,8 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="results name (default serve or serve-<engine>)")
     args = parser.parse_args()
 
-    from server.config import load_settings
-    from server.model_store import resolve_model
+    from hybrid_assistant.server.config import load_settings
+    from hybrid_assistant.server.model_store import resolve_model
 
     model_dir = args.model_path or resolve_model(None, None, load_settings().models_dir).path
     concurrency = [1, 4] if args.quick else [1, 4, 16, 32]

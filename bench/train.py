@@ -46,11 +46,11 @@ def _setup(name: str, quick: bool, data_dir: Path | None) -> tuple[Any, Any, lis
     """(base model, config, train examples, validation examples) exactly as train-demo uses them."""
     import dataclasses
 
-    from adapters.data import load_examples, split_examples
-    from adapters.demo import SPECS, build_demo_data
-    from adapters.train_config import BaseModel
-    from server.config import load_settings
-    from server.model_store import model_fingerprint, resolve_model
+    from hybrid_assistant.adapters.data import load_examples, split_examples
+    from hybrid_assistant.adapters.demo import SPECS, build_demo_data
+    from hybrid_assistant.adapters.train_config import BaseModel
+    from hybrid_assistant.server.config import load_settings
+    from hybrid_assistant.server.model_store import model_fingerprint, resolve_model
 
     settings = load_settings(None, data_dir=data_dir)
     resolved = resolve_model(settings.model_path, settings.model_name, settings.models_dir)
@@ -68,7 +68,7 @@ def _setup(name: str, quick: bool, data_dir: Path | None) -> tuple[Any, Any, lis
 
 
 def run_ours(name: str, quick: bool, data_dir: Path | None, out: Path) -> dict[str, Any]:
-    from adapters.training import train_adapter
+    from hybrid_assistant.adapters.training import train_adapter
 
     base, config, train, val = _setup(name, quick, data_dir)
     result = train_adapter(train, base, out / name, config, val_examples=val, progress=False)
@@ -89,9 +89,9 @@ def run_trainer(name: str, quick: bool, data_dir: Path | None, out: Path) -> dic
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainerCallback, TrainingArguments
 
-    from adapters.chat_tokens import collate, encode_all
-    from adapters.loop import LossComputer, mean_loss
-    from adapters.training import lora_config
+    from hybrid_assistant.adapters.chat_tokens import collate, encode_all
+    from hybrid_assistant.adapters.loop import LossComputer, mean_loss
+    from hybrid_assistant.adapters.training import lora_config
 
     base, config, train, val = _setup(name, quick, data_dir)
     tokenizer = AutoTokenizer.from_pretrained(base.path)

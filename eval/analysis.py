@@ -29,14 +29,26 @@ from typing import Any
 
 import numpy as np
 
-from eval.arms import Arm, FactorialSet, factorial_sets, parse_arm
-from eval.dataset import EvalItem, StyleSpec
-from eval.metrics.knowledge import extract_answer, is_correct
-from eval.metrics.registry import EFFECT_METRICS, METRICS, PRIMARY_KNOWLEDGE, PRIMARY_STYLE, score_record
-from eval.metrics.retrieval import four_way_split
-from eval.metrics.style import TextEmbedder, style_similarity
-from eval.records import AnswerRecord
-from eval.stats import ClusterBootstrap, Effect, Estimate, factorial_effects, paired_difference
+from hybrid_assistant.eval.arms import Arm, FactorialSet, factorial_sets, parse_arm
+from hybrid_assistant.eval.dataset import EvalItem, StyleSpec
+from hybrid_assistant.eval.metrics.knowledge import extract_answer, is_correct
+from hybrid_assistant.eval.metrics.registry import (
+    EFFECT_METRICS,
+    METRICS,
+    PRIMARY_KNOWLEDGE,
+    PRIMARY_STYLE,
+    score_record,
+)
+from hybrid_assistant.eval.metrics.retrieval import four_way_split
+from hybrid_assistant.eval.metrics.style import TextEmbedder, style_similarity
+from hybrid_assistant.eval.records import AnswerRecord
+from hybrid_assistant.eval.stats import (
+    ClusterBootstrap,
+    Effect,
+    Estimate,
+    factorial_effects,
+    paired_difference,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from eval.records import AnswerRecord
+from hybrid_assistant.eval.records import AnswerRecord
 
 
 def cache_key(parts: dict[str, Any]) -> str:

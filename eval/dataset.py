@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from eval.metrics.schema import schema_problems
+from hybrid_assistant.eval.metrics.schema import schema_problems
 
 _ROLES = ("system", "user", "assistant")
 _ITEM_KEYS = frozenset(
@@ -215,7 +215,7 @@ def _parse_messages(value: Any, problems: list[str]) -> tuple[Message, ...] | No
 
 
 def _match_option(options: tuple[str, ...], answers: tuple[str, ...]) -> list[int]:
-    from eval.metrics.knowledge import normalize_answer
+    from hybrid_assistant.eval.metrics.knowledge import normalize_answer
 
     wanted = {normalize_answer(a) for a in answers}
     return [i for i, o in enumerate(options) if normalize_answer(o) in wanted]

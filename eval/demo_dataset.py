@@ -17,7 +17,7 @@ Multiple-choice options are shuffled per item with a seed derived from the item 
 file lists the right answer first) and ``answer_index`` records where it went. Nothing here
 depends on any model output: the file is fixed before an evaluation runs.
 
-Run ``python -m eval.demo_dataset`` to (re)write the file.
+Run ``python -m hybrid_assistant.eval.demo_dataset`` to (re)write the file.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from retrieval.loaders import DocumentLoader
+from hybrid_assistant.retrieval.loaders import DocumentLoader
 
 
 def load_passages(paths: Iterable[str | Path]) -> dict[str, str]:

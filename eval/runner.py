@@ -23,11 +23,11 @@ from typing import Any
 import grpc
 from tqdm import tqdm
 
-from eval.arms import Arm
-from eval.cache import AnswerCache, cache_key
-from eval.dataset import EvalItem
-from eval.records import AnswerRecord
 from hybrid_assistant.client import AsyncAssistantClient, tls_options
+from hybrid_assistant.eval.arms import Arm
+from hybrid_assistant.eval.cache import AnswerCache, cache_key
+from hybrid_assistant.eval.dataset import EvalItem
+from hybrid_assistant.eval.records import AnswerRecord
 from hybrid_assistant.v1 import assistant_pb2 as pb
 
 RUNNER_VERSION = 1  # bump when the way answers are produced changes

@@ -11,9 +11,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from eval.dataset import StyleSpec
-from eval.metrics.style import format_valid
-from eval.records import AnswerRecord
+from hybrid_assistant.eval.dataset import StyleSpec
+from hybrid_assistant.eval.metrics.style import format_valid
+from hybrid_assistant.eval.records import AnswerRecord
 
 
 @dataclass(frozen=True)

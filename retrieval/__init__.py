@@ -6,8 +6,8 @@ imports ``server``.
 
 from __future__ import annotations
 
-from retrieval.embedder import Embedder, HashingEmbedder, SentenceTransformerEmbedder
-from retrieval.errors import (
+from hybrid_assistant.retrieval.embedder import Embedder, HashingEmbedder, SentenceTransformerEmbedder
+from hybrid_assistant.retrieval.errors import (
     CorruptIndexError,
     EmbedderError,
     EmptyIndexError,
@@ -16,10 +16,10 @@ from retrieval.errors import (
     InvalidQueryError,
     RetrievalError,
 )
-from retrieval.knowledge_base import KnowledgeBase
-from retrieval.loaders import DocumentLoader, LoadProblem, LoadResult, load_documents
-from retrieval.settings import RetrievalSettings
-from retrieval.types import (
+from hybrid_assistant.retrieval.knowledge_base import KnowledgeBase
+from hybrid_assistant.retrieval.loaders import DocumentLoader, LoadProblem, LoadResult, load_documents
+from hybrid_assistant.retrieval.settings import RetrievalSettings
+from hybrid_assistant.retrieval.types import (
     DeleteSummary,
     Document,
     IndexStats,

@@ -7,9 +7,9 @@ import uuid
 from pathlib import Path
 from typing import IO
 
-from retrieval.docstore import Docstore
-from retrieval.embedder import Embedder
-from retrieval.errors import IncompatibleIndexError, IndexLockedError
+from hybrid_assistant.retrieval.docstore import Docstore
+from hybrid_assistant.retrieval.embedder import Embedder
+from hybrid_assistant.retrieval.errors import IncompatibleIndexError, IndexLockedError
 
 LOCK_FILE = "LOCK"
 

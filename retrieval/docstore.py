@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from retrieval.chunker import Chunk
-from retrieval.errors import CorruptIndexError
-from retrieval.lexical import FTS_SCHEMA
+from hybrid_assistant.retrieval.chunker import Chunk
+from hybrid_assistant.retrieval.errors import CorruptIndexError
+from hybrid_assistant.retrieval.lexical import FTS_SCHEMA
 
 logger = logging.getLogger(__name__)
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from retrieval.docstore import Docstore
-from retrieval.settings import RetrievalSettings
-from retrieval.vector_index import VectorIndex
+from hybrid_assistant.retrieval.docstore import Docstore
+from hybrid_assistant.retrieval.settings import RetrievalSettings
+from hybrid_assistant.retrieval.vector_index import VectorIndex
 
 logger = logging.getLogger(__name__)
 

@@ -10,9 +10,9 @@ import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from retrieval.chunker import Chunk, Chunker
-from retrieval.docstore import Docstore, metadata_json
-from retrieval.types import Document
+from hybrid_assistant.retrieval.chunker import Chunk, Chunker
+from hybrid_assistant.retrieval.docstore import Docstore, metadata_json
+from hybrid_assistant.retrieval.types import Document
 
 # Bounds on one document; a document past them is skipped and named in the summary's errors.
 MAX_ID_LENGTH = 1024

@@ -26,18 +26,25 @@ from typing import IO
 import numpy as np
 from tqdm import tqdm
 
-from retrieval.chunker import Chunker
-from retrieval.directory import directory_size, lock_directory, record_embedder
-from retrieval.docstore import Docstore
-from retrieval.embedder import Embedder, check_embeddings
-from retrieval.errors import EmptyIndexError
-from retrieval.index_cache import UNSAVED, build_from_docstore, load_index
-from retrieval.ingest import IngestPlan, plan_ingest
-from retrieval.rwlock import ReadWriteLock
-from retrieval.search import rank, validate_search
-from retrieval.settings import RetrievalSettings
-from retrieval.types import DeleteSummary, Document, IndexStats, IngestSummary, RetrievedChunk, SearchMode
-from retrieval.vector_index import VectorIndex
+from hybrid_assistant.retrieval.chunker import Chunker
+from hybrid_assistant.retrieval.directory import directory_size, lock_directory, record_embedder
+from hybrid_assistant.retrieval.docstore import Docstore
+from hybrid_assistant.retrieval.embedder import Embedder, check_embeddings
+from hybrid_assistant.retrieval.errors import EmptyIndexError
+from hybrid_assistant.retrieval.index_cache import UNSAVED, build_from_docstore, load_index
+from hybrid_assistant.retrieval.ingest import IngestPlan, plan_ingest
+from hybrid_assistant.retrieval.rwlock import ReadWriteLock
+from hybrid_assistant.retrieval.search import rank, validate_search
+from hybrid_assistant.retrieval.settings import RetrievalSettings
+from hybrid_assistant.retrieval.types import (
+    DeleteSummary,
+    Document,
+    IndexStats,
+    IngestSummary,
+    RetrievedChunk,
+    SearchMode,
+)
+from hybrid_assistant.retrieval.vector_index import VectorIndex
 
 logger = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from retrieval.types import Document
+from hybrid_assistant.retrieval.types import Document
 
 logger = logging.getLogger(__name__)
 

@@ -10,13 +10,13 @@ from typing import cast
 
 import numpy as np
 
-from retrieval import lexical
-from retrieval.docstore import Docstore
-from retrieval.errors import InvalidQueryError
-from retrieval.fusion import max_fused_score, reciprocal_rank_fusion
-from retrieval.settings import RetrievalSettings
-from retrieval.types import SEARCH_MODES, SearchMode
-from retrieval.vector_index import VectorIndex
+from hybrid_assistant.retrieval import lexical
+from hybrid_assistant.retrieval.docstore import Docstore
+from hybrid_assistant.retrieval.errors import InvalidQueryError
+from hybrid_assistant.retrieval.fusion import max_fused_score, reciprocal_rank_fusion
+from hybrid_assistant.retrieval.settings import RetrievalSettings
+from hybrid_assistant.retrieval.types import SEARCH_MODES, SearchMode
+from hybrid_assistant.retrieval.vector_index import VectorIndex
 
 # A filter matching at most this many chunks is searched exactly over their stored embeddings:
 # cheaper than a FAISS pass, and exact where filtered HNSW/IVF would miss hits.

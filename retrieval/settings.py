@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from retrieval.types import IndexType
+from hybrid_assistant.retrieval.types import IndexType
 
 
 class RetrievalSettings(BaseModel):

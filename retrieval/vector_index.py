@@ -29,7 +29,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from retrieval.settings import RetrievalSettings
+from hybrid_assistant.retrieval.settings import RetrievalSettings
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
-"""`python -m server` = the hybrid-assistant CLI."""
+"""`python -m hybrid_assistant.server` = the hybrid-assistant CLI."""
 
-from server.cli import app
+from hybrid_assistant.server.cli import app
 
 # The guard matters: vLLM starts its engine processes with 'spawn', which re-imports this module.
 if __name__ == "__main__":

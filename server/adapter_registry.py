@@ -31,9 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from adapters.paths import check_adapter_name, resolve_adapter_dir
-from adapters.peft_format import AdapterSpec, BaseModelSpec, inspect_adapter
-from server.errors import AlreadyExists, NotFound, ResourceExhausted
+from hybrid_assistant.adapters.paths import check_adapter_name, resolve_adapter_dir
+from hybrid_assistant.adapters.peft_format import AdapterSpec, BaseModelSpec, inspect_adapter
+from hybrid_assistant.server.errors import AlreadyExists, NotFound, ResourceExhausted
 
 log = logging.getLogger(__name__)
 

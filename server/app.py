@@ -20,26 +20,26 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
+from hybrid_assistant.server import metrics
+from hybrid_assistant.server.adapter_registry import AdapterRegistry
+from hybrid_assistant.server.assistant import AssistantCore
+from hybrid_assistant.server.auth import AdminTokenInterceptor
+from hybrid_assistant.server.decode_guard import DecodeGuardInterceptor
+from hybrid_assistant.server.engines.factory import make_engine
+from hybrid_assistant.server.experiment_service import ExperimentService
+from hybrid_assistant.server.knowledge import KnowledgeService
+from hybrid_assistant.server.log_db import LogDatabase
+from hybrid_assistant.server.request_log import RequestLog
+from hybrid_assistant.server.servicers.adapters import AdaptersServicer
+from hybrid_assistant.server.servicers.assistant import AssistantServicer
+from hybrid_assistant.server.servicers.experiments import ExperimentsServicer
+from hybrid_assistant.server.servicers.knowledge import KnowledgeServicer
 from hybrid_assistant.v1 import assistant_pb2 as pb
 from hybrid_assistant.v1 import assistant_pb2_grpc as pb_grpc
-from server import metrics
-from server.adapter_registry import AdapterRegistry
-from server.assistant import AssistantCore
-from server.auth import AdminTokenInterceptor
-from server.decode_guard import DecodeGuardInterceptor
-from server.engines.factory import make_engine
-from server.experiment_service import ExperimentService
-from server.knowledge import KnowledgeService
-from server.log_db import LogDatabase
-from server.request_log import RequestLog
-from server.servicers.adapters import AdaptersServicer
-from server.servicers.assistant import AssistantServicer
-from server.servicers.experiments import ExperimentsServicer
-from server.servicers.knowledge import KnowledgeServicer
 
 if TYPE_CHECKING:
-    from server.config import Settings
-    from server.engines.types import Engine
+    from hybrid_assistant.server.config import Settings
+    from hybrid_assistant.server.engines.types import Engine
 
 log = logging.getLogger(__name__)
 

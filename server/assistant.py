@@ -12,11 +12,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Protocol
 
-from server import metrics
-from server.engines.types import FinishReason, GenerationRequest, SamplingParams
-from server.errors import FailedPrecondition, InvalidArgument, Unavailable
-from server.prompt import BuiltPrompt, ContextPassage, build_prompt, encode_batch
-from server.validation import (
+from hybrid_assistant.server import metrics
+from hybrid_assistant.server.engines.types import FinishReason, GenerationRequest, SamplingParams
+from hybrid_assistant.server.errors import FailedPrecondition, InvalidArgument, Unavailable
+from hybrid_assistant.server.prompt import BuiltPrompt, ContextPassage, build_prompt, encode_batch
+from hybrid_assistant.server.validation import (
     Problems,
     SamplingInput,
     check_continuations,
@@ -31,9 +31,9 @@ from server.validation import (
 )
 
 if TYPE_CHECKING:
-    from server.adapter_registry import AdapterRegistry
-    from server.config import Settings
-    from server.engines.types import ContinuationScore, Engine
+    from hybrid_assistant.server.adapter_registry import AdapterRegistry
+    from hybrid_assistant.server.config import Settings
+    from hybrid_assistant.server.engines.types import ContinuationScore, Engine
 
 
 @dataclass(frozen=True)

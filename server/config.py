@@ -17,9 +17,9 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from retrieval.settings import RetrievalSettings
-from server.engines.vllm_settings import VllmSettings
-from server.experiment_settings import ExperimentConfig, RequestLogSettings
+from hybrid_assistant.retrieval.settings import RetrievalSettings
+from hybrid_assistant.server.engines.vllm_settings import VllmSettings
+from hybrid_assistant.server.experiment_settings import ExperimentConfig, RequestLogSettings
 
 
 def default_data_dir() -> Path:

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from hybrid_assistant.server.adapter_registry import AdapterInfo
+from hybrid_assistant.server.assistant import (
+    GenerateInput,
+    GenerateOutcome,
+    RetrievalInput,
+    ScoreInput,
+    ScoreOutcome,
+)
+from hybrid_assistant.server.engines.types import FinishReason
+from hybrid_assistant.server.prompt import ContextPassage
+from hybrid_assistant.server.validation import SamplingInput
 from hybrid_assistant.v1 import assistant_pb2 as pb
-from server.adapter_registry import AdapterInfo
-from server.assistant import GenerateInput, GenerateOutcome, RetrievalInput, ScoreInput, ScoreOutcome
-from server.engines.types import FinishReason
-from server.prompt import ContextPassage
-from server.validation import SamplingInput
 
 MODES = {
     pb.SEARCH_MODE_UNSPECIFIED: "",

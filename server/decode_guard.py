@@ -14,7 +14,7 @@ from typing import Any
 
 import grpc
 
-from server.errors import bound_message
+from hybrid_assistant.server.errors import bound_message
 
 
 async def _parse(

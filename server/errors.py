@@ -16,7 +16,11 @@ from typing import Any, TypeVar
 
 import grpc
 
-from adapters.errors import AdapterNotFoundError, AdapterValidationError, UnsafeAdapterPathError
+from hybrid_assistant.adapters.errors import (
+    AdapterNotFoundError,
+    AdapterValidationError,
+    UnsafeAdapterPathError,
+)
 
 log = logging.getLogger(__name__)
 

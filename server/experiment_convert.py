@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import math
 
-from eval.stats import Estimate
+from hybrid_assistant.eval.stats import Estimate
+from hybrid_assistant.server import convert
+from hybrid_assistant.server.experiment_report import ArmResult, ExperimentReport, MetricResult
+from hybrid_assistant.server.experiments import Arm, Experiment, ExperimentState, new_experiment
+from hybrid_assistant.server.log_db import LogRecord
 from hybrid_assistant.v1 import assistant_pb2 as pb
-from server import convert
-from server.experiment_report import ArmResult, ExperimentReport, MetricResult
-from server.experiments import Arm, Experiment, ExperimentState, new_experiment
-from server.log_db import LogRecord
 
 STATE_TO_PB = {
     ExperimentState.RUNNING: pb.EXPERIMENT_STATE_RUNNING,

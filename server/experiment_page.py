@@ -6,12 +6,17 @@ the eval's (:mod:`eval.report`), so offline and online reports read the same way
 
 from __future__ import annotations
 
-from eval.report import plots
-from eval.report.document import Image, Section, Table
-from eval.report.formatting import estimate_text, num, p_value
-from eval.report.html import render_page
-from eval.report.terminal import grid
-from server.experiment_report import BOOTSTRAP_MAX_SUBJECTS, ArmResult, ExperimentReport, MetricResult
+from hybrid_assistant.eval.report import plots
+from hybrid_assistant.eval.report.document import Image, Section, Table
+from hybrid_assistant.eval.report.formatting import estimate_text, num, p_value
+from hybrid_assistant.eval.report.html import render_page
+from hybrid_assistant.eval.report.terminal import grid
+from hybrid_assistant.server.experiment_report import (
+    BOOTSTRAP_MAX_SUBJECTS,
+    ArmResult,
+    ExperimentReport,
+    MetricResult,
+)
 
 METHOD = [
     "Only requests served while the experiment was running count; requests served while it was "

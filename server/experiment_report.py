@@ -28,11 +28,17 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from eval.stats import DEFAULT_RESAMPLES, ClusterBootstrap, Estimate, cluster_permutation_test, cluster_se
+from hybrid_assistant.eval.stats import (
+    DEFAULT_RESAMPLES,
+    ClusterBootstrap,
+    Estimate,
+    cluster_permutation_test,
+    cluster_se,
+)
 
 if TYPE_CHECKING:
-    from server.experiments import Experiment
-    from server.log_db import LogRecord
+    from hybrid_assistant.server.experiments import Experiment
+    from hybrid_assistant.server.log_db import LogRecord
 
 NAN = float("nan")
 N_PERMUTATIONS = 5000

@@ -33,17 +33,17 @@ import uuid
 from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING
 
-from server.assistant import ArmPlan, GenerateInput, GenerateOutcome, RetrievalInput
-from server.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from server.experiment_report import ExperimentReport, build_report
-from server.experiments import Experiment, ExperimentState, from_config
-from server.log_db import LogRecord
-from server.validation import MAX_REQUEST_ID_LENGTH
+from hybrid_assistant.server.assistant import ArmPlan, GenerateInput, GenerateOutcome, RetrievalInput
+from hybrid_assistant.server.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from hybrid_assistant.server.experiment_report import ExperimentReport, build_report
+from hybrid_assistant.server.experiments import Experiment, ExperimentState, from_config
+from hybrid_assistant.server.log_db import LogRecord
+from hybrid_assistant.server.validation import MAX_REQUEST_ID_LENGTH
 
 if TYPE_CHECKING:
-    from server.config import Settings
-    from server.log_db import LogDatabase
-    from server.request_log import RequestLog
+    from hybrid_assistant.server.config import Settings
+    from hybrid_assistant.server.log_db import LogDatabase
+    from hybrid_assistant.server.request_log import RequestLog
 
 log = logging.getLogger(__name__)
 

@@ -74,8 +74,8 @@ class ExperimentConfig(BaseModel):
     def _check(self) -> ExperimentConfig:
         # The same checks as CreateExperiment, so a bad config fails at start-up with every problem
         # listed (top_k against the server's limit is checked again when the server opens it).
-        from server.errors import InvalidArgument
-        from server.experiments import from_config
+        from hybrid_assistant.server.errors import InvalidArgument
+        from hybrid_assistant.server.experiments import from_config
 
         try:
             from_config(self, max_top_k=2**31)

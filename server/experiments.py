@@ -38,9 +38,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from server.assistant import RetrievalInput
-from server.errors import FailedPrecondition, InvalidArgument
-from server.validation import (
+from hybrid_assistant.server.assistant import RetrievalInput
+from hybrid_assistant.server.errors import FailedPrecondition, InvalidArgument
+from hybrid_assistant.server.validation import (
     MAX_ECHO_CHARS,
     MAX_LISTED_PROBLEMS,
     MAX_METADATA_FILTER_KEYS,
@@ -49,7 +49,7 @@ from server.validation import (
 )
 
 if TYPE_CHECKING:
-    from server.experiment_settings import ExperimentConfig
+    from hybrid_assistant.server.experiment_settings import ExperimentConfig
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 ARM_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:+-]{0,63}")

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import grpc
 
-from retrieval.errors import (
+from hybrid_assistant.retrieval.errors import (
     CorruptIndexError,
     EmbedderError,
     EmptyIndexError,
@@ -19,14 +19,21 @@ from retrieval.errors import (
     IndexLockedError,
     InvalidQueryError,
 )
-from retrieval.knowledge_base import KnowledgeBase
-from retrieval.types import DeleteSummary, Document, IndexStats, IngestSummary, RetrievedChunk, SearchMode
-from server.errors import Unavailable, register_error
-from server.prompt import ContextPassage
+from hybrid_assistant.retrieval.knowledge_base import KnowledgeBase
+from hybrid_assistant.retrieval.types import (
+    DeleteSummary,
+    Document,
+    IndexStats,
+    IngestSummary,
+    RetrievedChunk,
+    SearchMode,
+)
+from hybrid_assistant.server.errors import Unavailable, register_error
+from hybrid_assistant.server.prompt import ContextPassage
 
 if TYPE_CHECKING:
-    from server.assistant import RetrievalInput
-    from server.config import Settings
+    from hybrid_assistant.server.assistant import RetrievalInput
+    from hybrid_assistant.server.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +51,7 @@ def index_dir(settings: Settings) -> Path:
 
 def open_knowledge_base(settings: Settings) -> KnowledgeBase:
     """Open the index in the data dir with the configured embedder (blocking)."""
-    from retrieval.embedder import Embedder, HashingEmbedder, SentenceTransformerEmbedder
+    from hybrid_assistant.retrieval.embedder import Embedder, HashingEmbedder, SentenceTransformerEmbedder
 
     embedder: Embedder
     if settings.embedder == "hashing":

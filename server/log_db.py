@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from server.errors import AlreadyExists, NotFound
+from hybrid_assistant.server.errors import AlreadyExists, NotFound
 
 SCHEMA_VERSION = 1
 _SCHEMA = """

@@ -42,7 +42,11 @@ class ServerProcess:
         self.port = port or free_port()
         self.target = f"127.0.0.1:{self.port}"
         self.log = log
-        argv = list(args) if args is not None else ["-m", "server", "serve", "--listen", self.target, *extra]
+        argv = (
+            list(args)
+            if args is not None
+            else ["-m", "hybrid_assistant.server", "serve", "--listen", self.target, *extra]
+        )
         self._out = log.open("w") if log else None
         self.proc = subprocess.Popen(
             [python, *argv],

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from server.errors import InvalidArgument
+from hybrid_assistant.server.errors import InvalidArgument
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase

@@ -7,9 +7,9 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from adapters.errors import MAX_ECHO_CHARS, MAX_LISTED_PROBLEMS
-from retrieval.search import MAX_FILTER_KEY_LENGTH, MAX_FILTER_KEYS, MAX_FILTER_VALUE_LENGTH
-from server.errors import InvalidArgument
+from hybrid_assistant.adapters.errors import MAX_ECHO_CHARS, MAX_LISTED_PROBLEMS
+from hybrid_assistant.retrieval.search import MAX_FILTER_KEY_LENGTH, MAX_FILTER_KEYS, MAX_FILTER_VALUE_LENGTH
+from hybrid_assistant.server.errors import InvalidArgument
 
 ROLES = ("system", "user", "assistant")
 MAX_STOP_STRINGS = 8

@@ -41,7 +41,7 @@ def tiny_adapters(tiny_model_dir: Path, adapter_root: Path) -> dict[str, Path]:
 @pytest.fixture
 def make_settings(tiny_model_dir: Path, adapter_root: Path, tmp_path: Path) -> Callable[..., Any]:
     def factory(**overrides: Any) -> Any:
-        from server.config import load_settings
+        from hybrid_assistant.server.config import load_settings
 
         values: dict[str, Any] = {
             "listen": "127.0.0.1:0",
@@ -86,7 +86,7 @@ def shared_server(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[ServerThread]:
     """One server per test module, with both tiny adapters loaded."""
-    from server.config import AdapterPreload, load_settings
+    from hybrid_assistant.server.config import AdapterPreload, load_settings
 
     settings = load_settings(
         None,

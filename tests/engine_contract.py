@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 import torch
 
-from server.adapter_registry import AdapterRegistry
-from server.engines.types import Engine, FinishReason, GenerationRequest, SamplingParams
-from server.prompt import render_chat
+from hybrid_assistant.server.adapter_registry import AdapterRegistry
+from hybrid_assistant.server.engines.types import Engine, FinishReason, GenerationRequest, SamplingParams
+from hybrid_assistant.server.prompt import render_chat
 
 QUESTIONS = [
     "What is the capital of France?",
@@ -219,7 +219,7 @@ class EngineContract:
 
         from safetensors.torch import load_file, save_file
 
-        from adapters.errors import AdapterValidationError
+        from hybrid_assistant.adapters.errors import AdapterValidationError
 
         source = engine_env.adapters["alpha"]
         bad = source.parent / "nan-contract"

@@ -102,7 +102,7 @@ class ServerThread:
     """An App on its own event loop in a background thread, on a free port."""
 
     def __init__(self, settings: Any) -> None:
-        from server.app import App
+        from hybrid_assistant.server.app import App
 
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="test-server", daemon=True)
@@ -113,7 +113,7 @@ class ServerThread:
 
     @staticmethod
     async def _make(settings: Any) -> Any:
-        from server.app import App
+        from hybrid_assistant.server.app import App
 
         return App(settings)
 

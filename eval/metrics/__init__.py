@@ -1,6 +1,6 @@
 """Metrics: small pure functions returning floats; ``*_scores`` gather them into ``dict[str, float]``."""
 
-from eval.metrics.knowledge import (
+from hybrid_assistant.eval.metrics.knowledge import (
     REFUSAL_PHRASES,
     contains,
     exact_match,
@@ -11,8 +11,13 @@ from eval.metrics.knowledge import (
     option_choice,
     token_f1,
 )
-from eval.metrics.retrieval import four_way_split, recall_at_k, retrieval_hit, retrieval_scores
-from eval.metrics.style import format_checks, format_valid, style_scores, style_similarity
+from hybrid_assistant.eval.metrics.retrieval import (
+    four_way_split,
+    recall_at_k,
+    retrieval_hit,
+    retrieval_scores,
+)
+from hybrid_assistant.eval.metrics.style import format_checks, format_valid, style_scores, style_similarity
 
 __all__ = [
     "REFUSAL_PHRASES",

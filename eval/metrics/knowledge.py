@@ -27,8 +27,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from eval.dataset import EvalItem, StyleSpec
-    from eval.records import AnswerRecord
+    from hybrid_assistant.eval.dataset import EvalItem, StyleSpec
+    from hybrid_assistant.eval.records import AnswerRecord
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCT = frozenset(string.punctuation) | {"\u2018", "\u2019", "\u201c", "\u201d", "\u2013", "\u2014"}

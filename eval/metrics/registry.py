@@ -8,14 +8,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from eval.metrics.knowledge import knowledge_scores
-from eval.metrics.retrieval import retrieval_scores
-from eval.metrics.style import style_scores
+from hybrid_assistant.eval.metrics.knowledge import knowledge_scores
+from hybrid_assistant.eval.metrics.retrieval import retrieval_scores
+from hybrid_assistant.eval.metrics.style import style_scores
 
 if TYPE_CHECKING:
-    from eval.arms import Arm
-    from eval.dataset import EvalItem, StyleSpec
-    from eval.records import AnswerRecord
+    from hybrid_assistant.eval.arms import Arm
+    from hybrid_assistant.eval.dataset import EvalItem, StyleSpec
+    from hybrid_assistant.eval.records import AnswerRecord
 
 
 @dataclass(frozen=True)

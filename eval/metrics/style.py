@@ -27,10 +27,10 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from eval.metrics.schema import validate
+from hybrid_assistant.eval.metrics.schema import validate
 
 if TYPE_CHECKING:
-    from eval.dataset import StyleSpec
+    from hybrid_assistant.eval.dataset import StyleSpec
 
 
 class TextEmbedder(Protocol):

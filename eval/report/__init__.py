@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from eval.report.html import render_html
-from eval.report.markdown import render_markdown
-from eval.report.terminal import terminal_table
+from hybrid_assistant.eval.report.html import render_html
+from hybrid_assistant.eval.report.markdown import render_markdown
+from hybrid_assistant.eval.report.terminal import terminal_table
 
 if TYPE_CHECKING:
-    from eval.analysis import EvalAnalysis
+    from hybrid_assistant.eval.analysis import EvalAnalysis
 
 __all__ = ["render_html", "render_markdown", "terminal_table", "write_reports"]
 

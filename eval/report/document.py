@@ -8,9 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from eval.metrics.knowledge import REFUSAL_PHRASES
-from eval.report import plots
-from eval.report.formatting import (
+from hybrid_assistant.eval.metrics.knowledge import REFUSAL_PHRASES
+from hybrid_assistant.eval.report import plots
+from hybrid_assistant.eval.report.formatting import (
     MAIN_EFFECTS,
     SIMPLE_EFFECTS,
     effect_label,
@@ -23,7 +23,7 @@ from eval.report.formatting import (
 )
 
 if TYPE_CHECKING:
-    from eval.analysis import EvalAnalysis, StratumResult
+    from hybrid_assistant.eval.analysis import EvalAnalysis, StratumResult
 
 MARKDOWN_DISAGREEMENT_LIMIT = 50
 STRATUM_METRICS = ("contains", "f1", "exact_match", "option_acc", "abstained", "refused", "format_valid")

@@ -6,8 +6,8 @@ import math
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from eval.analysis import EvalAnalysis, FactorialResult
-    from eval.stats import Effect, Estimate
+    from hybrid_assistant.eval.analysis import EvalAnalysis, FactorialResult
+    from hybrid_assistant.eval.stats import Effect, Estimate
 
 #: Columns of the summary table, in order, when the metric is present.
 SUMMARY_METRICS: tuple[str, ...] = (

@@ -6,10 +6,10 @@ import base64
 from html import escape
 from typing import TYPE_CHECKING
 
-from eval.report.document import Section, Table, build_document
+from hybrid_assistant.eval.report.document import Section, Table, build_document
 
 if TYPE_CHECKING:
-    from eval.analysis import EvalAnalysis
+    from hybrid_assistant.eval.analysis import EvalAnalysis
 
 CSS = """
 body{font-family:-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;margin:0;color:#1f2328;

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from eval.report.document import Section, Table, build_document
+from hybrid_assistant.eval.report.document import Section, Table, build_document
 
 if TYPE_CHECKING:
-    from eval.analysis import EvalAnalysis
+    from hybrid_assistant.eval.analysis import EvalAnalysis
 
 
 def _cell(text: str) -> str:

@@ -10,13 +10,13 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from eval.report.formatting import MAIN_EFFECTS, context_word, effect_label
+from hybrid_assistant.eval.report.formatting import MAIN_EFFECTS, context_word, effect_label
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
-    from eval.analysis import EvalAnalysis
-    from eval.stats import Estimate
+    from hybrid_assistant.eval.analysis import EvalAnalysis
+    from hybrid_assistant.eval.stats import Estimate
 
 KNOWLEDGE_BARS = ("contains", "f1", "option_acc", "abstained")
 STYLE_BARS = ("format_valid", "style_similarity")

@@ -4,10 +4,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from eval.report.formatting import MAIN_EFFECTS, effect_label, effect_text, estimate_text, num, p_value
+from hybrid_assistant.eval.report.formatting import (
+    MAIN_EFFECTS,
+    effect_label,
+    effect_text,
+    estimate_text,
+    num,
+    p_value,
+)
 
 if TYPE_CHECKING:
-    from eval.analysis import EvalAnalysis
+    from hybrid_assistant.eval.analysis import EvalAnalysis
 
 TERMINAL_METRICS = ("contains", "f1", "option_acc", "abstained", "format_valid", "style_similarity")
 

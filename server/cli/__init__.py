@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from server.cli import (
+from hybrid_assistant.server.cli import (
     adapter_sweep,
     adapter_training,
     client_commands,

@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from server.process import ServerProcess
+from hybrid_assistant.server.process import ServerProcess
 
 DEMO_DIR = Path(__file__).resolve().parents[2] / "eval" / "data" / "demo"
 
@@ -40,14 +40,14 @@ def sweep(
     epochs: Annotated[int | None, typer.Option(help="Override the style recipe's epochs.")] = None,
 ) -> None:
     """Style score (mean and spread over seeds) against the number of training examples."""
-    from adapters.data import load_examples, take_subset
-    from adapters.demo import STYLE
-    from adapters.training import train_adapter
-    from eval.arms import Arm
-    from eval.dataset import load_dataset, load_style_spec
-    from eval.runner import RunConfig, Runner
-    from eval.sweep import plot, summarise
-    from server.cli.adapter_training import _base_model, _settings, _setup
+    from hybrid_assistant.adapters.data import load_examples, take_subset
+    from hybrid_assistant.adapters.demo import STYLE
+    from hybrid_assistant.adapters.training import train_adapter
+    from hybrid_assistant.eval.arms import Arm
+    from hybrid_assistant.eval.dataset import load_dataset, load_style_spec
+    from hybrid_assistant.eval.runner import RunConfig, Runner
+    from hybrid_assistant.eval.sweep import plot, summarise
+    from hybrid_assistant.server.cli.adapter_training import _base_model, _settings, _setup
 
     _setup(None)
     size_list, seed_list = _ints(sizes), _ints(seeds)

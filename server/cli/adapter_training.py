@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
-from adapters.train_config import TrainConfig
+from hybrid_assistant.adapters.train_config import TrainConfig
 
 if TYPE_CHECKING:
-    from adapters.train_config import BaseModel, TrainResult
-    from server.config import Settings
+    from hybrid_assistant.adapters.train_config import BaseModel, TrainResult
+    from hybrid_assistant.server.config import Settings
 
 log = logging.getLogger(__name__)
 _DEFAULTS = TrainConfig()
@@ -44,7 +44,7 @@ def _fail(message: str) -> NoReturn:
 def _settings(data_dir: Path | None, model_path: Path | None, model_name: str | None) -> Settings:
     from pydantic import ValidationError
 
-    from server.config import load_settings
+    from hybrid_assistant.server.config import load_settings
 
     try:
         return load_settings(None, data_dir=data_dir, model_path=model_path, model_name=model_name)
@@ -53,8 +53,8 @@ def _settings(data_dir: Path | None, model_path: Path | None, model_name: str | 
 
 
 def _base_model(settings: Settings) -> BaseModel:
-    from adapters.train_config import BaseModel
-    from server.model_store import ModelNotAvailableError, model_fingerprint, resolve_model
+    from hybrid_assistant.adapters.train_config import BaseModel
+    from hybrid_assistant.server.model_store import ModelNotAvailableError, model_fingerprint, resolve_model
 
     try:
         resolved = resolve_model(settings.model_path, settings.model_name, settings.models_dir)
@@ -121,10 +121,10 @@ def train(
 ) -> None:
     """Train a LoRA adapter on a JSONL file into the adapter root (loss on assistant tokens only)."""
     _setup(threads)  # before anything imports torch
-    from adapters.data import DataValidationError, file_sha256, load_examples, take_subset
-    from adapters.errors import AdapterError
-    from adapters.paths import check_adapter_name
-    from adapters.training import train_adapter
+    from hybrid_assistant.adapters.data import DataValidationError, file_sha256, load_examples, take_subset
+    from hybrid_assistant.adapters.errors import AdapterError
+    from hybrid_assistant.adapters.paths import check_adapter_name
+    from hybrid_assistant.adapters.training import train_adapter
 
     try:
         check_adapter_name(name)
@@ -194,7 +194,7 @@ def train_demo(
 ) -> None:
     """Build the demo data sets from eval/data/demo and train the style and knowledge adapters (cached)."""
     _setup(threads)  # before anything imports torch
-    from adapters.demo import train_demo as run_demo
+    from hybrid_assistant.adapters.demo import train_demo as run_demo
 
     settings = _settings(data_dir, model_path, model_name)
     root = adapter_root or settings.resolved_adapter_roots[0]
@@ -235,8 +235,8 @@ def available(
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """List the adapters on disk, validated with the server's checks against the base model."""
-    from adapters.peft_format import BaseModelSpec
-    from adapters.registry import scan_adapters
+    from hybrid_assistant.adapters.peft_format import BaseModelSpec
+    from hybrid_assistant.adapters.registry import scan_adapters
 
     settings = _settings(data_dir, model_path, model_name)
     base = _base_model(settings)

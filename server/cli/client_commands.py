@@ -14,7 +14,7 @@ from google.protobuf.json_format import MessageToJson
 from google.protobuf.message import Message
 
 from hybrid_assistant.client import AssistantClient
-from server.cli.options import (
+from hybrid_assistant.server.cli.options import (
     ClientTls,
     Json,
     Target,

@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 
 from hybrid_assistant.client import AssistantClient
-from server.process import ServerProcess
+from hybrid_assistant.server.process import ServerProcess
 
 DEMO_DIR = Path(__file__).resolve().parents[2] / "eval" / "data" / "demo"
 DEMO_ARMS = "base,adapter:style,rag@3,adapter:style+rag@3,oracle,adapter:knowledge,adapter:knowledge+rag@3"
@@ -36,10 +36,10 @@ def demo(
     sequential_sample: Annotated[int, typer.Option(help="Answers timed one at a time (speed-up).")] = 16,
 ) -> None:
     """Train/reuse the demo adapters, ingest the demo knowledge base, evaluate 7 arms, write the report."""
-    from server.cli.adapter_training import train_demo
-    from server.cli.eval_command import evaluate
-    from server.config import load_settings
-    from server.model_store import resolve_model
+    from hybrid_assistant.server.cli.adapter_training import train_demo
+    from hybrid_assistant.server.cli.eval_command import evaluate
+    from hybrid_assistant.server.config import load_settings
+    from hybrid_assistant.server.model_store import resolve_model
 
     phases: dict[str, float] = {}
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -78,7 +78,7 @@ def demo(
 
         t = time.perf_counter()
         typer.echo("== 4/5 knowledge base")
-        from retrieval.loaders import DocumentLoader
+        from hybrid_assistant.retrieval.loaders import DocumentLoader
 
         docs = [
             {"id": Path(d.id).stem, "text": d.text, "source": d.source}

@@ -10,7 +10,15 @@ from typing import Annotated
 
 import typer
 
-from server.cli.options import ClientTls, Target, Tls, TlsCa, TlsClientCert, TlsClientKey, Token
+from hybrid_assistant.server.cli.options import (
+    ClientTls,
+    Target,
+    Tls,
+    TlsCa,
+    TlsClientCert,
+    TlsClientKey,
+    Token,
+)
 
 
 def evaluate(
@@ -50,18 +58,18 @@ def evaluate(
     tls_client_key: TlsClientKey = None,
 ) -> None:
     """Evaluate arms against a running server; write JSON, Markdown and HTML reports."""
-    from eval.analysis import analyse
-    from eval.arms import ArmError, parse_arms
-    from eval.dataset import (
+    from hybrid_assistant.eval.analysis import analyse
+    from hybrid_assistant.eval.arms import ArmError, parse_arms
+    from hybrid_assistant.eval.dataset import (
         DatasetError,
         load_dataset,
         load_exemplars,
         load_style_spec,
         stratified_subset,
     )
-    from eval.passages import load_passages
-    from eval.report import terminal_table, write_reports
-    from eval.runner import EvalRunError, RunConfig, Runner, sequential_probe
+    from hybrid_assistant.eval.passages import load_passages
+    from hybrid_assistant.eval.report import terminal_table, write_reports
+    from hybrid_assistant.eval.runner import EvalRunError, RunConfig, Runner, sequential_probe
 
     phases: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -108,7 +116,7 @@ def evaluate(
     t1 = time.perf_counter()
     embedder = None
     if exemplar_texts:
-        from retrieval.embedder import SentenceTransformerEmbedder
+        from hybrid_assistant.retrieval.embedder import SentenceTransformerEmbedder
 
         embedder = SentenceTransformerEmbedder()
     analysis = analyse(
@@ -116,7 +124,7 @@ def evaluate(
     )
     phases["analyse_s"] = time.perf_counter() - t1
     t2 = time.perf_counter()
-    from eval.records import dump_records
+    from hybrid_assistant.eval.records import dump_records
 
     out.mkdir(parents=True, exist_ok=True)
     dump_records(out / "answers.jsonl", records)

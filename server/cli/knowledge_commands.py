@@ -9,11 +9,19 @@ from typing import Annotated
 import typer
 from tqdm import tqdm
 
+from hybrid_assistant.retrieval.loaders import DocumentLoader, LoadProblem
+from hybrid_assistant.retrieval.types import Document, IngestSummary
+from hybrid_assistant.server.cli.client_commands import connect
+from hybrid_assistant.server.cli.options import (
+    ClientTls,
+    Target,
+    Tls,
+    TlsCa,
+    TlsClientCert,
+    TlsClientKey,
+    Token,
+)
 from hybrid_assistant.v1 import assistant_pb2 as pb
-from retrieval.loaders import DocumentLoader, LoadProblem
-from retrieval.types import Document, IngestSummary
-from server.cli.client_commands import connect
-from server.cli.options import ClientTls, Target, Tls, TlsCa, TlsClientCert, TlsClientKey, Token
 
 
 def _report_problem(problem: LoadProblem) -> None:
@@ -69,8 +77,8 @@ def ingest(
     loader = DocumentLoader(text_field=text_field, on_problem=_report_problem)
     documents = _with_ids(loader.iter_documents(paths), ids)
     if local:
-        from server.config import load_settings
-        from server.knowledge import open_knowledge_base
+        from hybrid_assistant.server.config import load_settings
+        from hybrid_assistant.server.knowledge import open_knowledge_base
 
         settings = load_settings(None, data_dir=data_dir)
         with open_knowledge_base(settings) as kb:

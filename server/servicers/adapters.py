@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import grpc
 
+from hybrid_assistant.server import convert, metrics
+from hybrid_assistant.server.adapter_registry import AdapterRegistry
+from hybrid_assistant.server.errors import InvalidArgument, grpc_errors
 from hybrid_assistant.v1 import assistant_pb2 as pb
 from hybrid_assistant.v1 import assistant_pb2_grpc as pb_grpc
-from server import convert, metrics
-from server.adapter_registry import AdapterRegistry
-from server.errors import InvalidArgument, grpc_errors
 
 
 class AdaptersServicer(pb_grpc.AdaptersServicer):

@@ -6,11 +6,11 @@ from collections.abc import AsyncIterator, Callable
 
 import grpc
 
+from hybrid_assistant.server import convert
+from hybrid_assistant.server.assistant import AssistantCore, GenerateOutcome
+from hybrid_assistant.server.errors import grpc_errors, grpc_stream_errors
 from hybrid_assistant.v1 import assistant_pb2 as pb
 from hybrid_assistant.v1 import assistant_pb2_grpc as pb_grpc
-from server import convert
-from server.assistant import AssistantCore, GenerateOutcome
-from server.errors import grpc_errors, grpc_stream_errors
 
 
 class AssistantServicer(pb_grpc.AssistantServicer):

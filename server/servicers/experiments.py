@@ -6,11 +6,11 @@ from collections.abc import AsyncIterator
 
 import grpc
 
+from hybrid_assistant.server import experiment_convert as convert
+from hybrid_assistant.server.errors import InvalidArgument, grpc_errors, grpc_stream_errors
+from hybrid_assistant.server.experiment_service import ExperimentService
 from hybrid_assistant.v1 import assistant_pb2 as pb
 from hybrid_assistant.v1 import assistant_pb2_grpc as pb_grpc
-from server import experiment_convert as convert
-from server.errors import InvalidArgument, grpc_errors, grpc_stream_errors
-from server.experiment_service import ExperimentService
 
 
 class ExperimentsServicer(pb_grpc.ExperimentsServicer):

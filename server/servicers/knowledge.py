@@ -15,13 +15,11 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from hybrid_assistant.v1 import assistant_pb2 as pb
-from hybrid_assistant.v1 import assistant_pb2_grpc as pb_grpc
-from retrieval.types import Document, IngestSummary
-from server import convert
-from server.errors import InvalidArgument, grpc_errors
-from server.knowledge import KnowledgeService, to_passage
-from server.validation import (
+from hybrid_assistant.retrieval.types import Document, IngestSummary
+from hybrid_assistant.server import convert
+from hybrid_assistant.server.errors import InvalidArgument, grpc_errors
+from hybrid_assistant.server.knowledge import KnowledgeService, to_passage
+from hybrid_assistant.server.validation import (
     Problems,
     check_document_ids,
     check_metadata_filter,
@@ -29,6 +27,8 @@ from server.validation import (
     check_query,
     check_top_k,
 )
+from hybrid_assistant.v1 import assistant_pb2 as pb
+from hybrid_assistant.v1 import assistant_pb2_grpc as pb_grpc
 
 # Streamed documents are committed in batches: each batch is atomic, and a broken stream
 # keeps the batches committed before it (the response of a failed call is an error).

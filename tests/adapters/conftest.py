@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from adapters.data import ChatExample, chat
-from adapters.train_config import BaseModel, TrainConfig
+from hybrid_assistant.adapters.data import ChatExample, chat
+from hybrid_assistant.adapters.train_config import BaseModel, TrainConfig
 
 ANSWER = "The quick brown fox."
 

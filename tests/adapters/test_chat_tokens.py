@@ -8,8 +8,15 @@ from typing import Any
 import pytest
 from transformers import AutoTokenizer
 
-from adapters.chat_tokens import IGNORE, TemplateError, batch_order, collate, encode_all, encode_example
-from adapters.data import chat
+from hybrid_assistant.adapters.chat_tokens import (
+    IGNORE,
+    TemplateError,
+    batch_order,
+    collate,
+    encode_all,
+    encode_example,
+)
+from hybrid_assistant.adapters.data import chat
 
 # SmolLM2's template: it adds a default system prompt when the conversation has none.
 SMOL_TEMPLATE = (

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from server.cli import app
+from hybrid_assistant.server.cli import app
 from tests.adapters.conftest import fox_examples
 
 runner = CliRunner()

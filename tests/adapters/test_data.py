@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters.data import (
+from hybrid_assistant.adapters.data import (
     DataValidationError,
     chat,
     examples_sha256,

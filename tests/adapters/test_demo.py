@@ -7,10 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from adapters.data import file_sha256, load_examples
-from adapters.demo import DEMO_DATA_DIR, build_demo_data, knowledge_examples, read_facts, train_demo
-from adapters.peft_format import METADATA_FILE
-from adapters.train_config import BaseModel
+from hybrid_assistant.adapters.data import file_sha256, load_examples
+from hybrid_assistant.adapters.demo import (
+    DEMO_DATA_DIR,
+    build_demo_data,
+    knowledge_examples,
+    read_facts,
+    train_demo,
+)
+from hybrid_assistant.adapters.peft_format import METADATA_FILE
+from hybrid_assistant.adapters.train_config import BaseModel
 from tests.helpers import build_adapter
 
 QUICK = {"epochs": 1, "batch_size": 4, "max_length": 256, "rank": 4}

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from transformers import AutoModelForCausalLM
 
-from adapters.peft_format import CONFIG_FILE, METADATA_FILE, WEIGHTS_FILE, BaseModelSpec
-from adapters.registry import scan_adapters
+from hybrid_assistant.adapters.peft_format import CONFIG_FILE, METADATA_FILE, WEIGHTS_FILE, BaseModelSpec
+from hybrid_assistant.adapters.registry import scan_adapters
 from tests.helpers import build_adapter
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from adapters.train_config import BaseModel
-from adapters.training import train_adapter
+from hybrid_assistant.adapters.train_config import BaseModel
+from hybrid_assistant.adapters.training import train_adapter
 from hybrid_assistant.client import AssistantClient
 from hybrid_assistant.v1 import assistant_pb2 as pb
 from tests.adapters.conftest import ANSWER, FAST, fox_examples

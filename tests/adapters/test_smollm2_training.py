@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from adapters.data import load_examples, take_subset
-from adapters.demo import DEMO_DATA_DIR
-from adapters.peft_format import CONFIG_FILE, BaseModelSpec, inspect_adapter
-from adapters.train_config import BaseModel, TrainConfig
-from adapters.training import train_adapter
-from server.model_store import DEFAULT_MODEL_ALIASES, DEFAULT_MODEL_NAME
+from hybrid_assistant.adapters.data import load_examples, take_subset
+from hybrid_assistant.adapters.demo import DEMO_DATA_DIR
+from hybrid_assistant.adapters.peft_format import CONFIG_FILE, BaseModelSpec, inspect_adapter
+from hybrid_assistant.adapters.train_config import BaseModel, TrainConfig
+from hybrid_assistant.adapters.training import train_adapter
+from hybrid_assistant.server.model_store import DEFAULT_MODEL_ALIASES, DEFAULT_MODEL_NAME
 
 pytestmark = pytest.mark.slow
 

@@ -11,10 +11,16 @@ from peft import PeftModel
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
-import adapters.training as training
-from adapters.peft_format import CONFIG_FILE, METADATA_FILE, WEIGHTS_FILE, BaseModelSpec, inspect_adapter
-from adapters.train_config import BaseModel, StepInfo, TrainConfig, TrainResult
-from adapters.training import train_adapter, train_on_subset
+import hybrid_assistant.adapters.training as training
+from hybrid_assistant.adapters.peft_format import (
+    CONFIG_FILE,
+    METADATA_FILE,
+    WEIGHTS_FILE,
+    BaseModelSpec,
+    inspect_adapter,
+)
+from hybrid_assistant.adapters.train_config import BaseModel, StepInfo, TrainConfig, TrainResult
+from hybrid_assistant.adapters.training import train_adapter, train_on_subset
 from tests.adapters.conftest import FAST, fox_examples
 
 

@@ -22,7 +22,7 @@ import grpc
 import pytest
 
 from hybrid_assistant.client import AssistantClient
-from server.app import App, ListenError
+from hybrid_assistant.server.app import App, ListenError
 from tests.helpers import ServerThread
 
 
@@ -78,7 +78,7 @@ def test_serve_on_a_busy_port_exits_1_with_one_clear_line(tiny_model_dir: Path, 
             "HA_THREADS": "1",
         }
         result = subprocess.run(
-            [sys.executable, "-m", "server", "serve", "--listen", f"127.0.0.1:{port}"],
+            [sys.executable, "-m", "hybrid_assistant.server", "serve", "--listen", f"127.0.0.1:{port}"],
             env=env,
             capture_output=True,
             text=True,

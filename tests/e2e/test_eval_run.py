@@ -94,7 +94,7 @@ def test_eval_cli_end_to_end(
     server = start_server()
     dataset, spec, docs = write_dataset(tmp_path)
     env = {**os.environ, "HA_TARGET": server.target}
-    ingest = [sys.executable, "-m", "server", "ingest", str(docs), "--ids", "stem"]
+    ingest = [sys.executable, "-m", "hybrid_assistant.server", "ingest", str(docs), "--ids", "stem"]
     assert subprocess.run(ingest, env=env, capture_output=True, timeout=120).returncode == 0
     with AssistantClient(server.target) as client:
         client.load_adapter("alpha", "alpha")

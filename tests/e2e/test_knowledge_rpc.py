@@ -126,14 +126,23 @@ def test_ingest_cli_reports_skipped_files(kb_server: ServerThread, tmp_path: Pat
     )
     (folder / "d.bin.txt").write_bytes(b"\x00\x01\x02binary")
     env = {**os.environ, "HA_TARGET": kb_server.target}
-    cmd = [sys.executable, "-m", "server", "ingest", str(folder), "--token", TOKEN]
+    cmd = [sys.executable, "-m", "hybrid_assistant.server", "ingest", str(folder), "--token", TOKEN]
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "3 added" in out.stdout
     assert "c.jsonl:2" in out.stdout + out.stderr  # malformed line, with its number
     assert "d.bin.txt" in out.stdout + out.stderr  # binary file skipped, not fatal
     search = subprocess.run(
-        [sys.executable, "-m", "server", "knowledge", "search", "copper mine", "--top-k", "1"],
+        [
+            sys.executable,
+            "-m",
+            "hybrid_assistant.server",
+            "knowledge",
+            "search",
+            "copper mine",
+            "--top-k",
+            "1",
+        ],
         capture_output=True,
         text=True,
         env=env,

@@ -16,7 +16,7 @@ import pytest
 from grpc_health.v1 import health_pb2
 
 from hybrid_assistant.client import AssistantClient
-from server.process import free_port
+from hybrid_assistant.server.process import free_port
 from tests.helpers import ServerThread
 
 Q = "Tell me a story about a dog."
@@ -78,7 +78,7 @@ def served(
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "server", *args],
+        [sys.executable, "-m", "hybrid_assistant.server", *args],
         capture_output=True,
         text=True,
         timeout=120,

@@ -30,8 +30,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from typer.testing import CliRunner
 
 from hybrid_assistant.client import AssistantClient, AsyncAssistantClient
-from server.cli import app as cli_app
-from server.process import free_port
+from hybrid_assistant.server.cli import app as cli_app
+from hybrid_assistant.server.process import free_port
 from tests.helpers import ServerThread
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -152,7 +152,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 def _server(
     tiny_model_dir: Path, data_dir: Path, pki: Pki, *, mutual: bool
 ) -> Iterator[tuple[ServerThread, str]]:
-    from server.config import load_settings
+    from hybrid_assistant.server.config import load_settings
 
     settings = load_settings(
         None,
@@ -357,7 +357,15 @@ def test_serve_flags_start_an_mtls_server(pki: Pki, tiny_model_dir: Path, tmp_pa
         "HA_MAX_PROMPT_TOKENS": "384",
     }
     tls = ["--tls-cert", str(pki.server_chain), "--tls-key", str(pki.server_key)]
-    command = [sys.executable, "-m", "server", "serve", "--listen", f"127.0.0.1:{port}", *tls]
+    command = [
+        sys.executable,
+        "-m",
+        "hybrid_assistant.server",
+        "serve",
+        "--listen",
+        f"127.0.0.1:{port}",
+        *tls,
+    ]
     proc = subprocess.Popen(
         [*command, "--tls-client-ca", str(pki.ca)],
         env=env,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import random
 
-from eval.arms import Arm, parse_arms
-from eval.dataset import EvalItem, Message
-from eval.records import AnswerRecord
+from hybrid_assistant.eval.arms import Arm, parse_arms
+from hybrid_assistant.eval.dataset import EvalItem, Message
+from hybrid_assistant.eval.records import AnswerRecord
 
 ARMS = "base,adapter:style,rag,adapter:style+rag,oracle,adapter:knowledge,adapter:knowledge+rag"
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from eval.analysis import AnalysisError, EvalAnalysis, analyse
-from eval.arms import parse_arms
-from eval.dataset import StyleSpec, load_style_spec
-from eval.records import AnswerRecord
+from hybrid_assistant.eval.analysis import AnalysisError, EvalAnalysis, analyse
+from hybrid_assistant.eval.arms import parse_arms
+from hybrid_assistant.eval.dataset import StyleSpec, load_style_spec
+from hybrid_assistant.eval.records import AnswerRecord
 from tests.eval.synthetic import ARMS, make_items, make_records
 
 SPEC = load_style_spec(Path(__file__).resolve().parents[2] / "eval" / "data" / "demo" / "style_spec.json")
@@ -148,7 +148,7 @@ def test_without_base_there_are_no_known_new_strata() -> None:
 
 
 def test_style_similarity_with_an_embedder() -> None:
-    from retrieval.embedder import HashingEmbedder
+    from hybrid_assistant.retrieval.embedder import HashingEmbedder
 
     items = make_items(n_docs=3, per_doc=2)
     records = make_records(items, parse_arms("base,adapter:style"))

@@ -6,8 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from eval.arms import Arm, ArmError, factorial_sets, parse_arm, parse_arms
-from eval.records import AnswerRecord, dump_records, load_records, records_from_json, records_to_json
+from hybrid_assistant.eval.arms import Arm, ArmError, factorial_sets, parse_arm, parse_arms
+from hybrid_assistant.eval.records import (
+    AnswerRecord,
+    dump_records,
+    load_records,
+    records_from_json,
+    records_to_json,
+)
 
 
 def test_parse_and_canonicalise() -> None:

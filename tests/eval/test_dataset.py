@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from eval.dataset import (
+from hybrid_assistant.eval.dataset import (
     DatasetError,
     EvalItem,
     item_to_dict,
@@ -17,7 +17,12 @@ from eval.dataset import (
     load_style_spec,
     parse_item,
 )
-from eval.demo_dataset import DEMO_DIR, MEMORISED_COUNT, build_demo_dataset, write_demo_dataset
+from hybrid_assistant.eval.demo_dataset import (
+    DEMO_DIR,
+    MEMORISED_COUNT,
+    build_demo_dataset,
+    write_demo_dataset,
+)
 
 
 def _write(tmp_path: Path, rows: list[object]) -> Path:
@@ -100,7 +105,9 @@ def test_demo_style_spec_and_exemplars() -> None:
 
 def test_committed_demo_test_set_is_what_the_builder_writes(tmp_path: Path) -> None:
     out = write_demo_dataset(out=tmp_path / "test.jsonl")
-    assert out.read_text() == (DEMO_DIR / "test.jsonl").read_text(), "run: python -m eval.demo_dataset"
+    assert out.read_text() == (DEMO_DIR / "test.jsonl").read_text(), (
+        "run: python -m hybrid_assistant.eval.demo_dataset"
+    )
     assert build_demo_dataset() == build_demo_dataset()
 
 
@@ -130,7 +137,7 @@ def test_demo_test_set_contents() -> None:
 
 
 def test_stratified_subset_keeps_shares_spread_and_order() -> None:
-    from eval.dataset import stratified_subset
+    from hybrid_assistant.eval.dataset import stratified_subset
 
     items = load_dataset(DEMO_DIR / "test.jsonl")
     subset = stratified_subset(items, 100)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from eval.dataset import EvalItem, StyleSpec
-from eval.metrics.knowledge import (
+from hybrid_assistant.eval.dataset import EvalItem, StyleSpec
+from hybrid_assistant.eval.metrics.knowledge import (
     contains,
     exact_match,
     extract_answer,
@@ -16,7 +16,7 @@ from eval.metrics.knowledge import (
     option_scores,
     token_f1,
 )
-from eval.records import AnswerRecord
+from hybrid_assistant.eval.records import AnswerRecord
 
 JSON_SPEC = StyleSpec(name="json-answer", answer_field="answer")
 

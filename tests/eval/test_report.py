@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from eval.analysis import EvalAnalysis, analyse
-from eval.arms import parse_arms
-from eval.dataset import load_style_spec
-from eval.report import terminal_table, write_reports
+from hybrid_assistant.eval.analysis import EvalAnalysis, analyse
+from hybrid_assistant.eval.arms import parse_arms
+from hybrid_assistant.eval.dataset import load_style_spec
+from hybrid_assistant.eval.report import terminal_table, write_reports
 from tests.eval.synthetic import ARMS, make_items, make_records
 
 SPEC = load_style_spec(Path(__file__).resolve().parents[2] / "eval" / "data" / "demo" / "style_spec.json")

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from eval.stats import (
+from hybrid_assistant.eval.stats import (
     MDE_MULTIPLIER,
     ClusterBootstrap,
     cluster_se,

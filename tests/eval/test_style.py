@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from eval.dataset import DatasetError, StyleSpec, load_style_spec
-from eval.metrics.schema import schema_problems, validate
-from eval.metrics.style import format_checks, format_valid, style_scores, style_similarity
+from hybrid_assistant.eval.dataset import DatasetError, StyleSpec, load_style_spec
+from hybrid_assistant.eval.metrics.schema import schema_problems, validate
+from hybrid_assistant.eval.metrics.style import format_checks, format_valid, style_scores, style_similarity
 
 DEMO_SPEC = Path(__file__).resolve().parents[2] / "eval" / "data" / "demo" / "style_spec.json"
 

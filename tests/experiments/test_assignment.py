@@ -6,9 +6,9 @@ from collections import Counter
 
 import pytest
 
-from server.assistant import RetrievalInput
-from server.errors import FailedPrecondition, InvalidArgument
-from server.experiments import (
+from hybrid_assistant.server.assistant import RetrievalInput
+from hybrid_assistant.server.errors import FailedPrecondition, InvalidArgument
+from hybrid_assistant.server.experiments import (
     MAX_FILTER_KEYS,
     MAX_WEIGHT,
     Arm,

@@ -8,8 +8,8 @@ import pytest
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
-from server.cli import app
-from server.config import load_settings
+from hybrid_assistant.server.cli import app
+from hybrid_assistant.server.config import load_settings
 
 TOML = """
 [request_log]

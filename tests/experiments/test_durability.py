@@ -6,7 +6,7 @@ from pathlib import Path
 
 from hybrid_assistant.client import AssistantClient
 from hybrid_assistant.requests import experiment_arm
-from server.process import ServerProcess
+from hybrid_assistant.server.process import ServerProcess
 
 
 def serve(model: Path, data: Path, log: Path) -> ServerProcess:

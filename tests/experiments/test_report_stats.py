@@ -5,11 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from eval.stats import cluster_permutation_test
-from server import experiment_report
-from server.experiment_report import ExperimentReport, MetricResult, build_report, significant
-from server.experiments import Arm, new_experiment
-from server.log_db import LogRecord
+from hybrid_assistant.eval.stats import cluster_permutation_test
+from hybrid_assistant.server import experiment_report
+from hybrid_assistant.server.experiment_report import (
+    ExperimentReport,
+    MetricResult,
+    build_report,
+    significant,
+)
+from hybrid_assistant.server.experiments import Arm, new_experiment
+from hybrid_assistant.server.log_db import LogRecord
 
 EXPERIMENT = new_experiment(
     "synthetic", (Arm("control", control=True), Arm("treated", adapter="style")), max_top_k=50

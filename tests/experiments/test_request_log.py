@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from server.errors import AlreadyExists, NotFound
-from server.experiment_settings import RequestLogSettings
-from server.log_db import LogDatabase, LogRecord
-from server.request_log import RequestLog
+from hybrid_assistant.server.errors import AlreadyExists, NotFound
+from hybrid_assistant.server.experiment_settings import RequestLogSettings
+from hybrid_assistant.server.log_db import LogDatabase, LogRecord
+from hybrid_assistant.server.request_log import RequestLog
 
 
 def record(request_id: str, *, at: float | None = None, experiment: str = "", arm: str = "base") -> LogRecord:
@@ -174,7 +174,7 @@ def test_request_ids_are_claimed_once_in_flight_queued_or_stored(db: LogDatabase
     import asyncio
     from typing import Any, cast
 
-    from server.experiment_service import ExperimentService
+    from hybrid_assistant.server.experiment_service import ExperimentService
 
     log = RequestLog(db, RequestLogSettings())
     service = ExperimentService(cast(Any, None), db, log)

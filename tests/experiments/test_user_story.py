@@ -16,8 +16,8 @@ from typer.testing import CliRunner
 
 from hybrid_assistant.client import AssistantClient
 from hybrid_assistant.requests import experiment_arm
-from server.cli import app
-from server.config import AdapterPreload
+from hybrid_assistant.server.cli import app
+from hybrid_assistant.server.config import AdapterPreload
 from tests.helpers import ServerThread
 
 DOCS = [

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from server.model_store import DEFAULT_MODEL_NAME, resolve_model
+from hybrid_assistant.server.model_store import DEFAULT_MODEL_NAME, resolve_model
 from tests.helpers import ServerThread
 
 
@@ -25,7 +25,7 @@ def smol_model_dir(smol_data_dir: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def smol_server(smol_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
-    from server.config import load_settings
+    from hybrid_assistant.server.config import load_settings
 
     roots = tmp_path_factory.mktemp("smol-adapters")
     settings = load_settings(None, listen="127.0.0.1:0", data_dir=smol_data_dir, adapter_roots=[roots])

@@ -20,7 +20,7 @@ DEMO = Path(__file__).resolve().parents[2] / "eval" / "data" / "demo"
 def test_ingest_folder_then_ask_with_and_without_retrieval(smol_server: ServerThread) -> None:
     env = {**os.environ, "HA_TARGET": smol_server.target}
     ingest = subprocess.run(
-        [sys.executable, "-m", "server", "ingest", str(DEMO / "kb")],
+        [sys.executable, "-m", "hybrid_assistant.server", "ingest", str(DEMO / "kb")],
         capture_output=True,
         text=True,
         env=env,

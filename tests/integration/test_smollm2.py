@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from hybrid_assistant.client import AssistantClient, AsyncAssistantClient
-from server.model_store import model_fingerprint, resolve_model
+from hybrid_assistant.server.model_store import model_fingerprint, resolve_model
 from tests.helpers import ServerThread, build_adapter
 
 pytestmark = pytest.mark.slow

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from retrieval import Document, HashingEmbedder, KnowledgeBase, RetrievalSettings
+from hybrid_assistant.retrieval import Document, HashingEmbedder, KnowledgeBase, RetrievalSettings
 
 # Small enough to train and build in milliseconds, big enough to exercise each code path:
 # IVF trains at 200 vectors into 8 cells; HNSW is rebuilt once a fifth of it is deleted.
@@ -83,6 +83,6 @@ def clustered_vectors(count: int, dimension: int, clusters: int, seed: int = 0) 
 @pytest.fixture(scope="session")
 def minilm() -> Any:
     """The real default embedder, loaded once per session (tests using it are marked slow)."""
-    from retrieval import SentenceTransformerEmbedder
+    from hybrid_assistant.retrieval import SentenceTransformerEmbedder
 
     return SentenceTransformerEmbedder(batch_size=32)

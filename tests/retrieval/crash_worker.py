@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from retrieval import Document, HashingEmbedder, KnowledgeBase, RetrievalSettings
+from hybrid_assistant.retrieval import Document, HashingEmbedder, KnowledgeBase, RetrievalSettings
 from tests.retrieval.conftest import INDEX_SETTINGS
 
 DOCS_PER_BATCH = 20

@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from retrieval.chunker import Chunker, sentence_spans
+from hybrid_assistant.retrieval.chunker import Chunker, sentence_spans
 
 WORDS = [
     "alpha",

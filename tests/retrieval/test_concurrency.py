@@ -8,7 +8,13 @@ from pathlib import Path
 
 import numpy as np
 
-from retrieval import Document, EmptyIndexError, HashingEmbedder, KnowledgeBase, RetrievalSettings
+from hybrid_assistant.retrieval import (
+    Document,
+    EmptyIndexError,
+    HashingEmbedder,
+    KnowledgeBase,
+    RetrievalSettings,
+)
 
 DOCS = 30
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from retrieval import Document, HashingEmbedder, KnowledgeBase, RetrievalSettings
+from hybrid_assistant.retrieval import Document, HashingEmbedder, KnowledgeBase, RetrievalSettings
 from tests.retrieval.conftest import INDEX_SETTINGS
 from tests.retrieval.crash_worker import DOCS_PER_BATCH
 

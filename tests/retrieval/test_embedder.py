@@ -5,8 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from retrieval import EmbedderError, HashingEmbedder, SentenceTransformerEmbedder
-from retrieval.embedder import Embedder, check_embeddings
+from hybrid_assistant.retrieval import EmbedderError, HashingEmbedder, SentenceTransformerEmbedder
+from hybrid_assistant.retrieval.embedder import Embedder, check_embeddings
 
 
 def test_hashing_embedder_is_deterministic_and_unit_norm() -> None:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from retrieval.fusion import max_fused_score, reciprocal_rank_fusion
+from hybrid_assistant.retrieval.fusion import max_fused_score, reciprocal_rank_fusion
 
 
 def test_rrf_scores_are_sums_of_reciprocal_ranks() -> None:

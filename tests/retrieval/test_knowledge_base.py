@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from retrieval import (
+from hybrid_assistant.retrieval import (
     Document,
     EmptyIndexError,
     HashingEmbedder,
@@ -267,7 +267,7 @@ def test_embedder_mismatch_is_refused(open_kb: OpenKB, tmp_path: Path) -> None:
 
 
 def test_hostile_documents_are_skipped_with_short_errors(open_kb: OpenKB) -> None:
-    from retrieval.ingest import MAX_METADATA_KEYS, MAX_TEXT_CHARS
+    from hybrid_assistant.retrieval.ingest import MAX_METADATA_KEYS, MAX_TEXT_CHARS
 
     kb = open_kb()
     huge = "z" * 100_000
@@ -288,8 +288,12 @@ def test_hostile_documents_are_skipped_with_short_errors(open_kb: OpenKB) -> Non
 
 
 def test_metadata_filters_are_bounded_below_sqlites_term_limit(open_kb: OpenKB) -> None:
-    from retrieval.search import MAX_FILTER_KEY_LENGTH, MAX_FILTER_KEYS, MAX_FILTER_VALUE_LENGTH
-    from server import validation
+    from hybrid_assistant.retrieval.search import (
+        MAX_FILTER_KEY_LENGTH,
+        MAX_FILTER_KEYS,
+        MAX_FILTER_VALUE_LENGTH,
+    )
+    from hybrid_assistant.server import validation
 
     # The server checks requests against the same bounds before they reach the index.
     assert (MAX_FILTER_KEYS, MAX_FILTER_KEY_LENGTH, MAX_FILTER_VALUE_LENGTH) == (

@@ -3,8 +3,8 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 
-from retrieval import Document, KnowledgeBase
-from retrieval.lexical import FTS_SCHEMA, match_expression, search
+from hybrid_assistant.retrieval import Document, KnowledgeBase
+from hybrid_assistant.retrieval.lexical import FTS_SCHEMA, match_expression, search
 
 
 def test_match_expression_quotes_words_and_drops_stopwords() -> None:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from retrieval import DocumentLoader, load_documents
+from hybrid_assistant.retrieval import DocumentLoader, load_documents
 
 
 @pytest.fixture

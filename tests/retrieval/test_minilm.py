@@ -7,7 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from retrieval import KnowledgeBase, RetrievalSettings, SentenceTransformerEmbedder, load_documents
+from hybrid_assistant.retrieval import (
+    KnowledgeBase,
+    RetrievalSettings,
+    SentenceTransformerEmbedder,
+    load_documents,
+)
 
 pytestmark = pytest.mark.slow
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from retrieval import RetrievalSettings
+from hybrid_assistant.retrieval import RetrievalSettings
 
 
 def test_defaults_are_valid() -> None:

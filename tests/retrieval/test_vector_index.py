@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from retrieval import RetrievalSettings
-from retrieval.vector_index import VectorIndex, auto_nlist
+from hybrid_assistant.retrieval import RetrievalSettings
+from hybrid_assistant.retrieval.vector_index import VectorIndex, auto_nlist
 from tests.retrieval.conftest import INDEX_SETTINGS, clustered_vectors
 
 DIM = 32

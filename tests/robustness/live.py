@@ -22,7 +22,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from server.process import ServerProcess
+from hybrid_assistant.server.process import ServerProcess
 
 ADMIN_TOKEN = "robustness-admin-token"
 ADAPTERS = ("alpha", "beta", "gamma", "delta")

@@ -508,9 +508,9 @@ def check_index(data_dir: Path, acked: set[str]) -> tuple[str, list[str]]:
     acknowledged batch whole, no batch in part, FAISS ids == docstore chunk ids, searchable."""
     import numpy as np
 
-    from retrieval.embedder import HashingEmbedder
-    from retrieval.knowledge_base import KnowledgeBase
-    from retrieval.settings import RetrievalSettings
+    from hybrid_assistant.retrieval.embedder import HashingEmbedder
+    from hybrid_assistant.retrieval.knowledge_base import KnowledgeBase
+    from hybrid_assistant.retrieval.settings import RetrievalSettings
 
     directory = data_dir / "index"
     problems: list[str] = []
@@ -603,7 +603,7 @@ def inspect_output(model_dir: Path, out_root: Path, name: str) -> dict[str, Any]
     hidden staging/trash directories were left beside it."""
     from transformers import AutoModelForCausalLM
 
-    from adapters.peft_format import BaseModelSpec, inspect_adapter
+    from hybrid_assistant.adapters.peft_format import BaseModelSpec, inspect_adapter
 
     target = out_root / name
     leftovers = sorted(p.name for p in out_root.glob(f".{name}.*"))

@@ -16,9 +16,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from adapters import training
-from adapters.data import chat
-from adapters.train_config import BaseModel, TrainConfig
+from hybrid_assistant.adapters import training
+from hybrid_assistant.adapters.data import chat
+from hybrid_assistant.adapters.train_config import BaseModel, TrainConfig
 
 CONFIG = TrainConfig(rank=4, alpha=16, epochs=1, learning_rate=1e-2, batch_size=4, max_length=64)
 

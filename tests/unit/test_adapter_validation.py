@@ -13,9 +13,18 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM
 
-from adapters.errors import AdapterNotFoundError, AdapterValidationError, UnsafeAdapterPathError
-from adapters.paths import check_adapter_name, resolve_adapter_dir
-from adapters.peft_format import BaseModelSpec, check_lora_weights, inspect_adapter, load_lora_weights
+from hybrid_assistant.adapters.errors import (
+    AdapterNotFoundError,
+    AdapterValidationError,
+    UnsafeAdapterPathError,
+)
+from hybrid_assistant.adapters.paths import check_adapter_name, resolve_adapter_dir
+from hybrid_assistant.adapters.peft_format import (
+    BaseModelSpec,
+    check_lora_weights,
+    inspect_adapter,
+    load_lora_weights,
+)
 from tests.helpers import build_adapter
 
 

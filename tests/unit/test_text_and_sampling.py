@@ -8,9 +8,9 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from server.engines.sampling import make_generator, sample
-from server.engines.text import IncrementalDetokenizer
-from server.engines.types import SamplingParams
+from hybrid_assistant.server.engines.sampling import make_generator, sample
+from hybrid_assistant.server.engines.text import IncrementalDetokenizer
+from hybrid_assistant.server.engines.types import SamplingParams
 
 
 @pytest.fixture(scope="module")

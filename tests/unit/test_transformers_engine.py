@@ -10,8 +10,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from server.adapter_registry import AdapterRegistry
-from server.engines.transformers_engine import TransformersEngine
+from hybrid_assistant.server.adapter_registry import AdapterRegistry
+from hybrid_assistant.server.engines.transformers_engine import TransformersEngine
 from tests.engine_contract import QUESTIONS, EngineContract, EngineEnv, prompt, run, started_env
 
 
@@ -19,7 +19,7 @@ from tests.engine_contract import QUESTIONS, EngineContract, EngineEnv, prompt, 
 async def engine_env(
     tiny_model_dir: Path, adapter_root: Path, tiny_adapters: dict[str, Path], tmp_path_factory: Any
 ) -> AsyncIterator[EngineEnv]:
-    from server.config import load_settings
+    from hybrid_assistant.server.config import load_settings
 
     settings = load_settings(
         None,

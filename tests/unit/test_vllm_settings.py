@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from server.config import load_settings
-from server.engines.vllm_settings import CPU_KV_CACHE_BYTES, engine_kwargs, vllm_lora_rank
+from hybrid_assistant.server.config import load_settings
+from hybrid_assistant.server.engines.vllm_settings import CPU_KV_CACHE_BYTES, engine_kwargs, vllm_lora_rank
 
 
 def kwargs(on_cpu: bool = True, **overrides: Any) -> dict[str, Any]:

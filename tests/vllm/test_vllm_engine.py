@@ -14,7 +14,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from server.engines.vllm_engine import VllmEngine
+from hybrid_assistant.server.engines.vllm_engine import VllmEngine
 from tests.engine_contract import (
     QUESTIONS,
     EngineContract,
@@ -34,7 +34,7 @@ KV_CACHE_BYTES = 64 << 20  # plenty for the tiny model; vLLM's CPU default would
 async def engine_env(
     tiny_model_dir: Path, adapter_root: Path, tiny_adapters: dict[str, Path], tmp_path_factory: Any
 ) -> AsyncIterator[EngineEnv]:
-    from server.config import load_settings
+    from hybrid_assistant.server.config import load_settings
 
     settings = load_settings(
         None,

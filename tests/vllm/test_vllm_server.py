@@ -1,4 +1,4 @@
-"""End to end: `python -m server serve --engine vllm` on the tiny model, over gRPC.
+"""End to end: `python -m hybrid_assistant.server serve --engine vllm` on the tiny model, over gRPC.
 
 Per-request adapters, load / unload (vLLM's remove_lora really runs), a deadline that
 aborts the request, and engine death: the server goes away with exit code 1.
@@ -19,7 +19,7 @@ import psutil
 import pytest
 
 from hybrid_assistant.client import AssistantClient
-from server.process import free_port
+from hybrid_assistant.server.process import free_port
 
 pytestmark = pytest.mark.vllm
 
@@ -44,7 +44,16 @@ def vllm_server(
         "HA_VLLM__KV_CACHE_MEMORY_BYTES": str(64 << 20),
         "HA_VLLM__MAX_LORAS": "2",
     }
-    cmd = [sys.executable, "-m", "server", "serve", "--engine", "vllm", "--listen", f"127.0.0.1:{port}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "hybrid_assistant.server",
+        "serve",
+        "--engine",
+        "vllm",
+        "--listen",
+        f"127.0.0.1:{port}",
+    ]
     with log.open("wb") as out:
         proc = subprocess.Popen([*cmd, "--preload", "alpha=alpha"], env=env, stdout=out, stderr=out)
     target = f"127.0.0.1:{port}"
