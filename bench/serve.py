@@ -32,7 +32,7 @@ from bench.harness import (
     table,
     write_results,
 )
-from hybrid_assistant.server.process import ServerProcess, free_port
+from hybrid_assistant.process import ServerProcess, free_port
 
 PROMPTS = [
     "Write a long story about a lighthouse keeper.",

@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from hybrid_assistant.server.process import ServerProcess
+from hybrid_assistant.process import ServerProcess
 
 DEMO_DIR = Path(__file__).resolve().parents[2] / "eval" / "data" / "demo"
 

@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 
 from hybrid_assistant.client import AssistantClient
-from hybrid_assistant.server.process import ServerProcess
+from hybrid_assistant.process import ServerProcess
 
 DEMO_DIR = Path(__file__).resolve().parents[2] / "eval" / "data" / "demo"
 DEMO_ARMS = "base,adapter:style,rag@3,adapter:style+rag@3,oracle,adapter:knowledge,adapter:knowledge+rag@3"

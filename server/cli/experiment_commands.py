@@ -105,7 +105,7 @@ def list_experiments(
     json_out: Json = False,
 ) -> None:
     """List experiments with their state and arms."""
-    from hybrid_assistant.server.experiment_convert import STATE_FROM_PB
+    from hybrid_assistant.server.experiments.convert import STATE_FROM_PB
 
     with connect(target, tls=ClientTls(tls, tls_ca, tls_client_cert, tls_client_key)) as client:
         experiments = client.list_experiments()
@@ -203,8 +203,8 @@ def report(
     json_out: Json = False,
 ) -> None:
     """Per-arm traffic, feedback means with intervals, differences from the control; HTML with plots."""
-    from hybrid_assistant.server.experiment_convert import report_from_pb
-    from hybrid_assistant.server.experiment_page import render_report_html, terminal_report
+    from hybrid_assistant.server.cli.experiment_page import render_report_html, terminal_report
+    from hybrid_assistant.server.experiments.convert import report_from_pb
 
     with connect(target, tls=ClientTls(tls, tls_ca, tls_client_cert, tls_client_key)) as client:
         message = client.experiment_report(name)

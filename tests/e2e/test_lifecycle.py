@@ -16,7 +16,7 @@ import pytest
 from grpc_health.v1 import health_pb2
 
 from hybrid_assistant.client import AssistantClient
-from hybrid_assistant.server.process import free_port
+from hybrid_assistant.process import free_port
 from tests.helpers import ServerThread
 
 Q = "Tell me a story about a dog."

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from hybrid_assistant.client import AssistantClient
+from hybrid_assistant.process import ServerProcess
 from hybrid_assistant.requests import experiment_arm
-from hybrid_assistant.server.process import ServerProcess
 
 
 def serve(model: Path, data: Path, log: Path) -> ServerProcess:

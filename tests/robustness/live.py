@@ -3,7 +3,7 @@
 The robustness checks must see what a client sees: a real socket, a real process that can
 crash, be killed with SIGKILL or run out of disk. An in-process server (tests.helpers.ServerThread)
 would take pytest down with it when a hostile request kills the engine, so everything here runs
-the server with :class:`server.process.ServerProcess` on the tiny test model (fast on 2 cores),
+the server with :class:`hybrid_assistant.process.ServerProcess` on the tiny test model (fast on 2 cores),
 or on any model given by path (SmolLM2 for the bench).
 """
 
@@ -22,7 +22,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from hybrid_assistant.server.process import ServerProcess
+from hybrid_assistant.process import ServerProcess
 
 ADMIN_TOKEN = "robustness-admin-token"
 ADAPTERS = ("alpha", "beta", "gamma", "delta")

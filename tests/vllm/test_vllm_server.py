@@ -19,7 +19,7 @@ import psutil
 import pytest
 
 from hybrid_assistant.client import AssistantClient
-from hybrid_assistant.server.process import free_port
+from hybrid_assistant.process import free_port
 
 pytestmark = pytest.mark.vllm
 

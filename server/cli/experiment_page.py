@@ -1,7 +1,7 @@
 """An experiment report for people: the terminal table and one self-contained HTML page with plots.
 
-The numbers come from :mod:`server.experiment_report`; formatting, plots and the page shell are
-the eval's (:mod:`eval.report`), so offline and online reports read the same way.
+The numbers come from :mod:`hybrid_assistant.server.experiments.report`; formatting, plots and
+the page shell are the eval's (:mod:`eval.report`), so offline and online reports read the same way.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from hybrid_assistant.eval.report.document import Image, Section, Table
 from hybrid_assistant.eval.report.formatting import estimate_text, num, p_value
 from hybrid_assistant.eval.report.html import render_page
 from hybrid_assistant.eval.report.terminal import grid
-from hybrid_assistant.server.experiment_report import (
+from hybrid_assistant.server.experiments.report import (
     BOOTSTRAP_MAX_SUBJECTS,
     ArmResult,
     ExperimentReport,

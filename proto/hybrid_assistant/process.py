@@ -1,7 +1,10 @@
-"""A hybrid-assistant server in a child process: for the demo, the sweep and the benchmarks.
+"""A hybrid-assistant server in a child process: for the demo, the sweep, tests and the benchmarks.
 
-A child process gets its own interpreter (no GIL shared with the caller) and is stopped the
-way an orchestrator would stop it: SIGTERM, then a graceful drain.
+Client side, beside :mod:`hybrid_assistant.client`: it only starts ``python -m
+hybrid_assistant.server`` and polls health over gRPC, so it needs grpcio and protobuf alone
+(the server's own dependencies are the child's business). A child process gets its own
+interpreter (no GIL shared with the caller) and is stopped the way an orchestrator would stop
+it: SIGTERM, then a graceful drain.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    """``python ARGS...`` (default: ``-m server serve --listen 127.0.0.1:<free port> EXTRA...``).
+    """``python ARGS...`` (default: ``-m hybrid_assistant.server serve --listen 127.0.0.1:<port> EXTRA...``).
 
     ``python`` is another interpreter when the server needs another environment (vLLM's).
     """
