@@ -307,19 +307,9 @@ def analyse(
     _check_styles(items, spec)
     table = _index_records(items, records, arm_list)
     arm_names = [a.name for a in arm_list]
-    n = len(items)
 
     texts = {k: ("" if r.error else r.text) for k, r in table.items()}
-    sims = _similarities(texts, exemplars, embedder)
-    values: dict[str, dict[str, np.ndarray]] = {
-        m: {a: np.full(n, np.nan) for a in arm_names} for m in METRICS
-    }
-    for arm in arm_list:
-        for i, item in enumerate(items):
-            key = (item.id, arm.name)
-            for metric, value in score_record(item, table[key], arm, spec, sims.get(key)).items():
-                values[metric][arm.name][i] = value
-
+    values = _score(items, table, arm_list, spec, _similarities(texts, exemplars, embedder))
     boot = ClusterBootstrap([it.group for it in items], n_resamples, seed, confidence)
     arm_metrics = _arm_metrics(values, arm_names, boot)
     arm_results = [
@@ -330,72 +320,22 @@ def analyse(
     factorial = [r for fs in fsets for r in _factorial(fs, values, boot, present, seed)]
 
     notes: list[str] = []
-    comparisons = []
+    comparisons = _comparisons(values, arm_names, closed_book_arm, present, boot)
+    correct = _correctness(items, values, arm_names)
     if closed_book_arm in arm_names:
-        for a in arm_names:
-            if a == closed_book_arm:
-                continue
-            for m in present:
-                eff = paired_difference(
-                    f"{a} - {closed_book_arm}",
-                    values[m][a],
-                    values[m][closed_book_arm],
-                    boot,
-                    binary=METRICS[m].binary,
-                )
-                if eff.n:
-                    comparisons.append(Comparison(a, closed_book_arm, m, eff))
-
-    correct = {
-        a: [
-            is_correct(it, {m: values[m][a][i] for m in ("contains", "abstained")})
-            for i, it in enumerate(items)
-        ]
-        for a in arm_names
-    }
-    if closed_book_arm in arm_names:
-        closed = [
-            UNANSWERABLE if not it.answerable else KNOWN if correct[closed_book_arm][i] else NEW
-            for i, it in enumerate(items)
-        ]
+        closed = _closed_book_strata(items, correct[closed_book_arm])
     else:
         closed = ["" for _ in items]
         notes.append(f"no {closed_book_arm!r} arm: the known/new strata need a closed-book run")
-
     strata = _strata(items, closed, values, arm_names, boot, fsets, seed)
-    splits = []
-    for arm in arm_list:
-        if not arm.retrieval:
-            continue
-        rows = [i for i, it in enumerate(items) if it.answerable and it.gold_doc_ids]
-        split = four_way_split(
-            [bool(values["retrieval_hit"][arm.name][i]) for i in rows], [correct[arm.name][i] for i in rows]
-        )
-        counts = {
-            k: getattr(split, k)
-            for k in ("retrieved_right", "retrieved_wrong", "missed_right", "missed_wrong")
-        }
-        splits.append(RetrievalSplit(arm.name, split.total, counts, split.fractions()))
-
-    disagreements = [
-        Disagreement(
-            item_id=it.id,
-            question=it.text,
-            stratum=it.stratum,
-            closed_book=closed[i],
-            references=list(it.answers),
-            answers={a: extract_answer(texts[(it.id, a)], spec) for a in arm_names},
-            correct={a: correct[a][i] for a in arm_names},
-        )
-        for i, it in enumerate(items)
-        if len({correct[a][i] for a in arm_names}) > 1
-    ]
+    splits = _retrieval_splits(items, values, arm_list, correct)
+    disagreements = _disagreements(items, texts, closed, correct, arm_names, spec)
     if not fsets:
         notes.append("no complete 2x2 (base, adapter:A, rag, adapter:A+rag): no factorial effects")
     if boot.n_groups < 20:
         notes.append(f"only {boot.n_groups} groups: bootstrap intervals are unreliable with so few clusters")
     meta = {
-        "n_items": n,
+        "n_items": len(items),
         "n_groups": boot.n_groups,
         "arms": arm_names,
         "n_resamples": n_resamples,
@@ -411,6 +351,120 @@ def analyse(
         "factorial_sets": [{"name": f.name, "arms": list(f.arms)} for f in fsets],
     }
     return EvalAnalysis(meta, arm_results, factorial, comparisons, strata, splits, disagreements, notes)
+
+
+def _score(
+    items: list[EvalItem],
+    table: dict[tuple[str, str], AnswerRecord],
+    arms: list[Arm],
+    spec: StyleSpec | None,
+    sims: dict[tuple[str, str], float],
+) -> dict[str, dict[str, np.ndarray]]:
+    """metric -> arm -> one value per item (NaN where the metric does not apply)."""
+    values: dict[str, dict[str, np.ndarray]] = {
+        m: {a.name: np.full(len(items), np.nan) for a in arms} for m in METRICS
+    }
+    for arm in arms:
+        for i, item in enumerate(items):
+            key = (item.id, arm.name)
+            for metric, value in score_record(item, table[key], arm, spec, sims.get(key)).items():
+                values[metric][arm.name][i] = value
+    return values
+
+
+def _comparisons(
+    values: dict[str, dict[str, np.ndarray]],
+    arm_names: list[str],
+    closed_book_arm: str,
+    metrics: list[str],
+    boot: ClusterBootstrap,
+) -> list[Comparison]:
+    """Every arm against the closed-book arm, paired by item (none without that arm)."""
+    if closed_book_arm not in arm_names:
+        return []
+    comparisons = []
+    for a in arm_names:
+        if a == closed_book_arm:
+            continue
+        for m in metrics:
+            eff = paired_difference(
+                f"{a} - {closed_book_arm}",
+                values[m][a],
+                values[m][closed_book_arm],
+                boot,
+                binary=METRICS[m].binary,
+            )
+            if eff.n:
+                comparisons.append(Comparison(a, closed_book_arm, m, eff))
+    return comparisons
+
+
+def _correctness(
+    items: list[EvalItem], values: dict[str, dict[str, np.ndarray]], arm_names: list[str]
+) -> dict[str, list[bool]]:
+    """arm -> per item: ``contains`` if answerable, ``abstained`` if not."""
+    return {
+        a: [
+            is_correct(it, {m: values[m][a][i] for m in ("contains", "abstained")})
+            for i, it in enumerate(items)
+        ]
+        for a in arm_names
+    }
+
+
+def _closed_book_strata(items: list[EvalItem], closed_book_correct: list[bool]) -> list[str]:
+    """known / new by the closed-book arm's correctness; unanswerable items apart."""
+    return [
+        UNANSWERABLE if not it.answerable else KNOWN if closed_book_correct[i] else NEW
+        for i, it in enumerate(items)
+    ]
+
+
+def _retrieval_splits(
+    items: list[EvalItem],
+    values: dict[str, dict[str, np.ndarray]],
+    arms: list[Arm],
+    correct: dict[str, list[bool]],
+) -> list[RetrievalSplit]:
+    """Retrieval hit x correctness for each arm that searches, over answerable items with gold docs."""
+    splits = []
+    rows = [i for i, it in enumerate(items) if it.answerable and it.gold_doc_ids]
+    for arm in arms:
+        if not arm.retrieval:
+            continue
+        split = four_way_split(
+            [bool(values["retrieval_hit"][arm.name][i]) for i in rows], [correct[arm.name][i] for i in rows]
+        )
+        counts = {
+            k: getattr(split, k)
+            for k in ("retrieved_right", "retrieved_wrong", "missed_right", "missed_wrong")
+        }
+        splits.append(RetrievalSplit(arm.name, split.total, counts, split.fractions()))
+    return splits
+
+
+def _disagreements(
+    items: list[EvalItem],
+    texts: dict[tuple[str, str], str],
+    closed: list[str],
+    correct: dict[str, list[bool]],
+    arm_names: list[str],
+    spec: StyleSpec | None,
+) -> list[Disagreement]:
+    """The items where arms disagree on correctness, with every arm's extracted answer."""
+    return [
+        Disagreement(
+            item_id=it.id,
+            question=it.text,
+            stratum=it.stratum,
+            closed_book=closed[i],
+            references=list(it.answers),
+            answers={a: extract_answer(texts[(it.id, a)], spec) for a in arm_names},
+            correct={a: correct[a][i] for a in arm_names},
+        )
+        for i, it in enumerate(items)
+        if len({correct[a][i] for a in arm_names}) > 1
+    ]
 
 
 def _strata(
