@@ -76,13 +76,13 @@ async def traffic(
 
 def hot_path_costs(work: Path, n: int) -> dict[str, float]:
     """In-process microseconds per request of what the log adds to serving, and writer capacity."""
-    from hybrid_assistant.server.assistant import GenerateInput, RetrievalInput
     from hybrid_assistant.server.config import load_settings
-    from hybrid_assistant.server.experiment_service import ExperimentService
-    from hybrid_assistant.server.experiment_settings import RequestLogSettings
-    from hybrid_assistant.server.experiments import Arm, new_experiment
-    from hybrid_assistant.server.log_db import LogDatabase, LogRecord
-    from hybrid_assistant.server.request_log import RequestLog
+    from hybrid_assistant.server.core_types import GenerateInput, RetrievalInput
+    from hybrid_assistant.server.experiments.model import Arm, new_experiment
+    from hybrid_assistant.server.experiments.request_log import RequestLog
+    from hybrid_assistant.server.experiments.service import ExperimentManager
+    from hybrid_assistant.server.experiments.settings import RequestLogSettings
+    from hybrid_assistant.server.experiments.store import LogDatabase, LogRecord
 
     db = LogDatabase(work / "micro.sqlite3")
     log = RequestLog(db, RequestLogSettings(queue_size=n + 10))
@@ -97,7 +97,7 @@ def hot_path_costs(work: Path, n: int) -> dict[str, float]:
     assert log.flush(600)
     rows_per_s = n / (time.perf_counter() - started)
     log.close()
-    service = ExperimentService(load_settings(None, data_dir=work / "svc"), db, None)
+    service = ExperimentManager(load_settings(None, data_dir=work / "svc"), db, None)
     arms = (Arm("a", adapter="x", control=True), Arm("b", retrieval=RetrievalInput(enabled=True)))
     asyncio.run(service.create(new_experiment("e", arms, max_top_k=50)))
     inputs = [GenerateInput((("user", "hi"),), experiment="e", subject_key=f"u{i}") for i in range(n)]

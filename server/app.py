@@ -26,10 +26,10 @@ from hybrid_assistant.server.assistant import AssistantCore
 from hybrid_assistant.server.auth import AdminTokenInterceptor
 from hybrid_assistant.server.decode_guard import DecodeGuardInterceptor
 from hybrid_assistant.server.engines.factory import make_engine
-from hybrid_assistant.server.experiment_service import ExperimentService
+from hybrid_assistant.server.experiments.request_log import RequestLog
+from hybrid_assistant.server.experiments.service import ExperimentManager
+from hybrid_assistant.server.experiments.store import LogDatabase
 from hybrid_assistant.server.knowledge import KnowledgeService
-from hybrid_assistant.server.log_db import LogDatabase
-from hybrid_assistant.server.request_log import RequestLog
 from hybrid_assistant.server.servicers.adapters import AdaptersServicer
 from hybrid_assistant.server.servicers.assistant import AssistantServicer
 from hybrid_assistant.server.servicers.experiments import ExperimentsServicer
@@ -65,7 +65,7 @@ class App:
         self.request_log = (
             RequestLog(self.log_db, settings.request_log) if settings.request_log.enabled else None
         )
-        self.experiments = ExperimentService(settings, self.log_db, self.request_log)
+        self.experiments = ExperimentManager(settings, self.log_db, self.request_log)
         self.experiments.open()
         self.core = AssistantCore(
             settings,

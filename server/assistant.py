@@ -1,6 +1,7 @@
 """The transport-free core of answering: validate, pick the arm, retrieve, build the prompt, generate.
 
-Servicers convert protobuf to the inputs here and the outcomes back; nothing here knows gRPC.
+Servicers convert protobuf to the inputs (:mod:`hybrid_assistant.server.core_types`) and the
+outcomes back; nothing here knows gRPC.
 """
 
 from __future__ import annotations
@@ -8,17 +9,26 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Protocol
 
 from hybrid_assistant.server import metrics
-from hybrid_assistant.server.engines.types import FinishReason, GenerationRequest, SamplingParams
+from hybrid_assistant.server.core_types import (
+    ArmPlan,
+    GenerateInput,
+    GenerateOutcome,
+    RetrievalInput,
+    SamplingInput,
+    ScoreInput,
+    ScoreOutcome,
+    arm_name,
+)
+from hybrid_assistant.server.engines.types import GenerationRequest, SamplingParams
 from hybrid_assistant.server.errors import FailedPrecondition, InvalidArgument, Unavailable
 from hybrid_assistant.server.prompt import BuiltPrompt, ContextPassage, build_prompt, encode_batch
 from hybrid_assistant.server.validation import (
     Problems,
-    SamplingInput,
     check_continuations,
     check_messages,
     check_metadata_filter,
@@ -33,85 +43,7 @@ from hybrid_assistant.server.validation import (
 if TYPE_CHECKING:
     from hybrid_assistant.server.adapter_registry import AdapterRegistry
     from hybrid_assistant.server.config import Settings
-    from hybrid_assistant.server.engines.types import ContinuationScore, Engine
-
-
-@dataclass(frozen=True)
-class RetrievalInput:
-    enabled: bool = False
-    top_k: int = 0  # 0 = server default
-    mode: str = ""  # "dense" | "lexical" | "hybrid" | "" (server default)
-    min_score: float = 0.0
-    metadata_filter: Mapping[str, str] = field(default_factory=dict)
-    passages: tuple[ContextPassage, ...] = ()  # caller-supplied context instead of searching
-
-
-@dataclass(frozen=True)
-class GenerateInput:
-    messages: tuple[tuple[str, str], ...]
-    request_id: str = ""
-    adapter: str | None = None  # None: not set by the caller
-    sampling: SamplingInput = field(default_factory=SamplingInput)
-    retrieval: RetrievalInput = field(default_factory=RetrievalInput)
-    experiment: str = ""
-    subject_key: str = ""
-
-
-@dataclass(frozen=True)
-class ScoreInput:
-    messages: tuple[tuple[str, str], ...]
-    continuations: tuple[str, ...]
-    request_id: str = ""
-    adapter: str | None = None
-    retrieval: RetrievalInput = field(default_factory=RetrievalInput)
-
-
-@dataclass(frozen=True)
-class GenerateOutcome:
-    request_id: str
-    text: str
-    finish_reason: FinishReason
-    prompt_tokens: int
-    completion_tokens: int
-    context_tokens: int
-    adapter: str
-    queue_ms: float
-    ttft_ms: float
-    total_ms: float
-    retrieval_ms: float
-    contexts: list[ContextPassage]
-    model: str
-    experiment: str = ""
-    arm: str = ""
-
-
-@dataclass(frozen=True)
-class ScoreOutcome:
-    request_id: str
-    scores: list[ContinuationScore]
-    contexts: list[ContextPassage]
-    adapter: str
-
-
-@dataclass(frozen=True)
-class ArmPlan:
-    """What a request will actually run: the adapter and the retrieval settings."""
-
-    adapter: str
-    retrieval: RetrievalInput
-    experiment: str = ""
-    arm: str = ""
-    in_test: bool = False  # assigned by a running experiment: counts in its report
-
-
-def arm_name(adapter: str, retrieval: RetrievalInput) -> str:
-    """Canonical arm label: base, adapter:NAME, rag, adapter:NAME+rag (context = caller passages)."""
-    parts = [f"adapter:{adapter}"] if adapter else []
-    if retrieval.passages:
-        parts.append("context")
-    elif retrieval.enabled:
-        parts.append("rag")
-    return "+".join(parts) or "base"
+    from hybrid_assistant.server.engines.types import Engine
 
 
 class ContextSource(Protocol):
@@ -142,7 +74,7 @@ class AssistantCore:
         self.contexts = contexts
         self._resolve_arm = resolve_arm
         self._on_outcome = on_outcome
-        # Caller-supplied request ids are unique (ALREADY_EXISTS when reused): see ExperimentService.
+        # Caller-supplied request ids are unique (ALREADY_EXISTS when reused): see ExperimentManager.
         self._claim_request_id = claim_request_id
         self._release_request_id = release_request_id
         self.ready = False

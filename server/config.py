@@ -19,7 +19,7 @@ from pydantic_settings import (
 
 from hybrid_assistant.retrieval.settings import RetrievalSettings
 from hybrid_assistant.server.engines.vllm_settings import VllmSettings
-from hybrid_assistant.server.experiment_settings import ExperimentConfig, RequestLogSettings
+from hybrid_assistant.server.experiments.settings import ExperimentConfig, RequestLogSettings
 
 
 def default_data_dir() -> Path:

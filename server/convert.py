@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 from hybrid_assistant.server.adapter_registry import AdapterInfo
-from hybrid_assistant.server.assistant import (
+from hybrid_assistant.server.core_types import (
     GenerateInput,
     GenerateOutcome,
     RetrievalInput,
+    SamplingInput,
     ScoreInput,
     ScoreOutcome,
 )
 from hybrid_assistant.server.engines.types import FinishReason
 from hybrid_assistant.server.prompt import ContextPassage
-from hybrid_assistant.server.validation import SamplingInput
 from hybrid_assistant.v1 import assistant_pb2 as pb
 
 MODES = {

@@ -32,8 +32,8 @@ from hybrid_assistant.server.errors import Unavailable, register_error
 from hybrid_assistant.server.prompt import ContextPassage
 
 if TYPE_CHECKING:
-    from hybrid_assistant.server.assistant import RetrievalInput
     from hybrid_assistant.server.config import Settings
+    from hybrid_assistant.server.core_types import RetrievalInput
 
 log = logging.getLogger(__name__)
 

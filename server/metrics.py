@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 if TYPE_CHECKING:
-    from hybrid_assistant.server.assistant import GenerateOutcome
+    from hybrid_assistant.server.core_types import GenerateOutcome
 
 REQUESTS = Counter(
     "hybrid_assistant_requests_total",

@@ -1,4 +1,10 @@
-"""Request validation: every message in one enum, all problems collected and raised once."""
+"""Request validation: every message in one enum, all problems collected and raised once.
+
+:class:`Problems` is the one collector for every domain's checks: requests here, experiment
+definitions and feedback in :mod:`hybrid_assistant.server.experiments.model`. Each domain keeps
+its own message enum, whose members format themselves (:class:`ProblemMessage`), so each decides
+how the bad values it quotes are cut; collecting, capping and raising are the same everywhere.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +12,14 @@ import enum
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
 
 from hybrid_assistant.adapters.errors import MAX_ECHO_CHARS, MAX_LISTED_PROBLEMS
 from hybrid_assistant.retrieval.search import MAX_FILTER_KEY_LENGTH, MAX_FILTER_KEYS, MAX_FILTER_VALUE_LENGTH
 from hybrid_assistant.server.errors import InvalidArgument
+
+if TYPE_CHECKING:
+    from hybrid_assistant.server.core_types import SamplingInput
 
 ROLES = ("system", "user", "assistant")
 MAX_STOP_STRINGS = 8
@@ -85,11 +95,20 @@ def bounded(value: object) -> object:
     return value
 
 
+class ProblemMessage(Protocol):
+    """A member of a domain's message enum: formats itself with the values it shows."""
+
+    def format(self, **values: object) -> str: ...
+
+
 @dataclass
 class Problems:
+    """Every problem found in one input; :meth:`raise_if_any` raises them as one INVALID_ARGUMENT
+    listing at most MAX_LISTED_PROBLEMS (and counting the rest)."""
+
     items: list[str] = field(default_factory=list)
 
-    def add(self, problem: Problem, **values: object) -> None:
+    def add(self, problem: ProblemMessage, **values: object) -> None:
         self.items.append(problem.format(**values))
 
     def raise_if_any(self) -> None:
@@ -97,15 +116,6 @@ class Problems:
             shown = self.items[:MAX_LISTED_PROBLEMS]
             more = len(self.items) - len(shown)
             raise InvalidArgument("; ".join(shown) + (f"; and {more} more problems" if more else ""))
-
-
-@dataclass(frozen=True)
-class SamplingInput:
-    max_tokens: int | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    seed: int | None = None
-    stop: tuple[str, ...] = ()
 
 
 def check_messages(messages: Sequence[tuple[str, str]], problems: Problems) -> None:

@@ -7,7 +7,8 @@ from collections.abc import AsyncIterator, Callable
 import grpc
 
 from hybrid_assistant.server import convert
-from hybrid_assistant.server.assistant import AssistantCore, GenerateOutcome
+from hybrid_assistant.server.assistant import AssistantCore
+from hybrid_assistant.server.core_types import GenerateOutcome
 from hybrid_assistant.server.errors import grpc_errors, grpc_stream_errors
 from hybrid_assistant.v1 import assistant_pb2 as pb
 from hybrid_assistant.v1 import assistant_pb2_grpc as pb_grpc

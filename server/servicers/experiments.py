@@ -1,4 +1,7 @@
-"""The Experiments service: create, update (admin), list, feedback, reports, log export (admin)."""
+"""The Experiments gRPC service: create, update (admin), list, feedback, reports, log export (admin).
+
+Each method validates what only the wire can get wrong, calls the transport-free
+:class:`~hybrid_assistant.server.experiments.service.ExperimentManager` and converts."""
 
 from __future__ import annotations
 
@@ -6,15 +9,15 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from hybrid_assistant.server import experiment_convert as convert
 from hybrid_assistant.server.errors import InvalidArgument, grpc_errors, grpc_stream_errors
-from hybrid_assistant.server.experiment_service import ExperimentService
+from hybrid_assistant.server.experiments import convert
+from hybrid_assistant.server.experiments.service import ExperimentManager
 from hybrid_assistant.v1 import assistant_pb2 as pb
 from hybrid_assistant.v1 import assistant_pb2_grpc as pb_grpc
 
 
 class ExperimentsServicer(pb_grpc.ExperimentsServicer):
-    def __init__(self, service: ExperimentService, max_top_k: int) -> None:
+    def __init__(self, service: ExperimentManager, max_top_k: int) -> None:
         self._service = service
         self._max_top_k = max_top_k
 

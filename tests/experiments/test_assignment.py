@@ -6,9 +6,9 @@ from collections import Counter
 
 import pytest
 
-from hybrid_assistant.server.assistant import RetrievalInput
+from hybrid_assistant.server.core_types import RetrievalInput
 from hybrid_assistant.server.errors import FailedPrecondition, InvalidArgument
-from hybrid_assistant.server.experiments import (
+from hybrid_assistant.server.experiments.model import (
     MAX_FILTER_KEYS,
     MAX_WEIGHT,
     Arm,

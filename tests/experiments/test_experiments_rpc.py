@@ -10,7 +10,7 @@ import pytest
 
 from hybrid_assistant.client import AssistantClient
 from hybrid_assistant.requests import experiment_arm
-from hybrid_assistant.server.experiments import subject_point
+from hybrid_assistant.server.experiments.model import subject_point
 from tests.helpers import ServerThread
 
 Q = "Tell me a story about a cat."

@@ -6,15 +6,15 @@ import numpy as np
 import pytest
 
 from hybrid_assistant.eval.stats import cluster_permutation_test
-from hybrid_assistant.server import experiment_report
-from hybrid_assistant.server.experiment_report import (
+from hybrid_assistant.server.experiments import report as experiment_report
+from hybrid_assistant.server.experiments.model import Arm, new_experiment
+from hybrid_assistant.server.experiments.report import (
     ExperimentReport,
     MetricResult,
     build_report,
     significant,
 )
-from hybrid_assistant.server.experiments import Arm, new_experiment
-from hybrid_assistant.server.log_db import LogRecord
+from hybrid_assistant.server.experiments.store import LogRecord
 
 EXPERIMENT = new_experiment(
     "synthetic", (Arm("control", control=True), Arm("treated", adapter="style")), max_top_k=50

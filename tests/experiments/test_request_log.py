@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from hybrid_assistant.server.errors import AlreadyExists, NotFound
-from hybrid_assistant.server.experiment_settings import RequestLogSettings
-from hybrid_assistant.server.log_db import LogDatabase, LogRecord
-from hybrid_assistant.server.request_log import RequestLog
+from hybrid_assistant.server.experiments.request_log import RequestLog
+from hybrid_assistant.server.experiments.settings import RequestLogSettings
+from hybrid_assistant.server.experiments.store import LogDatabase, LogRecord
 
 
 def record(request_id: str, *, at: float | None = None, experiment: str = "", arm: str = "base") -> LogRecord:
@@ -174,10 +174,10 @@ def test_request_ids_are_claimed_once_in_flight_queued_or_stored(db: LogDatabase
     import asyncio
     from typing import Any, cast
 
-    from hybrid_assistant.server.experiment_service import ExperimentService
+    from hybrid_assistant.server.experiments.service import ExperimentManager
 
     log = RequestLog(db, RequestLogSettings())
-    service = ExperimentService(cast(Any, None), db, log)
+    service = ExperimentManager(cast(Any, None), db, log)
     LogDatabase.insert(sqlite3.connect(db.path, isolation_level=None), [record("stored")])
 
     async def scenario() -> list[object]:

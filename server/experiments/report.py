@@ -37,8 +37,8 @@ from hybrid_assistant.eval.stats import (
 )
 
 if TYPE_CHECKING:
-    from hybrid_assistant.server.experiments import Experiment
-    from hybrid_assistant.server.log_db import LogRecord
+    from hybrid_assistant.server.experiments.model import Experiment
+    from hybrid_assistant.server.experiments.store import LogRecord
 
 NAN = float("nan")
 N_PERMUTATIONS = 5000

@@ -1,8 +1,9 @@
 """The request-log database: one SQLite file (WAL) with requests, feedback and experiments.
 
 Three kinds of connection, so that no caller waits on another's work:
-- the log writer's (one thread, :mod:`server.request_log`): ``synchronous=NORMAL`` - in WAL mode a
-  committed batch survives a process crash (kill -9), though not a power cut;
+- the log writer's (one thread, :mod:`hybrid_assistant.server.experiments.request_log`):
+  ``synchronous=NORMAL`` - in WAL mode a committed batch survives a process crash (kill -9),
+  though not a power cut;
 - the durable connection (feedback and experiment definitions, behind a lock): ``synchronous=FULL``
   - every commit is fsync'd before the call is acknowledged;
 - short-lived read-only connections for reports and exports (WAL readers never block writers).
@@ -10,10 +11,10 @@ Three kinds of connection, so that no caller waits on another's work:
 A request id is the key of the log and is never reused: feedback attaches to the id, so a
 request that could replace an earlier row would steal its subject, arm and feedback. The
 serving side refuses a caller-supplied id that is in flight, queued or stored
-(:meth:`server.experiment_service.ExperimentService.claim_request_id`, ALREADY_EXISTS), and
-the insert here is ``INSERT OR IGNORE`` as the last guard: a row whose id is already stored is
-dropped (counted and logged by the writer), never written over the first. Ids the server
-assigns are random UUIDs.
+(:meth:`hybrid_assistant.server.experiments.service.ExperimentManager.claim_request_id`,
+ALREADY_EXISTS), and the insert here is ``INSERT OR IGNORE`` as the last guard: a row whose id
+is already stored is dropped (counted and logged by the writer), never written over the first.
+Ids the server assigns are random UUIDs.
 """
 
 from __future__ import annotations

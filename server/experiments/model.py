@@ -38,18 +38,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from hybrid_assistant.server.assistant import RetrievalInput
-from hybrid_assistant.server.errors import FailedPrecondition, InvalidArgument
+from hybrid_assistant.server.core_types import RetrievalInput
+from hybrid_assistant.server.errors import FailedPrecondition
 from hybrid_assistant.server.validation import (
     MAX_ECHO_CHARS,
-    MAX_LISTED_PROBLEMS,
     MAX_METADATA_FILTER_KEYS,
     MAX_METADATA_KEY_CHARS,
     MAX_METADATA_VALUE_CHARS,
+    Problems,
 )
 
 if TYPE_CHECKING:
-    from hybrid_assistant.server.experiment_settings import ExperimentConfig
+    from hybrid_assistant.server.experiments.settings import ExperimentConfig
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 ARM_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:+-]{0,63}")
@@ -61,7 +61,6 @@ MAX_ADAPTER_NAME = 64  # as adapters.paths allows
 MAX_FILTER_KEYS = MAX_METADATA_FILTER_KEYS
 MAX_FILTER_KEY_LENGTH = MAX_METADATA_KEY_CHARS
 MAX_FILTER_VALUE_LENGTH = MAX_METADATA_VALUE_CHARS
-MAX_PROBLEMS = MAX_LISTED_PROBLEMS  # problems listed in one error (the rest are counted)
 MAX_ECHO = MAX_ECHO_CHARS  # characters of a bad value quoted back
 _SEARCH_MODES = ("", "dense", "lexical", "hybrid")
 
@@ -73,7 +72,8 @@ class ExperimentState(enum.Enum):
 
 
 class Problem(enum.Enum):
-    """Every validation message, showing the bad value."""
+    """Every validation message of the experiments domain, showing the bad value (collected by
+    :class:`~hybrid_assistant.server.validation.Problems`)."""
 
     NAME = "experiment name is {value!r}; expected 1-64 letters, digits, '_', '.', '-' (not first)"
     DESCRIPTION = "description is {value} characters; at most {limit}"
@@ -97,24 +97,20 @@ class Problem(enum.Enum):
     FILTER_VALUE = (
         "arms[{index}].retrieval.metadata_filter[{key!r}] is {value!r}; expected at most {limit} characters"
     )
+    # RecordFeedback and ExportRequestLog (checked by the service)
+    NO_REQUEST_ID = "request_id is empty"
+    REQUEST_ID = "request_id is {value!r}; expected at most {limit} printable characters"
+    METRIC = "metric is {value!r}; expected 1-64 letters, digits, '_', '.', ':', '-'"
+    FEEDBACK_VALUE = "value is {value}; expected a finite number"
+    TIME_BOUND = "{field} is {value}; expected a finite time >= 0 (0 = no bound)"
 
-
-class Problems:
-    def __init__(self) -> None:
-        self.items: list[str] = []
-
-    def add(self, problem: Problem, **values: object) -> None:
+    def format(self, **values: object) -> str:
         # Quoted values are cut short: a status message over 16 KB reaches the client as
         # RESOURCE_EXHAUSTED instead of the error.
-        shortened = {k: _short(v) if k in ("value", "key", "arm") else v for k, v in values.items()}
-        self.items.append(problem.value.format(**shortened))
+        return self.value.format(**{k: _short(v) if k in _CUT else v for k, v in values.items()})
 
-    def raise_if_any(self) -> None:
-        if self.items:
-            shown = self.items[:MAX_PROBLEMS]
-            if len(self.items) > MAX_PROBLEMS:
-                shown.append(f"and {len(self.items) - MAX_PROBLEMS} more problems")
-            raise InvalidArgument("; ".join(shown))
+
+_CUT = ("value", "key", "arm")  # the keys that quote a caller's value
 
 
 def _short(value: object) -> object:

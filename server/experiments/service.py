@@ -1,5 +1,6 @@
-"""Experiments at run time: assignment for the answering core, the request-log hook, admin
-verbs, feedback and reports. Transport-free; the servicer converts.
+"""Experiments at run time (:class:`ExperimentManager`): assignment for the answering core, the
+request-log hook, admin verbs, feedback and reports. Transport-free; the gRPC servicer
+(:mod:`hybrid_assistant.server.servicers.experiments`) converts.
 
 **Requests.** A request that names an experiment needs a subject key and gets the arm the
 experiment assigns (its adapter and retrieval settings). It may leave adapter and retrieval
@@ -16,7 +17,7 @@ metric (e.g. ``thumbs_final``). Feedback is committed with fsync before it is ac
 **Request ids are unique.** Feedback is keyed by request id and needs no token, so an id that
 could be reused would let one client replace another's log row (its subject, its arm) and the
 feedback meant for it. A caller-supplied id is claimed before the request runs
-(:meth:`ExperimentService.claim_request_id`): one that is in flight, still queued for the log
+(:meth:`ExperimentManager.claim_request_id`): one that is in flight, still queued for the log
 writer or already stored is ALREADY_EXISTS. The in-flight set is checked and claimed before
 the first ``await``, so two concurrent requests with one id cannot both pass. With the request
 log off only in-flight ids are checked (nothing is stored to collide with).
@@ -33,28 +34,33 @@ import uuid
 from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING
 
-from hybrid_assistant.server.assistant import ArmPlan, GenerateInput, GenerateOutcome, RetrievalInput
+from hybrid_assistant.server.core_types import ArmPlan, GenerateInput, GenerateOutcome, RetrievalInput
 from hybrid_assistant.server.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from hybrid_assistant.server.experiment_report import ExperimentReport, build_report
-from hybrid_assistant.server.experiments import Experiment, ExperimentState, from_config
-from hybrid_assistant.server.log_db import LogRecord
-from hybrid_assistant.server.validation import MAX_REQUEST_ID_LENGTH
+from hybrid_assistant.server.experiments.model import (
+    MAX_ECHO,
+    Experiment,
+    ExperimentState,
+    Problem,
+    from_config,
+)
+from hybrid_assistant.server.experiments.report import ExperimentReport, build_report
+from hybrid_assistant.server.experiments.store import LogRecord
+from hybrid_assistant.server.validation import MAX_REQUEST_ID_LENGTH, Problems
 
 if TYPE_CHECKING:
     from hybrid_assistant.server.config import Settings
-    from hybrid_assistant.server.log_db import LogDatabase
-    from hybrid_assistant.server.request_log import RequestLog
+    from hybrid_assistant.server.experiments.request_log import RequestLog
+    from hybrid_assistant.server.experiments.store import LogDatabase
 
 log = logging.getLogger(__name__)
 
 METRIC_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
 MAX_SUBJECT_KEY = 256
-MAX_ECHO = 200  # characters of a bad value quoted back in an error message
 _NO_RETRIEVAL = RetrievalInput()
 EXPORT_PAGE = 1000
 
 
-class ExperimentService:
+class ExperimentManager:
     def __init__(self, settings: Settings, db: LogDatabase, request_log: RequestLog | None) -> None:
         self.settings = settings
         self.db = db
@@ -196,22 +202,16 @@ class ExperimentService:
 
     async def record_feedback(self, request_id: str, metric: str, value: float) -> bool:
         """True when the same value was already recorded (nothing changed)."""
-        problems = []
+        problems = Problems()
         if not request_id:
-            problems.append("request_id is empty")
+            problems.add(Problem.NO_REQUEST_ID)
         elif len(request_id) > MAX_REQUEST_ID_LENGTH or not request_id.isprintable():
-            problems.append(
-                f"request_id is {request_id[:MAX_ECHO]!r}; expected at most {MAX_REQUEST_ID_LENGTH} "
-                "printable characters"
-            )
+            problems.add(Problem.REQUEST_ID, value=request_id, limit=MAX_REQUEST_ID_LENGTH)
         if not METRIC_PATTERN.fullmatch(metric):
-            problems.append(
-                f"metric is {metric[:MAX_ECHO]!r}; expected 1-64 letters, digits, '_', '.', ':', '-'"
-            )
+            problems.add(Problem.METRIC, value=metric)
         if not math.isfinite(value):
-            problems.append(f"value is {value}; expected a finite number")
-        if problems:
-            raise InvalidArgument("; ".join(problems))
+            problems.add(Problem.FEEDBACK_VALUE, value=value)
+        problems.raise_if_any()
         if self.request_log is None:
             raise FailedPrecondition("the request log is off on this server (request_log.enabled = false)")
         pending = self.request_log.pending(request_id)
@@ -237,13 +237,11 @@ class ExperimentService:
     async def export(
         self, experiment: str, since: float, until: float
     ) -> AsyncIterator[tuple[LogRecord, dict[str, float]]]:
-        problems = [
-            f"{field} is {value}; expected a finite time >= 0 (0 = no bound)"
-            for field, value in (("since_unix", since), ("until_unix", until))
-            if not (math.isfinite(value) and value >= 0)
-        ]
-        if problems:
-            raise InvalidArgument("; ".join(problems))
+        problems = Problems()
+        for field, value in (("since_unix", since), ("until_unix", until)):
+            if not (math.isfinite(value) and value >= 0):
+                problems.add(Problem.TIME_BOUND, field=field, value=value)
+        problems.raise_if_any()
         if experiment:
             self.get(experiment)
         await self.flush()

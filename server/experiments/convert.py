@@ -6,9 +6,9 @@ import math
 
 from hybrid_assistant.eval.stats import Estimate
 from hybrid_assistant.server import convert
-from hybrid_assistant.server.experiment_report import ArmResult, ExperimentReport, MetricResult
-from hybrid_assistant.server.experiments import Arm, Experiment, ExperimentState, new_experiment
-from hybrid_assistant.server.log_db import LogRecord
+from hybrid_assistant.server.experiments.model import Arm, Experiment, ExperimentState, new_experiment
+from hybrid_assistant.server.experiments.report import ArmResult, ExperimentReport, MetricResult
+from hybrid_assistant.server.experiments.store import LogRecord
 from hybrid_assistant.v1 import assistant_pb2 as pb
 
 STATE_TO_PB = {

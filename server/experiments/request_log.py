@@ -24,10 +24,10 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import Counter
 
-from hybrid_assistant.server.log_db import LogDatabase, LogRecord, connect
+from hybrid_assistant.server.experiments.store import LogDatabase, LogRecord, connect
 
 if TYPE_CHECKING:
-    from hybrid_assistant.server.experiment_settings import RequestLogSettings
+    from hybrid_assistant.server.experiments.settings import RequestLogSettings
 
 log = logging.getLogger(__name__)
 

@@ -19,6 +19,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from hybrid_assistant.server.errors import InvalidArgument
+from hybrid_assistant.server.experiments.model import from_config
+
 
 class RequestLogSettings(BaseModel):
     """The SQLite request log (every served Generate, with its feedback)."""
@@ -74,9 +77,6 @@ class ExperimentConfig(BaseModel):
     def _check(self) -> ExperimentConfig:
         # The same checks as CreateExperiment, so a bad config fails at start-up with every problem
         # listed (top_k against the server's limit is checked again when the server opens it).
-        from hybrid_assistant.server.errors import InvalidArgument
-        from hybrid_assistant.server.experiments import from_config
-
         try:
             from_config(self, max_top_k=2**31)
         except InvalidArgument as exc:
