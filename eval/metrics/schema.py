@@ -1,211 +1,183 @@
-"""A small, dependency-free JSON Schema checker for style specs (a documented subset of draft 2020-12).
+"""JSON Schema (draft 2020-12) for style specs, through the ``jsonschema`` package, with one plain
+message a problem (``"$.confidence: 1.5 is greater than the maximum of 1"``).
 
-Supported keywords: ``type`` (a name or a list of names), ``enum``, ``const``, ``properties``,
-``required``, ``additionalProperties`` (boolean or schema), ``minProperties``, ``maxProperties``,
-``items`` (one schema for every element), ``minItems``, ``maxItems``, ``minLength``,
-``maxLength``, ``pattern`` (``re.search``, as JSON Schema specifies), ``minimum``, ``maximum``,
-``exclusiveMinimum``, ``exclusiveMaximum``, ``multipleOf``. Annotations (``$schema``, ``$id``,
-``title``, ``description``, ``default``, ``examples``, ``$comment``) are ignored. Any other
-keyword makes :func:`schema_problems` report the schema as unsupported, so a spec never passes
-a check it silently skipped.
+:func:`schema_problems` checks a schema up front, so that a bad spec fails when it is loaded and
+not in the middle of an eval: its shape against the draft 2020-12 meta-schema (patterns must
+compile), then three things the meta-schema lets through but that would make a check pass
+without checking anything:
 
-As JSON Schema specifies, booleans are not numbers, and ``integer`` accepts ``1.0``. String
-lengths count code points.
+- a keyword draft 2020-12 does not define (a misspelt ``maxLenght`` would check nothing);
+- a ``format`` the format checker cannot check (formats are asserted here, not annotations);
+- a ``$ref`` that does not resolve inside the schema. Remote references are never fetched:
+  an eval does not depend on the network; put shared definitions under ``$defs``.
+
+:func:`validate` lists the ways a value violates a checked schema. Two rules of the old
+hand-written checker are kept on purpose: ``number`` and ``integer`` exclude NaN and the
+infinities (``json.loads`` accepts them), and a ``$schema`` other than draft 2020-12 is refused
+rather than read with the wrong draft's rules. As JSON Schema specifies, booleans are not
+numbers, ``integer`` accepts ``1.0``, string lengths count code points and ``pattern`` is a
+search, not a full match.
 """
 
 from __future__ import annotations
 
 import math
-import re
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
-_ANNOTATIONS = frozenset({"$schema", "$id", "title", "description", "default", "examples", "$comment"})
-_KEYWORDS = frozenset(
+import referencing.exceptions
+from jsonschema import Draft202012Validator, FormatChecker, ValidationError, validators
+from jsonschema.exceptions import best_match
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
+
+if TYPE_CHECKING:
+    from referencing._core import Resolver  # not re-exported by referencing, but its public type
+
+DRAFT = "https://json-schema.org/draft/2020-12/schema"
+# Keywords that assert nothing in draft 2020-12 (identifiers, containers, annotations); every
+# other keyword must be one the validator checks.
+_NON_ASSERTING = frozenset(
     {
-        "type",
-        "enum",
-        "const",
-        "properties",
-        "required",
-        "additionalProperties",
-        "minProperties",
-        "maxProperties",
-        "items",
-        "minItems",
-        "maxItems",
-        "minLength",
-        "maxLength",
-        "pattern",
-        "minimum",
-        "maximum",
-        "exclusiveMinimum",
-        "exclusiveMaximum",
-        "multipleOf",
+        "$schema",
+        "$id",
+        "$anchor",
+        "$dynamicAnchor",
+        "$defs",
+        "definitions",  # the pre-2019 name of $defs, still a valid place for $ref targets
+        "$comment",
+        "$vocabulary",
+        "title",
+        "description",
+        "default",
+        "deprecated",
+        "readOnly",
+        "writeOnly",
+        "examples",
+        "contentEncoding",
+        "contentMediaType",
+        "contentSchema",
     }
 )
-_TYPES = frozenset({"object", "array", "string", "number", "integer", "boolean", "null"})
+_KNOWN = frozenset(Draft202012Validator.VALIDATORS) | _NON_ASSERTING
+_FORMATS: FormatChecker = Draft202012Validator.FORMAT_CHECKER
+_VALUE_CHARS = 80  # a value quoted in a message is cut to this (outputs can be long)
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+def _finite_number(checker: Any, value: Any) -> bool:
+    return bool(Draft202012Validator.TYPE_CHECKER.is_type(value, "number") and math.isfinite(value))
 
 
-def _type_ok(value: Any, name: str) -> bool:
-    if name == "object":
-        return isinstance(value, dict)
-    if name == "array":
-        return isinstance(value, list)
-    if name == "string":
-        return isinstance(value, str)
-    if name == "boolean":
-        return isinstance(value, bool)
-    if name == "null":
-        return value is None
-    if name == "number":
-        return _is_number(value) and math.isfinite(value)
-    # integer
-    return _is_number(value) and math.isfinite(value) and float(value).is_integer()
+def _finite_integer(checker: Any, value: Any) -> bool:
+    return bool(Draft202012Validator.TYPE_CHECKER.is_type(value, "integer") and math.isfinite(value))
+
+
+_Validator = validators.extend(
+    Draft202012Validator,
+    type_checker=Draft202012Validator.TYPE_CHECKER.redefine_many(
+        {"number": _finite_number, "integer": _finite_integer}
+    ),
+)
+
+
+def _no_remote(uri: str) -> Resource[Any]:
+    raise referencing.exceptions.NoSuchResource(uri)
+
+
+# References resolve inside the schema, never over the network.
+_REGISTRY: Registry[Any] = Registry(retrieve=_no_remote)  # type: ignore[call-arg]
+
+
+def _where(base: str, path: Iterable[str | int]) -> str:
+    out = base
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return out
+
+
+def _message(error: ValidationError) -> str:
+    """jsonschema's message, with a long quoted value cut short and, for anyOf/oneOf, the
+    closest alternative's own problem."""
+    text = error.message
+    quoted = repr(error.instance)
+    if len(quoted) > _VALUE_CHARS:
+        text = text.replace(quoted, quoted[: _VALUE_CHARS - 1] + "…")
+    if error.validator in ("anyOf", "oneOf") and error.context:
+        closest = best_match(error.context)
+        at = f"at {_where('', closest.relative_path)}: " if closest.relative_path else ""
+        text += f" (closest: {at}{_message(closest)})"
+    return text
 
 
 def schema_problems(schema: Any, path: str = "$") -> list[str]:
-    """Problems that make ``schema`` unusable here (unsupported keywords, wrong keyword values)."""
-    if isinstance(schema, bool):
-        return []
-    if not isinstance(schema, Mapping):
-        return [f"{path}: a schema must be an object or a boolean, got {schema!r}"]
-    problems: list[str] = []
-    unknown = sorted(set(schema) - _KEYWORDS - _ANNOTATIONS)
-    if unknown:
-        problems.append(f"{path}: unsupported keyword(s) {unknown} (supported: {sorted(_KEYWORDS)})")
-    types = schema.get("type")
-    if types is not None:
-        names = types if isinstance(types, list) else [types]
-        bad = [t for t in names if t not in _TYPES]
-        if bad:
-            problems.append(f"{path}.type: unknown type(s) {bad}")
-    for key in ("minLength", "maxLength", "minItems", "maxItems", "minProperties", "maxProperties"):
-        if key in schema and (
-            not isinstance(schema[key], int) or isinstance(schema[key], bool) or schema[key] < 0
-        ):
-            problems.append(f"{path}.{key}: must be a non-negative integer, got {schema[key]!r}")
-    for key in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf"):
-        if key in schema and not _is_number(schema[key]):
-            problems.append(f"{path}.{key}: must be a number, got {schema[key]!r}")
-    if "multipleOf" in schema and _is_number(schema["multipleOf"]) and schema["multipleOf"] <= 0:
-        problems.append(f"{path}.multipleOf: must be positive, got {schema['multipleOf']!r}")
-    if "pattern" in schema:
-        try:
-            re.compile(schema["pattern"])
-        except (re.error, TypeError) as exc:
-            problems.append(f"{path}.pattern: {schema['pattern']!r} does not compile: {exc}")
-    if "required" in schema and (
-        not isinstance(schema["required"], list) or not all(isinstance(r, str) for r in schema["required"])
-    ):
-        problems.append(f"{path}.required: must be a list of strings, got {schema['required']!r}")
-    if "enum" in schema and not isinstance(schema["enum"], list):
-        problems.append(f"{path}.enum: must be a list, got {schema['enum']!r}")
-    props = schema.get("properties", {})
-    if not isinstance(props, Mapping):
-        problems.append(f"{path}.properties: must be an object, got {props!r}")
-    else:
-        for name, sub in props.items():
-            problems += schema_problems(sub, f"{path}.properties.{name}")
-    for key in ("additionalProperties", "items"):
-        if key in schema:
-            problems += schema_problems(schema[key], f"{path}.{key}")
+    """Problems that make ``schema`` unusable as a style check (empty when it is usable)."""
+    if isinstance(schema, Mapping) and str(schema.get("$schema", DRAFT)).rstrip("#") != DRAFT:
+        return [f"{path}.$schema: only draft 2020-12 ({DRAFT}) is supported, got {schema['$schema']!r}"]
+    meta = Draft202012Validator(Draft202012Validator.META_SCHEMA, format_checker=_FORMATS)
+    # dict.fromkeys: the meta-schema's allOf can report one problem once per vocabulary.
+    problems = list(
+        dict.fromkeys(f"{_where(path, e.absolute_path)}: {_message(e)}" for e in meta.iter_errors(schema))
+    )
+    if problems or isinstance(schema, bool):
+        return problems  # the walk below needs a well-formed schema
+    root = DRAFT202012.create_resource(schema)
+    resolver = _REGISTRY.with_resource(root.id() or "", root).resolver(root.id() or "")
+    for where, subschema, scope in _subschemas(root, resolver, path):
+        if not isinstance(subschema, Mapping):
+            continue
+        problems += [f"{where}: {k!r} is not a draft 2020-12 keyword" for k in subschema if k not in _KNOWN]
+        if "format" in subschema and subschema["format"] not in _FORMATS.checkers:
+            problems.append(
+                f"{where}.format: {subschema['format']!r} cannot be checked "
+                f"(known formats: {', '.join(sorted(_FORMATS.checkers))})"
+            )
+        for keyword in ("$ref", "$dynamicRef"):
+            if keyword in subschema:
+                problems += _unresolved(scope, subschema[keyword], f"{where}.{keyword}")
     return problems
 
 
-def validate(value: Any, schema: Any, path: str = "$") -> list[str]:
-    """The ways ``value`` violates ``schema`` (empty when it conforms). ``schema`` must be supported."""
-    if schema is True:
-        return []
-    if schema is False:
-        return [f"{path}: no value is allowed here"]
-    errors: list[str] = []
-    types = schema.get("type")
-    if types is not None:
-        names = types if isinstance(types, list) else [types]
-        if not any(_type_ok(value, t) for t in names):
-            return [f"{path}: expected {' or '.join(names)}, got {value!r}"]
-    if "const" in schema and not _json_equal(value, schema["const"]):
-        errors.append(f"{path}: must equal {schema['const']!r}, got {value!r}")
-    if "enum" in schema and not any(_json_equal(value, e) for e in schema["enum"]):
-        errors.append(f"{path}: must be one of {schema['enum']!r}, got {value!r}")
-    if isinstance(value, str):
-        errors += _string_errors(value, schema, path)
-    if _is_number(value):
-        errors += _number_errors(value, schema, path)
-    if isinstance(value, list):
-        errors += _array_errors(value, schema, path)
-    if isinstance(value, dict):
-        errors += _object_errors(value, schema, path)
-    return errors
+def _unresolved(scope: Resolver[Any], ref: str, where: str) -> list[str]:
+    try:
+        scope.lookup(ref)
+    except referencing.exceptions.PointerToNowhere as exc:
+        return [f"{where}: {ref!r} points at nothing ({exc.ref!r} is not in the schema)"]
+    except referencing.exceptions.Unresolvable:
+        return [f"{where}: {ref!r} is not in this schema (remote references are not fetched; use $defs)"]
+    return []
 
 
-def _json_equal(a: Any, b: Any) -> bool:
-    if isinstance(a, bool) or isinstance(b, bool):
-        return type(a) is type(b) and a == b
-    return bool(a == b)
+def _subschemas(
+    resource: Resource[Any], scope: Resolver[Any], where: str
+) -> Iterator[tuple[str, Any, Resolver[Any]]]:
+    """Every subschema (the schema included) with its path and the resolver for its base URI."""
+    yield where, resource.contents, scope
+    for child in resource.subresources():
+        yield from _subschemas(child, scope.in_subresource(child), _locate(resource.contents, child, where))
 
 
-def _string_errors(value: str, schema: Mapping[str, Any], path: str) -> list[str]:
-    errors = []
-    if "minLength" in schema and len(value) < schema["minLength"]:
-        errors.append(f"{path}: shorter than {schema['minLength']} characters: {value!r}")
-    if "maxLength" in schema and len(value) > schema["maxLength"]:
-        errors.append(f"{path}: longer than {schema['maxLength']} characters ({len(value)})")
-    if "pattern" in schema and re.search(schema["pattern"], value) is None:
-        errors.append(f"{path}: does not match {schema['pattern']!r}: {value!r}")
-    return errors
-
-
-def _number_errors(value: float, schema: Mapping[str, Any], path: str) -> list[str]:
-    errors = []
-    if "minimum" in schema and value < schema["minimum"]:
-        errors.append(f"{path}: {value!r} is less than the minimum {schema['minimum']!r}")
-    if "maximum" in schema and value > schema["maximum"]:
-        errors.append(f"{path}: {value!r} is greater than the maximum {schema['maximum']!r}")
-    if "exclusiveMinimum" in schema and value <= schema["exclusiveMinimum"]:
-        errors.append(f"{path}: {value!r} is not greater than {schema['exclusiveMinimum']!r}")
-    if "exclusiveMaximum" in schema and value >= schema["exclusiveMaximum"]:
-        errors.append(f"{path}: {value!r} is not less than {schema['exclusiveMaximum']!r}")
-    if "multipleOf" in schema:
-        ratio = value / schema["multipleOf"]
-        if not math.isclose(ratio, round(ratio), rel_tol=0, abs_tol=1e-9):
-            errors.append(f"{path}: {value!r} is not a multiple of {schema['multipleOf']!r}")
-    return errors
-
-
-def _array_errors(value: list[Any], schema: Mapping[str, Any], path: str) -> list[str]:
-    errors = []
-    if "minItems" in schema and len(value) < schema["minItems"]:
-        errors.append(f"{path}: fewer than {schema['minItems']} items")
-    if "maxItems" in schema and len(value) > schema["maxItems"]:
-        errors.append(f"{path}: more than {schema['maxItems']} items")
-    if "items" in schema:
-        for i, element in enumerate(value):
-            errors += validate(element, schema["items"], f"{path}[{i}]")
-    return errors
-
-
-def _object_errors(value: dict[str, Any], schema: Mapping[str, Any], path: str) -> list[str]:
-    errors = []
-    props: Mapping[str, Any] = schema.get("properties", {})
-    for name in schema.get("required", []):
-        if name not in value:
-            errors.append(f"{path}: missing required key {name!r}")
-    if "minProperties" in schema and len(value) < schema["minProperties"]:
-        errors.append(f"{path}: fewer than {schema['minProperties']} keys")
-    if "maxProperties" in schema and len(value) > schema["maxProperties"]:
-        errors.append(f"{path}: more than {schema['maxProperties']} keys")
-    extra_schema = schema.get("additionalProperties", True)
-    for name, element in value.items():
-        if name in props:
-            errors += validate(element, props[name], f"{path}.{name}")
-        elif extra_schema is False:
-            errors.append(f"{path}: unexpected key {name!r}")
+def _locate(parent: Mapping[str, Any], child: Resource[Any], where: str) -> str:
+    """The path of ``child`` inside ``parent``: one keyword down (``items``), or a keyword and a
+    key or an index (``properties.name``, ``allOf[0]``)."""
+    for key, value in parent.items():
+        if value is child.contents:
+            return f"{where}.{key}"
+        if isinstance(value, Mapping):
+            inner: Iterable[tuple[str | int, Any]] = value.items()
+        elif isinstance(value, list):
+            inner = enumerate(value)
         else:
-            errors += validate(element, extra_schema, f"{path}.{name}")
-    return errors
+            continue
+        for name, element in inner:
+            if element is child.contents:
+                return _where(f"{where}.{key}", [name])
+    return where
+
+
+def validate(value: Any, schema: Any, path: str = "$") -> list[str]:
+    """The ways ``value`` violates ``schema`` (empty when it conforms); check the schema first
+    with :func:`schema_problems`."""
+    validator = _Validator(schema, format_checker=_FORMATS, registry=_REGISTRY)
+    return list(
+        dict.fromkeys(f"{_where(path, e.absolute_path)}: {_message(e)}" for e in validator.iter_errors(value))
+    )

@@ -4,7 +4,7 @@
 leading and trailing whitespace:
 
 - ``format_json``: the WHOLE output parses as one JSON value (prose around it fails);
-- ``format_schema``: that value conforms to ``json_schema`` (subset: :mod:`eval.metrics.schema`);
+- ``format_schema``: that value conforms to ``json_schema`` (draft 2020-12: :mod:`eval.metrics.schema`);
   with only an ``answer_field``, it must be an object holding that field;
 - ``format_regex``: the whole output matches ``regex`` (``re.fullmatch``, DOTALL);
 - ``format_length``: ``min_chars <= len(output) <= max_chars``;

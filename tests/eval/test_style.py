@@ -1,4 +1,4 @@
-"""Style metrics: format validity sub-checks, the JSON Schema subset, similarity to exemplars."""
+"""Style metrics: format validity sub-checks, JSON Schema (draft 2020-12), similarity to exemplars."""
 
 from __future__ import annotations
 
@@ -96,13 +96,75 @@ def test_schema_subset() -> None:
     assert validate(True, {"type": "integer"})  # booleans are not numbers
 
 
-def test_unsupported_schema_keywords_are_rejected(tmp_path: Path) -> None:
-    assert schema_problems({"oneOf": [{"type": "string"}]})
+def test_schemas_that_would_check_nothing_are_rejected(tmp_path: Path) -> None:
+    # Was test_unsupported_schema_keywords_are_rejected, whose first case was oneOf: jsonschema
+    # supports all of draft 2020-12 now (see test_draft_2020_12_keywords). What is still refused:
+    # a keyword outside the draft, a format that cannot be checked, a $ref that does not resolve.
+    problems = schema_problems(
+        {
+            "properties": {"a": {"type": "string", "maxLenght": 3}, "b": {"format": "date_time"}},
+            "allOf": [{"$ref": "https://example.com/remote.json"}],
+        }
+    )
+    assert sorted(p.split(" is ")[0].split(" cannot ")[0] for p in problems) == [
+        "$.allOf[0].$ref: 'https://example.com/remote.json'",
+        "$.properties.a: 'maxLenght'",
+        "$.properties.b.format: 'date_time'",
+    ], problems
+    assert schema_problems({"$schema": "http://json-schema.org/draft-07/schema#"})
     path = tmp_path / "spec.json"
     path.write_text(json.dumps({"name": "x", "json_schema": {"$ref": "#/x"}, "regex": "(", "max_chars": -1}))
     with pytest.raises(DatasetError) as err:
         load_style_spec(path)
     assert len(err.value.problems) == 3, err.value.problems
+
+
+def test_malformed_schemas_fail_the_meta_schema_with_one_message_each() -> None:
+    problems = schema_problems({"type": "strin", "minLength": -1, "pattern": "(", "required": "a"})
+    assert [p.split(":")[0] for p in problems] == ["$.type", "$.minLength", "$.pattern", "$.required"], (
+        problems
+    )
+    assert schema_problems(5) == ["$: 5 is not of type 'object', 'boolean'"]
+
+
+def test_draft_2020_12_keywords() -> None:
+    """$ref into $defs, oneOf, format (asserted), and the rest of the draft now work."""
+    schema = {
+        "$defs": {"confidence": {"type": "number", "minimum": 0, "maximum": 1}},
+        "type": "object",
+        "properties": {
+            "answer": {"oneOf": [{"type": "string", "minLength": 1}, {"type": "integer"}]},
+            "confidence": {"$ref": "#/$defs/confidence"},
+            "when": {"type": "string", "format": "date"},
+            "contact": {"type": "string", "format": "email"},
+        },
+        "required": ["answer", "confidence"],
+        "unevaluatedProperties": False,
+    }
+    assert schema_problems(schema) == []
+    good = {"answer": "Paris", "confidence": 0.9, "when": "2024-02-29", "contact": "a@example.com"}
+    assert validate(good, schema) == []
+    assert validate({"answer": 42, "confidence": 1}, schema) == []
+    assert validate({"answer": "x", "confidence": 1.5}, schema) == [
+        "$.confidence: 1.5 is greater than the maximum of 1"
+    ]
+    (one_of,) = validate({"answer": 4.5, "confidence": 0}, schema)
+    assert one_of.startswith("$.answer: 4.5 is not valid under any of the given schemas (closest: ")
+    assert validate({"answer": "x", "confidence": 0, "when": "2023-02-29"}, schema) == [
+        "$.when: '2023-02-29' is not a 'date'"
+    ]
+    assert validate({"answer": "x", "confidence": 0, "contact": "nobody"}, schema) == [
+        "$.contact: 'nobody' is not a 'email'"
+    ]
+    assert validate({"answer": "x", "confidence": 0, "extra": 1}, schema)  # unevaluatedProperties
+
+
+def test_non_finite_numbers_and_long_values() -> None:
+    # json.loads accepts NaN and Infinity; they are not JSON numbers, so they fail "number".
+    assert validate(float("nan"), {"type": "number", "minimum": 0})
+    assert validate(float("inf"), {"type": "integer"})
+    (too_long,) = validate("x" * 10_000, {"maxLength": 3})
+    assert too_long.endswith("… is too long") and len(too_long) < 120
 
 
 class FixedEmbedder:
