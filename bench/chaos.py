@@ -38,8 +38,15 @@ TARGET_RSS_DRIFT_PCT = 5.0
 
 def run_fuzz(ws: Any, work: Path, requests: int, garbage_share: float) -> dict[str, Any]:
     """Fuzz every RPC (structured hostile requests, then raw garbage), health probed throughout."""
-    from tests.robustness.fuzz import LONG_LIMITS, RPCS, FuzzRunner, fuzz_garbage, fuzz_rpc, seed_server
-    from tests.robustness.live import HealthProbe, LiveServer, summarize_ms
+    from hybrid_assistant.testing.fuzz import (
+        LONG_LIMITS,
+        RPCS,
+        FuzzRunner,
+        fuzz_garbage,
+        fuzz_rpc,
+        seed_server,
+    )
+    from hybrid_assistant.testing.live import HealthProbe, LiveServer, summarize_ms
 
     server = LiveServer(ws, work / "fuzz-data").start()
     runner = FuzzRunner(server, timeout_s=120, check_every=5)
@@ -85,8 +92,8 @@ def run_fuzz(ws: Any, work: Path, requests: int, garbage_share: float) -> dict[s
 
 
 def run_probe(ws: Any, work: Path, timeout_s: float) -> dict[str, Any]:
-    from tests.robustness.live import LiveServer
-    from tests.robustness.scenarios import probe_hostile
+    from hybrid_assistant.testing.live import LiveServer
+    from hybrid_assistant.testing.scenarios import probe_hostile
 
     server = LiveServer(ws, work / "probe-data").start()
     try:
@@ -98,8 +105,8 @@ def run_probe(ws: Any, work: Path, timeout_s: float) -> dict[str, Any]:
 
 
 def run_churn(ws: Any, work: Path, seconds: float, streams: int) -> dict[str, Any]:
-    from tests.robustness.live import LiveServer
-    from tests.robustness.scenarios import churn
+    from hybrid_assistant.testing.live import LiveServer
+    from hybrid_assistant.testing.scenarios import churn
 
     # The default max_resident_adapters (8) holds the 4 hot adapters and the replaced versions
     # still in flight; 5 cold names loaded in turn push past it, so every load evicts (LRU).
@@ -122,8 +129,8 @@ def run_churn(ws: Any, work: Path, seconds: float, streams: int) -> dict[str, An
 
 
 def run_kill_feedback(ws: Any, work: Path, kills: int, seed: int) -> dict[str, Any]:
-    from tests.robustness.live import LiveServer
-    from tests.robustness.scenarios import feedback_kill_round, integrity, missing_feedback
+    from hybrid_assistant.testing.live import LiveServer
+    from hybrid_assistant.testing.scenarios import feedback_kill_round, integrity, missing_feedback
 
     rng = random.Random(seed)
     server = LiveServer(ws, work / "kill-feedback-data", preload=(), knowledge=False)
@@ -151,8 +158,8 @@ def run_kill_feedback(ws: Any, work: Path, kills: int, seed: int) -> dict[str, A
 
 
 def run_kill_ingest(ws: Any, work: Path, kills: int, seed: int) -> dict[str, Any]:
-    from tests.robustness.live import LiveServer
-    from tests.robustness.scenarios import check_index, ingest_kill_round
+    from hybrid_assistant.testing.live import LiveServer
+    from hybrid_assistant.testing.scenarios import check_index, ingest_kill_round
 
     rng = random.Random(seed)
     server = LiveServer(ws, work / "kill-ingest-data", preload=())
@@ -176,7 +183,7 @@ def run_kill_ingest(ws: Any, work: Path, kills: int, seed: int) -> dict[str, Any
 
 
 def run_kill_training(ws: Any, work: Path, kills: int, seed: int) -> dict[str, Any]:
-    from tests.robustness.scenarios import training_kill_round
+    from hybrid_assistant.testing.scenarios import training_kill_round
 
     rng = random.Random(seed)
     rounds = []
@@ -196,8 +203,8 @@ def run_kill_training(ws: Any, work: Path, kills: int, seed: int) -> dict[str, A
 
 
 def run_disk_full(ws: Any, work: Path) -> dict[str, Any]:
-    from tests.robustness.live import LiveServer
-    from tests.robustness.scenarios import disk_full_ingest, disk_full_logging
+    from hybrid_assistant.testing.live import LiveServer
+    from hybrid_assistant.testing.scenarios import disk_full_ingest, disk_full_logging
 
     ingest = disk_full_ingest(LiveServer(ws, work / "df-ingest-data", preload=()))
     logging_ = disk_full_logging(LiveServer(ws, work / "df-log-data", preload=(), knowledge=False))
@@ -353,7 +360,7 @@ def main() -> None:
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from tests.robustness.live import Workspace, cpu_info
+    from hybrid_assistant.testing.live import Workspace, cpu_info
 
     results: dict[str, Any] = {
         **cpu_info(),
@@ -371,7 +378,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="chaos-") as tmp:
         work = Path(tmp)
         ws = Workspace.prepare(work / "ws", args.model_path)
-        results["model"] = str(args.model_path or "tiny-llama (tests.helpers.build_tiny_model)")
+        tiny = "tiny-llama (hybrid_assistant.testing.models.build_tiny_model)"
+        results["model"] = str(args.model_path or tiny)
         for part in parts:
             part_started = time.perf_counter()
             if part == "fuzz":

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np
 
 from bench.harness import median, table, write_results
-from hybrid_assistant.server.process import ServerProcess
+from hybrid_assistant.process import ServerProcess
 
 PROMPTS = [
     "Write a long story about a lighthouse keeper.",
@@ -126,7 +126,7 @@ def main() -> None:
 
     from hybrid_assistant.server.config import load_settings
     from hybrid_assistant.server.model_store import resolve_model
-    from tests.helpers import build_adapter
+    from hybrid_assistant.testing.models import build_adapter
 
     model_dir = args.model_path or resolve_model(None, None, load_settings().models_dir).path
     results: dict[str, Any] = {

@@ -48,7 +48,7 @@ PROMPTS = [
 
 def make_adapters(model_dir: Path, root: Path, count: int, rank: int, targets: list[str]) -> dict[str, Path]:
     """Random LoRA adapters (PEFT format) standing in for trained ones: same shapes, same cost."""
-    from tests.helpers import build_adapter
+    from hybrid_assistant.testing.models import build_adapter
 
     return {
         f"bench{i}": build_adapter(

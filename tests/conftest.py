@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import ServerThread, build_adapter, build_tiny_model
+from hybrid_assistant.testing.models import build_adapter, build_tiny_model
+from tests.helpers import ServerThread
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ from hybrid_assistant.adapters.demo import (
 )
 from hybrid_assistant.adapters.peft_format import METADATA_FILE
 from hybrid_assistant.adapters.train_config import BaseModel
-from tests.helpers import build_adapter
+from hybrid_assistant.testing.models import build_adapter
 
 QUICK = {"epochs": 1, "batch_size": 4, "max_length": 256, "rank": 4}
 

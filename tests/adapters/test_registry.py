@@ -11,7 +11,7 @@ from transformers import AutoModelForCausalLM
 
 from hybrid_assistant.adapters.peft_format import CONFIG_FILE, METADATA_FILE, WEIGHTS_FILE, BaseModelSpec
 from hybrid_assistant.adapters.registry import scan_adapters
-from tests.helpers import build_adapter
+from hybrid_assistant.testing.models import build_adapter
 
 
 @pytest.fixture(scope="module")

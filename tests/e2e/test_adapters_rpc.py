@@ -14,7 +14,8 @@ import grpc
 import pytest
 
 from hybrid_assistant.client import AssistantClient
-from tests.helpers import ServerThread, build_adapter
+from hybrid_assistant.testing.models import build_adapter
+from tests.helpers import ServerThread
 
 Q = "Tell me a story about a cat."
 TOKEN = "s3cret-token"

@@ -18,8 +18,9 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from hybrid_assistant.client import AssistantClient, AsyncAssistantClient
+from hybrid_assistant.testing.models import build_adapter
 from hybrid_assistant.v1 import assistant_pb2 as pb
-from tests.helpers import ServerThread, build_adapter
+from tests.helpers import ServerThread
 
 Q = "What is the capital of France?"
 GRPC_METADATA_LIMIT = 16 * 1024

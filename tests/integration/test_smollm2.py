@@ -9,7 +9,8 @@ import pytest
 
 from hybrid_assistant.client import AssistantClient, AsyncAssistantClient
 from hybrid_assistant.server.model_store import model_fingerprint, resolve_model
-from tests.helpers import ServerThread, build_adapter
+from hybrid_assistant.testing.models import build_adapter
+from tests.helpers import ServerThread
 
 pytestmark = pytest.mark.slow
 

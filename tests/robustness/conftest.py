@@ -1,5 +1,5 @@
 """Fixtures for the robustness suite: one workspace (tiny model + four adapters) per session,
-servers in child processes (see live.py for why not in-process)."""
+servers in child processes (hybrid_assistant.testing.live says why not in-process)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.robustness.live import LiveServer, Workspace
+from hybrid_assistant.testing.live import LiveServer, Workspace
 
 
 @pytest.fixture(scope="session")

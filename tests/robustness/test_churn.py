@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.robustness.live import LiveServer, Workspace
-from tests.robustness.scenarios import AT_CAP, CHURN_ALLOWED, churn
+from hybrid_assistant.testing.live import LiveServer, Workspace
+from hybrid_assistant.testing.scenarios import AT_CAP, CHURN_ALLOWED, churn
 
 DURATION_S = 20
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.robustness.live import LiveServer, Workspace
-from tests.robustness.scenarios import disk_full_ingest, disk_full_logging
+from hybrid_assistant.testing.live import LiveServer, Workspace
+from hybrid_assistant.testing.scenarios import disk_full_ingest, disk_full_logging
 
 
 def test_disk_full_during_ingest(workspace: Workspace, tmp_path: Path) -> None:

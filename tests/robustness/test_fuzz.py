@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.robustness.fuzz import (
+from hybrid_assistant.testing.fuzz import (
     BY_LABEL,
     CI_LIMITS,
     RPCS,
@@ -26,7 +26,7 @@ from tests.robustness.fuzz import (
     known_hostile,
     seed_server,
 )
-from tests.robustness.live import LiveServer
+from hybrid_assistant.testing.live import LiveServer
 
 EXAMPLES_PER_RPC = 30
 GARBAGE_EXAMPLES = 60

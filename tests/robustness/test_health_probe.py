@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.robustness.fuzz import DOCUMENTED
-from tests.robustness.live import LiveServer
-from tests.robustness.scenarios import probe_hostile
+from hybrid_assistant.testing.live import LiveServer
+from hybrid_assistant.testing.scenarios import probe_hostile
+from hybrid_assistant.testing.statuses import DOCUMENTED
 
 HEALTH_MAX_MS = 2000
 

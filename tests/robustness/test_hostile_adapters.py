@@ -16,7 +16,7 @@ import torch
 from hybrid_assistant.adapters.errors import AdapterValidationError, UnsafeAdapterPathError
 from hybrid_assistant.adapters.paths import resolve_adapter_dir
 from hybrid_assistant.adapters.peft_format import BaseModelSpec, inspect_adapter, load_lora_weights
-from tests.robustness.hostile_adapters import HOSTILE_KINDS, HOSTILE_PATHS, MAX_RANK, REFUSED_AT_LOAD
+from hybrid_assistant.testing.hostile_adapters import HOSTILE_KINDS, HOSTILE_PATHS, MAX_RANK, REFUSED_AT_LOAD
 
 # gRPC status details above ~16 KB come back as RESOURCE_EXHAUSTED instead of the error.
 MAX_MESSAGE_CHARS = 12_000

@@ -12,8 +12,8 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from tests.robustness.live import LiveServer, Workspace
-from tests.robustness.scenarios import (
+from hybrid_assistant.testing.live import LiveServer, Workspace
+from hybrid_assistant.testing.scenarios import (
     check_index,
     feedback_kill_round,
     ingest_kill_round,

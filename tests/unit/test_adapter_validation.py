@@ -25,7 +25,7 @@ from hybrid_assistant.adapters.peft_format import (
     inspect_adapter,
     load_lora_weights,
 )
-from tests.helpers import build_adapter
+from hybrid_assistant.testing.models import build_adapter
 
 
 @pytest.fixture(scope="module")

@@ -31,13 +31,13 @@ from typing import Any
 
 import grpc
 
+from hybrid_assistant.testing.live import ADAPTERS, HealthProbe, LiveServer, summarize_ms
+from hybrid_assistant.testing.statuses import DOCUMENTED
 from hybrid_assistant.v1 import assistant_pb2 as pb
 from hybrid_assistant.v1 import assistant_pb2_grpc as pb_grpc
-from tests.robustness.fuzz import DOCUMENTED
-from tests.robustness.live import ADAPTERS, HealthProbe, LiveServer, summarize_ms
 
-REPO = Path(__file__).resolve().parents[2]
 Code = grpc.StatusCode
+WORKER = "hybrid_assistant.testing.train_worker"
 BIG_OPTIONS = [("grpc.max_send_message_length", 256 << 20), ("grpc.max_receive_message_length", 256 << 20)]
 
 
@@ -559,11 +559,10 @@ def training_kill_round(
     mode: str = "loop",
     timeout_s: float = 300,
 ) -> dict[str, Any]:
-    """Run tests/robustness/train_worker.py, kill it (at random after its first publish, or where
+    """Run :mod:`hybrid_assistant.testing.train_worker`, kill it (at random after its first publish, or where
     ``mode`` makes it die), then check what the output directory holds."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "tests.robustness.train_worker", str(model_dir), str(out_root), name, mode],
-        cwd=REPO,
+        [sys.executable, "-m", WORKER, str(model_dir), str(out_root), name, mode],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -28,26 +28,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 
+from hybrid_assistant.testing.live import ADAPTERS, LiveServer
+from hybrid_assistant.testing.statuses import DOCUMENTED, WARMING_UP
 from hybrid_assistant.v1 import assistant_pb2 as pb
-from tests.robustness.live import ADAPTERS, LiveServer
 
 Code = grpc.StatusCode
 PACKAGE = "hybrid_assistant.v1"
 
-#: Statuses the contract documents. UNAVAILABLE is allowed only while warming up (see allowed()).
-DOCUMENTED = frozenset(
-    {
-        Code.OK,
-        Code.INVALID_ARGUMENT,
-        Code.NOT_FOUND,
-        Code.ALREADY_EXISTS,
-        Code.FAILED_PRECONDITION,
-        Code.RESOURCE_EXHAUSTED,
-        Code.UNAUTHENTICATED,
-        Code.OUT_OF_RANGE,
-    }
-)
-WARMING_UP = "still loading"
 
 # ---------------------------------------------------------------------------- hypothesis profiles
 

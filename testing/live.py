@@ -1,10 +1,10 @@
 """A live server in a child process for the robustness suite, and a health-latency probe.
 
 The robustness checks must see what a client sees: a real socket, a real process that can
-crash, be killed with SIGKILL or run out of disk. An in-process server (tests.helpers.ServerThread)
-would take pytest down with it when a hostile request kills the engine, so everything here runs
-the server with :class:`hybrid_assistant.process.ServerProcess` on the tiny test model (fast on 2 cores),
-or on any model given by path (SmolLM2 for the bench).
+crash, be killed with SIGKILL or run out of disk. An in-process server (the tests'
+ServerThread) would take pytest down with it when a hostile request kills the engine, so
+everything here runs the server with :class:`hybrid_assistant.process.ServerProcess` on the tiny
+test model (fast on 2 cores), or on any model given by path (SmolLM2 for the bench).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ class Workspace:
     @classmethod
     def prepare(cls, root: Path, model_dir: Path | None = None) -> Workspace:
         """Build the tiny model (unless ``model_dir`` is given) and four small adapters for it."""
-        from tests.helpers import build_adapter, build_tiny_model
+        from hybrid_assistant.testing.models import build_adapter, build_tiny_model
 
         root.mkdir(parents=True, exist_ok=True)
         model = model_dir or root / "models" / "tiny-llama"

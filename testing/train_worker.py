@@ -1,5 +1,5 @@
 """Trains LoRA adapters on the tiny model into one output directory until killed (run by
-scenarios.training_kill_round).
+:func:`hybrid_assistant.testing.scenarios.training_kill_round`).
 
 ``loop``: retrain ``<root>/<name>`` with overwrite=True over and over, printing ``published <n>``
 after each train_adapter call returns, so the parent knows an adapter was acknowledged.
@@ -50,7 +50,7 @@ def main() -> None:
             return swapped
 
         training.os.rename = rename  # type: ignore[assignment]
-        training._exchange = exchange  # type: ignore[assignment]
+        training._exchange = exchange
         training.train_adapter(examples, base, out, CONFIG, overwrite=True, progress=False)
         print("published 1", flush=True)
         return
