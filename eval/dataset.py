@@ -20,7 +20,7 @@ Unknown keys are rejected (a misspelt ``gold_doc_id`` would otherwise vanish sil
 problem in the file is reported at once, each with its line number and the bad value.
 
 Style spec format (JSON, one object): ``name``, ``description``, and any of ``json_schema`` (a
-JSON Schema object, subset documented in :mod:`eval.metrics.schema`), ``regex`` (the whole
+JSON Schema, draft 2020-12, checked by :mod:`eval.metrics.schema`), ``regex`` (the whole
 stripped output must match), ``answer_field`` (the field of the JSON output that holds the
 answer, used to score knowledge independently of the format), ``max_chars`` and ``min_chars``
 (bounds on the stripped output's length).
