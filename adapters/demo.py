@@ -48,7 +48,7 @@ from hybrid_assistant.adapters.errors import AdapterValidationError
 from hybrid_assistant.adapters.metadata import read_metadata
 from hybrid_assistant.adapters.peft_format import BaseModelSpec, inspect_adapter
 from hybrid_assistant.adapters.train_config import BaseModel, TrainConfig, TrainResult
-from hybrid_assistant.adapters.training import train_adapter
+from hybrid_assistant.adapters.training import describe_result, train_adapter
 
 log = logging.getLogger(__name__)
 
@@ -256,3 +256,14 @@ def train_demo(
         )
         outcomes.append(DemoOutcome(name, path, False, result, read_metadata(path)[0]))
     return outcomes
+
+
+def describe_outcome(outcome: DemoOutcome) -> str:
+    """What happened to one demo adapter, as ``adapters train-demo`` and the demo print it."""
+    if outcome.result is None:
+        meta = outcome.metadata
+        return (
+            f"{outcome.name}: reused {outcome.path} (train loss {meta.get('train_loss', '-')}, "
+            f"validation loss {meta.get('val_loss', '-') or '-'})"
+        )
+    return f"{outcome.name}: trained -> {outcome.path}\n  {describe_result(outcome.result)}"

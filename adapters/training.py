@@ -186,6 +186,17 @@ def train_on_subset(
     return train_adapter(subset, base, output_dir, config, extra_metadata=extra, **kwargs)
 
 
+def describe_result(result: TrainResult) -> str:
+    """One line of losses, steps and throughput, as the training commands print it."""
+    val = "-" if result.val_loss is None else f"{result.val_loss:.3f}"
+    before = "" if result.val_loss_before is None else f" (before {result.val_loss_before:.3f})"
+    return (
+        f"train loss {result.train_loss:.3f}, validation loss {val}{before}; {result.steps} steps, "
+        f"{result.tokens:,} tokens in {result.train_s:.0f} s ({result.tokens_per_s:.0f} tokens/s), "
+        f"{result.wall_s:.0f} s in all"
+    )
+
+
 def _check_destination(output_dir: Path, overwrite: bool) -> None:
     if output_dir.exists() and not overwrite:
         raise FileExistsError(

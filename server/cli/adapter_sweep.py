@@ -1,20 +1,19 @@
-"""``hybrid-assistant adapters sweep``: train the style adapter on N examples (several seeds each),
-serve them all, and measure the style score against N, with a plot."""
+"""``hybrid-assistant adapters sweep``: style score against the number of training examples.
+
+The flags become a :class:`~hybrid_assistant.adapters.sweep.SweepConfig`; the work is
+:func:`~hybrid_assistant.adapters.sweep.run_sweep`'s. This command resolves the base model,
+prints the table and where the plot and JSON are.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
-import json
-import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from hybrid_assistant.process import ServerProcess
-
-DEMO_DIR = Path(__file__).resolve().parents[2] / "eval" / "data" / "demo"
+from hybrid_assistant.eval.demo_dataset import DEMO_DIR
+from hybrid_assistant.server.cli.training_setup import base_model, local_settings, setup_training
 
 
 def _ints(text: str) -> list[int]:
@@ -40,90 +39,28 @@ def sweep(
     epochs: Annotated[int | None, typer.Option(help="Override the style recipe's epochs.")] = None,
 ) -> None:
     """Style score (mean and spread over seeds) against the number of training examples."""
-    from hybrid_assistant.adapters.data import load_examples, take_subset
-    from hybrid_assistant.adapters.demo import STYLE
-    from hybrid_assistant.adapters.training import train_adapter
-    from hybrid_assistant.eval.arms import Arm
-    from hybrid_assistant.eval.dataset import load_dataset, load_style_spec
-    from hybrid_assistant.eval.runner import RunConfig, Runner
-    from hybrid_assistant.eval.sweep import plot, summarise
-    from hybrid_assistant.server.cli.adapter_training import _base_model, _settings, _setup
+    setup_training(None)  # before anything imports torch
+    from hybrid_assistant.adapters.sweep import SweepConfig, SweepInputError, run_sweep
 
-    _setup(None)
-    size_list, seed_list = _ints(sizes), _ints(seeds)
-    examples = load_examples(data)
-    spec = load_style_spec(style_spec)
-    wanted = set(strata.split(","))
-    items = [i for i in load_dataset(questions) if i.stratum in wanted][:max_questions]
-    trained = {e.messages[0].content for e in examples if e.messages}
-    leaked = [i.id for i in items if i.text in trained]
-    if leaked:
-        raise typer.BadParameter(f"questions {leaked} are in the training data")
-    settings = _settings(data_dir, None, None)
-    base = _base_model(settings)
-    config = STYLE.config if epochs is None else dataclasses.replace(STYLE.config, epochs=epochs)
-    root = out / "adapters"
-    started = time.perf_counter()
-    arms: dict[str, tuple[int, int]] = {"base": (0, 0)}
-    train_log = []
-    for size in size_list:
-        for seed in seed_list:
-            name = f"style-n{size}-s{seed}"
-            subset = take_subset(examples, min(size, len(examples)), seed)
-            result = train_adapter(
-                subset,
-                base,
-                root / name,
-                dataclasses.replace(config, seed=seed),
-                purpose=f"sweep N={size}",
-                overwrite=True,
-                progress=False,
-            )
-            arms[f"adapter:{name}"] = (size, seed)
-            train_log.append({"name": name, "size": size, "seed": seed, "wall_s": result.wall_s})
-            typer.echo(f"trained {name} in {result.wall_s:.0f} s")
-    train_s = time.perf_counter() - started
-    preload = [
-        a
-        for arm in arms
-        if arm != "base"
-        for a in ("--preload", f"{arm.split(':', 1)[1]}={arm.split(':', 1)[1]}")
-    ]
-    server = ServerProcess(
-        [
-            "--data-dir",
-            str(data_dir),
-            "--adapter-root",
-            str(root),
-            "--max-resident-adapters",
-            str(len(arms)),
-            *preload,
-        ],
-        log=out / "server.log",
+    config = SweepConfig(
+        sizes=tuple(_ints(sizes)),
+        seeds=tuple(_ints(seeds)),
+        data=data,
+        style_spec=style_spec,
+        questions=questions,
+        strata=tuple(strata.split(",")),
+        max_questions=max_questions,
+        data_dir=data_dir,
+        out=out,
+        epochs=epochs,
     )
+    base = base_model(local_settings(data_dir, None, None))
     try:
-        server.wait_ready()
-        runner = Runner(RunConfig(target=server.target, max_tokens=48, score_options=False))
-        records = asyncio.run(
-            runner.run(items, [Arm.make(None if a == "base" else a.split(":", 1)[1]) for a in arms])
-        )
-    finally:
-        server.stop()
-    points = summarise(records, arms, spec)
-    out.mkdir(parents=True, exist_ok=True)
-    summary = {
-        "style": spec.name,
-        "questions": len(items),
-        "train_s": train_s,
-        "answer_s": runner.stats.wall_s,
-        "points": [p.to_dict() for p in points],
-        "trained": train_log,
-        "config": config.to_dict(),
-    }
-    (out / "sweep.json").write_text(json.dumps(summary, indent=2))
-    png = plot(points, out / "sweep.png", f"{spec.name}: style score vs training examples")
+        summary = run_sweep(config, base, notify=typer.echo)
+    except SweepInputError as exc:
+        raise typer.BadParameter(str(exc)) from None
     typer.echo("\n N     mean   sd     min    max")
-    for p in points:
+    for p in summary.points:
         label = "base" if p.size == 0 else str(p.size)
         typer.echo(f" {label:<5} {p.mean:.3f}  {p.sd:.3f}  {min(p.scores):.3f}  {max(p.scores):.3f}")
-    typer.echo(f"\nplot: {png.resolve()}\njson: {(out / 'sweep.json').resolve()}")
+    typer.echo(f"\nplot: {summary.plot_path.resolve()}\njson: {summary.json_path.resolve()}")

@@ -9,82 +9,26 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
-import os
-import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import Annotated
 
 import typer
 
 from hybrid_assistant.adapters.train_config import TrainConfig
+from hybrid_assistant.server.cli.training_setup import (
+    AdapterRoot,
+    DataDir,
+    ModelName,
+    ModelPath,
+    Progress,
+    Threads,
+    base_model,
+    fail,
+    local_settings,
+    setup_training,
+)
 
-if TYPE_CHECKING:
-    from hybrid_assistant.adapters.train_config import BaseModel, TrainResult
-    from hybrid_assistant.server.config import Settings
-
-log = logging.getLogger(__name__)
 _DEFAULTS = TrainConfig()
-
-DataDir = Annotated[Path | None, typer.Option(help="Data directory [HA_DATA_DIR].")]
-AdapterRoot = Annotated[
-    Path | None, typer.Option(help="Write adapters here. Default: the first configured adapter root.")
-]
-ModelPath = Annotated[Path | None, typer.Option(help="Local HF model dir [HA_MODEL_PATH]. Default: SmolLM2.")]
-ModelName = Annotated[str | None, typer.Option(help="Served model name [HA_MODEL_NAME].")]
-Progress = Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")]
-Threads = Annotated[int | None, typer.Option(help="Torch threads. Default: all cores.")]
-
-
-def _fail(message: str) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(2)
-
-
-def _settings(data_dir: Path | None, model_path: Path | None, model_name: str | None) -> Settings:
-    from pydantic import ValidationError
-
-    from hybrid_assistant.server.config import load_settings
-
-    try:
-        return load_settings(None, data_dir=data_dir, model_path=model_path, model_name=model_name)
-    except (ValidationError, FileNotFoundError) as exc:
-        _fail(" ".join(str(exc).split()))
-
-
-def _base_model(settings: Settings) -> BaseModel:
-    from hybrid_assistant.adapters.train_config import BaseModel
-    from hybrid_assistant.server.model_store import ModelNotAvailableError, model_fingerprint, resolve_model
-
-    try:
-        resolved = resolve_model(settings.model_path, settings.model_name, settings.models_dir)
-    except ModelNotAvailableError as exc:
-        _fail(str(exc))
-    return BaseModel(resolved.path, resolved.name, resolved.aliases, model_fingerprint(resolved.path))
-
-
-def _setup(threads: int | None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    # Idle OpenMP threads sleep instead of spinning. Training usually shares the machine (with the
-    # server, at least): on 2 busy cores, 2 spinning threads made a training step ~10x slower than
-    # 2 passive ones. libgomp reads it when torch is loaded; an explicit value wins.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    if "torch" in sys.modules:
-        log.debug("torch was imported before OMP_WAIT_POLICY was set; it may not apply")
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
-
-
-def _describe(result: TrainResult) -> str:
-    val = "-" if result.val_loss is None else f"{result.val_loss:.3f}"
-    before = "" if result.val_loss_before is None else f" (before {result.val_loss_before:.3f})"
-    return (
-        f"train loss {result.train_loss:.3f}, validation loss {val}{before}; {result.steps} steps, "
-        f"{result.tokens:,} tokens in {result.train_s:.0f} s ({result.tokens_per_s:.0f} tokens/s), "
-        f"{result.wall_s:.0f} s in all"
-    )
 
 
 def train(
@@ -120,11 +64,11 @@ def train(
     threads: Threads = None,
 ) -> None:
     """Train a LoRA adapter on a JSONL file into the adapter root (loss on assistant tokens only)."""
-    _setup(threads)  # before anything imports torch
+    setup_training(threads)  # before anything imports torch
     from hybrid_assistant.adapters.data import DataValidationError, file_sha256, load_examples, take_subset
     from hybrid_assistant.adapters.errors import AdapterError
     from hybrid_assistant.adapters.paths import check_adapter_name
-    from hybrid_assistant.adapters.training import train_adapter
+    from hybrid_assistant.adapters.training import describe_result, train_adapter
 
     try:
         check_adapter_name(name)
@@ -149,12 +93,12 @@ def train(
             examples = take_subset(examples, subset, seed)
             extra = {"subset": subset, "subset_seed": seed}
     except (DataValidationError, AdapterError, ValueError) as exc:
-        _fail(str(exc))
-    settings = _settings(data_dir, model_path, model_name)
+        fail(str(exc))
+    settings = local_settings(data_dir, model_path, model_name)
     root = adapter_root or settings.resolved_adapter_roots[0]
     if (root / name).exists() and not force:
-        _fail(f"adapter {name!r} already exists at {str(root / name)!r}; pass --force to replace it")
-    base = _base_model(settings)
+        fail(f"adapter {name!r} already exists at {str(root / name)!r}; pass --force to replace it")
+    base = base_model(settings)
     try:
         result = train_adapter(
             examples,
@@ -170,8 +114,8 @@ def train(
             progress=progress,
         )
     except (ValueError, FileExistsError, AdapterError) as exc:
-        _fail(str(exc))
-    typer.echo(f"trained {name} -> {result.path}\n  {_describe(result)}")
+        fail(str(exc))
+    typer.echo(f"trained {name} -> {result.path}\n  {describe_result(result)}")
 
 
 def train_demo(
@@ -193,12 +137,13 @@ def train_demo(
     threads: Threads = None,
 ) -> None:
     """Build the demo data sets from eval/data/demo and train the style and knowledge adapters (cached)."""
-    _setup(threads)  # before anything imports torch
+    setup_training(threads)  # before anything imports torch
+    from hybrid_assistant.adapters.demo import describe_outcome
     from hybrid_assistant.adapters.demo import train_demo as run_demo
 
-    settings = _settings(data_dir, model_path, model_name)
+    settings = local_settings(data_dir, model_path, model_name)
     root = adapter_root or settings.resolved_adapter_roots[0]
-    base = _base_model(settings)
+    base = base_model(settings)
     try:
         outcomes = run_demo(
             base,
@@ -212,16 +157,9 @@ def train_demo(
             progress=progress,
         )
     except (ValueError, FileExistsError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     for outcome in outcomes:
-        if outcome.result is None:
-            meta = outcome.metadata
-            typer.echo(
-                f"{outcome.name}: reused {outcome.path} (train loss {meta.get('train_loss', '-')}, "
-                f"validation loss {meta.get('val_loss', '-') or '-'})"
-            )
-        else:
-            typer.echo(f"{outcome.name}: trained -> {outcome.path}\n  {_describe(outcome.result)}")
+        typer.echo(describe_outcome(outcome))
 
 
 def available(
@@ -238,8 +176,8 @@ def available(
     from hybrid_assistant.adapters.peft_format import BaseModelSpec
     from hybrid_assistant.adapters.registry import scan_adapters
 
-    settings = _settings(data_dir, model_path, model_name)
-    base = _base_model(settings)
+    settings = local_settings(data_dir, model_path, model_name)
+    base = base_model(settings)
     spec = BaseModelSpec.from_config_dir(base.path, base.name, set(base.aliases))
     roots = adapter_root or settings.resolved_adapter_roots
     entries = scan_adapters(roots, spec, settings.max_lora_rank)

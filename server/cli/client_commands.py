@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
+import dataclasses
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -13,41 +12,14 @@ import typer
 from google.protobuf.json_format import MessageToJson
 from google.protobuf.message import Message
 
-from hybrid_assistant.client import AssistantClient
-from hybrid_assistant.server.cli.options import (
-    ClientTls,
-    Json,
-    Target,
-    Tls,
-    TlsCa,
-    TlsClientCert,
-    TlsClientKey,
-    Token,
-)
-
-
-@contextlib.contextmanager
-def connect(
-    target: str, token: str | None = None, tls: ClientTls | bool = False
-) -> Iterator[AssistantClient]:
-    """A client whose RPC errors become a one-line message and exit status 1."""
-    options = tls if isinstance(tls, ClientTls) else ClientTls(tls=tls)
-    client = AssistantClient(target, token=token, **options.client_kwargs())
-    try:
-        yield client
-    except grpc.RpcError as exc:
-        code = exc.code().name if hasattr(exc, "code") else "ERROR"
-        details = exc.details() if hasattr(exc, "details") else str(exc)
-        typer.echo(f"error: {code}: {details}", err=True)
-        raise typer.Exit(1) from None
-    finally:
-        client.close()
+from hybrid_assistant.server.cli.options import Connection, Json, connection_options
 
 
 def print_json(message: Message) -> None:
     typer.echo(MessageToJson(message, preserving_proto_field_name=True, indent=2))
 
 
+@connection_options()
 def generate(
     prompt: Annotated[str, typer.Argument(help="The user message.")],
     adapter: Annotated[str | None, typer.Option("--adapter", "-a", help="Adapter name ('' = base).")] = None,
@@ -61,11 +33,7 @@ def generate(
     rag: Annotated[bool, typer.Option("--rag", help="Ground the answer in the knowledge index.")] = False,
     top_k: Annotated[int, typer.Option(help="Passages to retrieve with --rag (0 = default).")] = 0,
     show_contexts: Annotated[bool, typer.Option("--contexts", help="Print the cited passages.")] = False,
-    target: Target = "localhost:50051",
-    tls: Tls = False,
-    tls_ca: TlsCa = None,
-    tls_client_cert: TlsClientCert = None,
-    tls_client_key: TlsClientKey = None,
+    connection: Connection = Connection(),
     json_out: Json = False,
 ) -> None:
     """Ask the server one question."""
@@ -80,7 +48,7 @@ def generate(
         "retrieval": rag,
         "top_k": top_k,
     }
-    with connect(target, tls=ClientTls(tls, tls_ca, tls_client_cert, tls_client_key)) as client:
+    with connection.connect() as client:
         if stream:
             summary = None
             for part in client.stream(prompt, **options):
@@ -104,28 +72,22 @@ def generate(
                 typer.echo(f"[{passage.index}] {passage.document_id} (score {passage.score:.3f})", err=True)
 
 
+@connection_options()
 def info(
-    target: Target = "localhost:50051",
-    tls: Tls = False,
-    tls_ca: TlsCa = None,
-    tls_client_cert: TlsClientCert = None,
-    tls_client_key: TlsClientKey = None,
+    connection: Connection = Connection(),
 ) -> None:
     """Show what the server runs."""
-    with connect(target, tls=ClientTls(tls, tls_ca, tls_client_cert, tls_client_key)) as client:
+    with connection.connect() as client:
         print_json(client.server_info())
 
 
+@connection_options()
 def adapters_list(
-    target: Target = "localhost:50051",
-    tls: Tls = False,
-    tls_ca: TlsCa = None,
-    tls_client_cert: TlsClientCert = None,
-    tls_client_key: TlsClientKey = None,
+    connection: Connection = Connection(),
     json_out: Json = False,
 ) -> None:
     """List adapters registered on the server."""
-    with connect(target, tls=ClientTls(tls, tls_ca, tls_client_cert, tls_client_key)) as client:
+    with connection.connect() as client:
         adapters = client.list_adapters()
     if json_out:
         for adapter in adapters:
@@ -142,36 +104,28 @@ def adapters_list(
         )
 
 
+@connection_options(admin=True)
 def adapters_load(
     name: Annotated[str, typer.Argument(help="Name requests will use.")],
     path: Annotated[str, typer.Argument(help="Adapter directory (inside an adapter root on the server).")],
     replace: Annotated[bool, typer.Option(help="Replace an adapter of the same name.")] = False,
     pin: Annotated[bool, typer.Option(help="Never evict it.")] = False,
-    target: Target = "localhost:50051",
-    token: Token = None,
-    tls: Tls = False,
-    tls_ca: TlsCa = None,
-    tls_client_cert: TlsClientCert = None,
-    tls_client_key: TlsClientKey = None,
+    connection: Connection = Connection(),
 ) -> None:
     """Load (or replace) an adapter on a running server."""
-    with connect(target, token, ClientTls(tls, tls_ca, tls_client_cert, tls_client_key)) as client:
+    with connection.connect() as client:
         reply = client.load_adapter(name, path, replace=replace, pin=pin)
     verb = "replaced" if reply.replaced else "loaded"
     typer.echo(f"{verb} {reply.adapter.name} (rank {reply.adapter.rank}) in {reply.adapter.load_ms:.0f} ms")
 
 
+@connection_options(admin=True)
 def adapters_unload(
     name: Annotated[str, typer.Argument()],
-    target: Target = "localhost:50051",
-    token: Token = None,
-    tls: Tls = False,
-    tls_ca: TlsCa = None,
-    tls_client_cert: TlsClientCert = None,
-    tls_client_key: TlsClientKey = None,
+    connection: Connection = Connection(),
 ) -> None:
     """Unload an adapter; if requests still use it, its memory is freed when they finish."""
-    with connect(target, token, ClientTls(tls, tls_ca, tls_client_cert, tls_client_key)) as client:
+    with connection.connect() as client:
         reply = client.unload_adapter(name)
     if reply.deferred:
         typer.echo(f"unloaded {name}; {reply.in_flight} in-flight requests finish on it first")
@@ -179,12 +133,9 @@ def adapters_unload(
         typer.echo(f"unloaded {name}")
 
 
+@connection_options()
 def health_check(
-    target: Target = "localhost:50051",
-    tls: Tls = False,
-    tls_ca: TlsCa = None,
-    tls_client_cert: TlsClientCert = None,
-    tls_client_key: TlsClientKey = None,
+    connection: Connection = Connection(),
     tls_server_cert: Annotated[
         Path | None,
         typer.Option(
@@ -211,10 +162,10 @@ def health_check(
     """
     from grpc_health.v1 import health_pb2
 
-    if tls_ca is None and not tls and tls_server_cert is not None:
-        tls_ca = tls_server_cert
-    options = ClientTls(tls, tls_ca, tls_client_cert, tls_client_key, tls_server_name)
-    client = AssistantClient(target, **options.client_kwargs())
+    tls = dataclasses.replace(connection.tls, server_name=tls_server_name)
+    if tls.ca is None and not tls.tls and tls_server_cert is not None:
+        tls = dataclasses.replace(tls, ca=tls_server_cert)
+    client = dataclasses.replace(connection, tls=tls).client()
     try:
         reply = client.health.Check(health_pb2.HealthCheckRequest(), timeout=timeout)
         serving = reply.status == health_pb2.HealthCheckResponse.SERVING

@@ -1,26 +1,59 @@
-"""``hybrid-assistant eval``: every arm on every question, scored for knowledge and style."""
+"""``hybrid-assistant eval``: every arm on every question, scored for knowledge and style.
+
+The flags become an :class:`~hybrid_assistant.eval.workflow.EvalConfig`; the work is
+:func:`~hybrid_assistant.eval.workflow.run_eval`'s. This module maps its errors to exit codes
+and prints the summary (the demo prints it the same way).
+"""
 
 from __future__ import annotations
 
-import asyncio
-import json
-import time
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from hybrid_assistant.server.cli.options import (
-    ClientTls,
-    Target,
-    Tls,
-    TlsCa,
-    TlsClientCert,
-    TlsClientKey,
-    Token,
-)
+from hybrid_assistant.server.cli.options import TLS_OPTION_NAMES, Connection, connection_options
+
+if TYPE_CHECKING:
+    from hybrid_assistant.eval.workflow import RunSummary
 
 
+@contextlib.contextmanager
+def eval_errors() -> Iterator[None]:
+    """Unreadable inputs exit 2 with one line, a bad TLS file is a usage error (2), no server exits 1."""
+    from hybrid_assistant.client import TlsOptionError
+    from hybrid_assistant.eval.runner import EvalRunError
+    from hybrid_assistant.eval.workflow import EvalInputError
+
+    try:
+        yield
+    except EvalInputError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    except TlsOptionError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    except EvalRunError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+def print_summary(summary: RunSummary) -> None:
+    """The terminal table, one line of counts and speed, and where the HTML report is."""
+    from hybrid_assistant.eval.report import terminal_table
+
+    stats, speedup = summary.stats, summary.speedup_vs_one_at_a_time
+    typer.echo(terminal_table(summary.analysis))
+    typer.echo(
+        f"\n{summary.items} items x {len(summary.arms)} arms: {stats.requests} answers "
+        f"({stats.cached} cached, {stats.failed} failed) in {stats.wall_s:.1f} s"
+        + (f"; {speedup:.1f}x faster than one at a time" if speedup is not None else "")
+    )
+    typer.echo(f"report: {summary.reports['html'].resolve()}")
+
+
+@connection_options(admin=True)
 def evaluate(
     dataset: Annotated[Path, typer.Option("--dataset", "-d", help="Eval JSONL (see eval/dataset.py).")],
     arms: Annotated[
@@ -50,110 +83,34 @@ def evaluate(
     ready_timeout: Annotated[
         float, typer.Option(help="Seconds to wait for the server to be SERVING before giving up.")
     ] = 120.0,
-    target: Target = "localhost:50051",
-    token: Token = None,
-    tls: Tls = False,
-    tls_ca: TlsCa = None,
-    tls_client_cert: TlsClientCert = None,
-    tls_client_key: TlsClientKey = None,
+    connection: Connection = Connection(),
 ) -> None:
     """Evaluate arms against a running server; write JSON, Markdown and HTML reports."""
-    from hybrid_assistant.eval.analysis import analyse
-    from hybrid_assistant.eval.arms import ArmError, parse_arms
-    from hybrid_assistant.eval.dataset import (
-        DatasetError,
-        load_dataset,
-        load_exemplars,
-        load_style_spec,
-        stratified_subset,
-    )
-    from hybrid_assistant.eval.passages import load_passages
-    from hybrid_assistant.eval.report import terminal_table, write_reports
-    from hybrid_assistant.eval.runner import EvalRunError, RunConfig, Runner, sequential_probe
+    from hybrid_assistant.eval.workflow import EvalConfig, run_eval
 
-    phases: dict[str, float] = {}
-    t0 = time.perf_counter()
-    try:
-        items = load_dataset(dataset)
-        items = items if limit is None else stratified_subset(items, limit)
-        arm_list = parse_arms(arms)
-        spec = load_style_spec(style_spec) if style_spec else None
-        exemplar_texts = load_exemplars(exemplars) if exemplars else []
-    except (DatasetError, ArmError, OSError, ValueError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
-    # A missing or unpaired TLS file is a usage error (exit 2), as in the other client commands.
-    ClientTls(tls, tls_ca, tls_client_cert, tls_client_key).client_kwargs()
-    passages = load_passages(documents or [])
-    config = RunConfig(
-        target=target,
-        token=token,
+    config = EvalConfig(
+        dataset=dataset,
+        arms=arms,
+        out=out,
+        style_spec=style_spec,
+        exemplars=exemplars,
+        documents=documents or [],
         max_tokens=max_tokens,
         concurrency=concurrency,
+        limit=limit,
         score_options=score_options,
-        cache_path=(out / "answers-cache.sqlite") if cache else None,
-        ready_timeout_s=ready_timeout,
-        tls=tls,
-        tls_ca=tls_ca,
-        tls_client_cert=tls_client_cert,
-        tls_client_key=tls_client_key,
+        cache=cache,
+        sequential_sample=sequential_sample,
+        resamples=resamples,
+        ready_timeout=ready_timeout,
+        target=connection.target,
+        token=connection.token,
+        tls=connection.tls.tls,
+        tls_ca=connection.tls.ca,
+        tls_client_cert=connection.tls.client_cert,
+        tls_client_key=connection.tls.client_key,
+        tls_option_names=TLS_OPTION_NAMES,
     )
-    runner = Runner(config, passages)
-    phases["load_s"] = time.perf_counter() - t0
-    try:
-        records = asyncio.run(runner.run(items, arm_list))
-        sequential = (
-            asyncio.run(sequential_probe(config, items, arm_list, sequential_sample, passages))
-            if sequential_sample
-            else None
-        )
-    except EvalRunError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
-    finally:
-        runner.cache.close()
-    phases["answer_s"] = runner.stats.wall_s
-    t1 = time.perf_counter()
-    embedder = None
-    if exemplar_texts:
-        from hybrid_assistant.retrieval.embedder import SentenceTransformerEmbedder
-
-        embedder = SentenceTransformerEmbedder()
-    analysis = analyse(
-        items, records, arm_list, spec, exemplars=exemplar_texts, embedder=embedder, n_resamples=resamples
-    )
-    phases["analyse_s"] = time.perf_counter() - t1
-    t2 = time.perf_counter()
-    from hybrid_assistant.eval.records import dump_records
-
-    out.mkdir(parents=True, exist_ok=True)
-    dump_records(out / "answers.jsonl", records)
-    paths = write_reports(analysis, out)
-    phases["report_s"] = time.perf_counter() - t2
-    run = {
-        "items": len(items),
-        "arms": [a.name for a in arm_list],
-        "requests": runner.stats.requests,
-        "cached": runner.stats.cached,
-        "failed": runner.stats.failed,
-        "phases_s": phases,
-        "server": runner.stats.server,
-    }
-    if sequential is not None:
-        run["sequential_s_per_answer"] = sequential
-        asked = runner.stats.requests - runner.stats.cached
-        if asked:  # answers from the cache took no time: compare only what was asked
-            run["concurrent_s_per_answer"] = runner.stats.wall_s / asked
-            run["speedup_vs_one_at_a_time"] = sequential * asked / max(runner.stats.wall_s, 1e-9)
-    (out / "run.json").write_text(json.dumps(run, indent=2))
-    typer.echo(terminal_table(analysis))
-    typer.echo(
-        f"\n{len(items)} items x {len(arm_list)} arms: {runner.stats.requests} answers "
-        f"({runner.stats.cached} cached, {runner.stats.failed} failed) in {runner.stats.wall_s:.1f} s"
-        + (
-            f"; {run['speedup_vs_one_at_a_time']:.1f}x faster than one at a time"
-            if "speedup_vs_one_at_a_time" in run
-            else ""
-        )
-    )
-    typer.echo(f"report: {paths['html'].resolve()}")
+    with eval_errors():
+        summary = run_eval(config)
+    print_summary(summary)

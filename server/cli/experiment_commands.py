@@ -11,17 +11,8 @@ from typing import Annotated, Any, TextIO
 import typer
 
 from hybrid_assistant.requests import ExperimentState
-from hybrid_assistant.server.cli.client_commands import connect, print_json
-from hybrid_assistant.server.cli.options import (
-    ClientTls,
-    Json,
-    Target,
-    Tls,
-    TlsCa,
-    TlsClientCert,
-    TlsClientKey,
-    Token,
-)
+from hybrid_assistant.server.cli.client_commands import print_json
+from hybrid_assistant.server.cli.options import Connection, Json, connection_options
 
 ARM_HELP = (
     "An arm as NAME:key=value,... with keys adapter, retrieval, top_k, mode, min_score, weight, "
@@ -70,20 +61,16 @@ def _expected() -> str:
     return ", ".join([*(f"{k}=..." for k in _ARM_KEYS), *_ARM_FLAGS])
 
 
+@connection_options(admin=True)
 def create(
     name: Annotated[str, typer.Argument(help="Experiment name (letters, digits, '_', '.', '-').")],
     arm: Annotated[list[str], typer.Option("--arm", "-a", help=ARM_HELP)],
     description: Annotated[str, typer.Option(help="What the experiment compares.")] = "",
-    target: Target = "localhost:50051",
-    token: Token = None,
-    tls: Tls = False,
-    tls_ca: TlsCa = None,
-    tls_client_cert: TlsClientCert = None,
-    tls_client_key: TlsClientKey = None,
+    connection: Connection = Connection(),
 ) -> None:
     """Create and start an experiment (admin)."""
     arms = [parse_arm(a) for a in arm]
-    with connect(target, token, ClientTls(tls, tls_ca, tls_client_cert, tls_client_key)) as client:
+    with connection.connect() as client:
         experiment = client.create_experiment(name, arms, description=description)
     typer.echo(f"created {experiment.name}: " + ", ".join(_arm_text(a) for a in experiment.arms))
 
@@ -96,18 +83,15 @@ def _arm_text(arm: Any) -> str:
     return f"{arm.name} ({' + '.join(parts)}, weight {arm.weight:g}{control})"
 
 
+@connection_options()
 def list_experiments(
-    target: Target = "localhost:50051",
-    tls: Tls = False,
-    tls_ca: TlsCa = None,
-    tls_client_cert: TlsClientCert = None,
-    tls_client_key: TlsClientKey = None,
+    connection: Connection = Connection(),
     json_out: Json = False,
 ) -> None:
     """List experiments with their state and arms."""
     from hybrid_assistant.server.experiments.convert import STATE_FROM_PB
 
-    with connect(target, tls=ClientTls(tls, tls_ca, tls_client_cert, tls_client_key)) as client:
+    with connection.connect() as client:
         experiments = client.list_experiments()
     if json_out:
         for experiment in experiments:
@@ -120,60 +104,44 @@ def list_experiments(
         typer.echo(f"{e.name:<24} {state:<8} " + "; ".join(_arm_text(a) for a in e.arms))
 
 
-def _set_state(name: str, state: ExperimentState, target: str, token: str | None, tls: ClientTls) -> None:
-    with connect(target, token, tls) as client:
+def _set_state(name: str, state: ExperimentState, connection: Connection) -> None:
+    with connection.connect() as client:
         client.update_experiment(name, state=state)
     typer.echo(f"{name}: {state}")
 
 
+@connection_options(admin=True)
 def pause(
     name: Annotated[str, typer.Argument()],
-    target: Target = "localhost:50051",
-    token: Token = None,
-    tls: Tls = False,
-    tls_ca: TlsCa = None,
-    tls_client_cert: TlsClientCert = None,
-    tls_client_key: TlsClientKey = None,
+    connection: Connection = Connection(),
 ) -> None:
     """Pause (admin): every subject gets the control arm; those requests are left out of the report."""
-    _set_state(name, "paused", target, token, ClientTls(tls, tls_ca, tls_client_cert, tls_client_key))
+    _set_state(name, "paused", connection)
 
 
+@connection_options(admin=True)
 def resume(
     name: Annotated[str, typer.Argument()],
-    target: Target = "localhost:50051",
-    token: Token = None,
-    tls: Tls = False,
-    tls_ca: TlsCa = None,
-    tls_client_cert: TlsClientCert = None,
-    tls_client_key: TlsClientKey = None,
+    connection: Connection = Connection(),
 ) -> None:
     """Resume a paused experiment (admin); subjects get the same arms as before."""
-    _set_state(name, "running", target, token, ClientTls(tls, tls_ca, tls_client_cert, tls_client_key))
+    _set_state(name, "running", connection)
 
 
+@connection_options(admin=True)
 def stop(
     name: Annotated[str, typer.Argument()],
-    target: Target = "localhost:50051",
-    token: Token = None,
-    tls: Tls = False,
-    tls_ca: TlsCa = None,
-    tls_client_cert: TlsClientCert = None,
-    tls_client_key: TlsClientKey = None,
+    connection: Connection = Connection(),
 ) -> None:
     """Stop for good (admin): the control arm for everyone; cannot be resumed."""
-    _set_state(name, "stopped", target, token, ClientTls(tls, tls_ca, tls_client_cert, tls_client_key))
+    _set_state(name, "stopped", connection)
 
 
+@connection_options(admin=True)
 def weights(
     name: Annotated[str, typer.Argument()],
     assignments: Annotated[list[str], typer.Argument(help="ARM=WEIGHT for each arm to change.")],
-    target: Target = "localhost:50051",
-    token: Token = None,
-    tls: Tls = False,
-    tls_ca: TlsCa = None,
-    tls_client_cert: TlsClientCert = None,
-    tls_client_key: TlsClientKey = None,
+    connection: Connection = Connection(),
 ) -> None:
     """Change arm weights (admin). Only subjects at the moved range boundaries change arm."""
     new: dict[str, float] = {}
@@ -185,28 +153,25 @@ def weights(
             new[arm] = float("nan")
         if new[arm] != new[arm]:
             raise typer.BadParameter(f"{item!r}: expected ARM=WEIGHT, e.g. rag=0.3")
-    with connect(target, token, ClientTls(tls, tls_ca, tls_client_cert, tls_client_key)) as client:
+    with connection.connect() as client:
         experiment = client.update_experiment(name, weights=new)
     typer.echo(f"{name}: " + ", ".join(f"{a.name}={a.weight:g}" for a in experiment.arms))
 
 
+@connection_options()
 def report(
     name: Annotated[str, typer.Argument()],
     html: Annotated[
         Path | None, typer.Option("--html", help="Write the HTML page here (default: NAME-report.html).")
     ] = None,
-    target: Target = "localhost:50051",
-    tls: Tls = False,
-    tls_ca: TlsCa = None,
-    tls_client_cert: TlsClientCert = None,
-    tls_client_key: TlsClientKey = None,
+    connection: Connection = Connection(),
     json_out: Json = False,
 ) -> None:
     """Per-arm traffic, feedback means with intervals, differences from the control; HTML with plots."""
     from hybrid_assistant.server.cli.experiment_page import render_report_html, terminal_report
     from hybrid_assistant.server.experiments.convert import report_from_pb
 
-    with connect(target, tls=ClientTls(tls, tls_ca, tls_client_cert, tls_client_key)) as client:
+    with connection.connect() as client:
         message = client.experiment_report(name)
     if json_out:
         print_json(message)
@@ -218,6 +183,7 @@ def report(
     typer.echo(f"HTML report: {path}")
 
 
+@connection_options(admin=True)
 def export(
     experiment: Annotated[str, typer.Option(help="Only this experiment's requests (default: all).")] = "",
     output: Annotated[Path | None, typer.Option("--output", "-o", help="File (default: stdout).")] = None,
@@ -226,19 +192,14 @@ def export(
     ] = "jsonl",
     since: Annotated[float, typer.Option(help="Unix time: only requests from then on.")] = 0.0,
     until: Annotated[float, typer.Option(help="Unix time: only requests before then.")] = 0.0,
-    target: Target = "localhost:50051",
-    token: Token = None,
-    tls: Tls = False,
-    tls_ca: TlsCa = None,
-    tls_client_cert: TlsClientCert = None,
-    tls_client_key: TlsClientKey = None,
+    connection: Connection = Connection(),
 ) -> None:
     """Export the request log with its feedback (admin: it holds subject keys)."""
     from google.protobuf.json_format import MessageToDict
 
     if fmt not in ("jsonl", "csv"):
         raise typer.BadParameter(f"--format is {fmt!r}; expected jsonl or csv")
-    with connect(target, token, ClientTls(tls, tls_ca, tls_client_cert, tls_client_key)) as client:
+    with connection.connect() as client:
         rows = [
             MessageToDict(r, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
             for r in client.export_request_log(experiment, since=since, until=until)

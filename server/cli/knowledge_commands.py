@@ -11,16 +11,7 @@ from tqdm import tqdm
 
 from hybrid_assistant.retrieval.loaders import DocumentLoader, LoadProblem
 from hybrid_assistant.retrieval.types import Document, IngestSummary
-from hybrid_assistant.server.cli.client_commands import connect
-from hybrid_assistant.server.cli.options import (
-    ClientTls,
-    Target,
-    Tls,
-    TlsCa,
-    TlsClientCert,
-    TlsClientKey,
-    Token,
-)
+from hybrid_assistant.server.cli.options import Connection, connection_options
 from hybrid_assistant.v1 import assistant_pb2 as pb
 
 
@@ -53,6 +44,7 @@ def _as_pb(documents: Iterator[Document], bar: tqdm) -> Iterator[pb.Document]:
         yield pb.Document(id=d.id, text=d.text, metadata=dict(d.metadata), source=d.source)
 
 
+@connection_options(admin=True)
 def ingest(
     paths: Annotated[list[Path], typer.Argument(help=".txt, .md, .jsonl files or folders (recursive).")],
     text_field: Annotated[str, typer.Option(help="JSONL field holding the text.")] = "text",
@@ -64,12 +56,7 @@ def ingest(
         typer.Option("--local", help="Write the data dir's index directly (no server may be running on it)."),
     ] = False,
     data_dir: Annotated[Path | None, typer.Option(help="Data directory for --local [HA_DATA_DIR].")] = None,
-    target: Target = "localhost:50051",
-    token: Token = None,
-    tls: Tls = False,
-    tls_ca: TlsCa = None,
-    tls_client_cert: TlsClientCert = None,
-    tls_client_key: TlsClientKey = None,
+    connection: Connection = Connection(),
 ) -> None:
     """Add or update documents in the knowledge index (unchanged documents are skipped)."""
     if ids not in ("path", "stem"):
@@ -85,22 +72,18 @@ def ingest(
             summary = kb.ingest(list(documents), progress=True)
         _summary(summary, loader)
         raise typer.Exit(1 if summary.errors else 0)
-    options = ClientTls(tls, tls_ca, tls_client_cert, tls_client_key)
-    with connect(target, token, options) as client, tqdm(desc="documents sent", unit="doc") as bar:
+    with connection.connect() as client, tqdm(desc="documents sent", unit="doc") as bar:
         reply = client.ingest(_as_pb(documents, bar))
     _summary(reply, loader)
     raise typer.Exit(1 if reply.errors else 0)
 
 
+@connection_options()
 def stats(
-    target: Target = "localhost:50051",
-    tls: Tls = False,
-    tls_ca: TlsCa = None,
-    tls_client_cert: TlsClientCert = None,
-    tls_client_key: TlsClientKey = None,
+    connection: Connection = Connection(),
 ) -> None:
     """Documents, chunks, index type and size of the server's knowledge index."""
-    with connect(target, tls=ClientTls(tls, tls_ca, tls_client_cert, tls_client_key)) as client:
+    with connection.connect() as client:
         s = client.index_stats()
     typer.echo(
         f"{s.documents} documents, {s.chunks} chunks, {s.index_type} index, dimension {s.dimension}, "
@@ -108,37 +91,30 @@ def stats(
     )
 
 
+@connection_options(admin=True)
 def delete(
     ids: Annotated[list[str], typer.Argument(help="Document ids.")],
-    target: Target = "localhost:50051",
-    token: Token = None,
-    tls: Tls = False,
-    tls_ca: TlsCa = None,
-    tls_client_cert: TlsClientCert = None,
-    tls_client_key: TlsClientKey = None,
+    connection: Connection = Connection(),
 ) -> None:
     """Delete documents by id."""
-    with connect(target, token, ClientTls(tls, tls_ca, tls_client_cert, tls_client_key)) as client:
+    with connection.connect() as client:
         reply = client.delete_documents(ids)
     typer.echo(
         f"deleted {reply.deleted}" + (f"; not found: {', '.join(reply.not_found)}" if reply.not_found else "")
     )
 
 
+@connection_options()
 def search(
     query: Annotated[str, typer.Argument()],
     top_k: Annotated[int, typer.Option(help="Hits to return.")] = 5,
     mode: Annotated[str, typer.Option(help="dense | lexical | hybrid")] = "hybrid",
-    target: Target = "localhost:50051",
-    tls: Tls = False,
-    tls_ca: TlsCa = None,
-    tls_client_cert: TlsClientCert = None,
-    tls_client_key: TlsClientKey = None,
+    connection: Connection = Connection(),
 ) -> None:
     """Show what retrieval finds for a query."""
     if mode not in ("dense", "lexical", "hybrid"):
         raise typer.BadParameter(f"mode must be dense, lexical or hybrid, got {mode!r}")
-    with connect(target, tls=ClientTls(tls, tls_ca, tls_client_cert, tls_client_key)) as client:
+    with connection.connect() as client:
         reply = client.retrieve(query, top_k=top_k, mode=mode)
     for i, p in enumerate(reply.passages, start=1):
         text = " ".join(p.text.split())

@@ -74,3 +74,22 @@ def test_train_demo_prints_reused_the_second_time(paths: list[str]) -> None:
     assert "style: trained" in first.output
     second = runner.invoke(app, args)
     assert second.exit_code == 0 and "style: reused" in second.output
+
+
+def test_sweep_refuses_questions_from_its_training_data(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A held-out question that is in the training set is a usage error, before any training."""
+    monkeypatch.setenv("HA_MODEL_PATH", str(tiny_model_dir))
+    data = write_fox(tmp_path / "fox.jsonl", count=2)
+    question = fox_examples(1)[0].messages[0].content
+    questions = tmp_path / "questions.jsonl"
+    item = {"id": "leak", "question": question, "answers": ["x"], "stratum": "kb"}
+    questions.write_text(json.dumps(item) + "\n")
+    out = tmp_path / "sweep"
+    args = ["adapters", "sweep", "--data", str(data), "--questions", str(questions), "--sizes", "1",
+            "--seeds", "0", "--data-dir", str(tmp_path / "data"), "--out", str(out)]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert "['leak']" in result.output and "are in the training data" in result.output
+    assert not (out / "adapters").exists()

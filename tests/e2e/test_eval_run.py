@@ -1,4 +1,5 @@
-"""A full evaluation through a real server on the tiny model: runner, cache, analysis, reports."""
+"""A full evaluation through a real server on the tiny model: runner, cache, analysis, reports;
+through the command line, and as a library user calls it (:func:`run_eval`)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,11 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from hybrid_assistant.client import AssistantClient
+from hybrid_assistant.eval.runner import EvalRunError
+from hybrid_assistant.eval.workflow import EvalConfig, EvalInputError, run_eval
 from tests.helpers import ServerThread
 
 DOCS = {
@@ -88,6 +93,11 @@ def write_dataset(tmp: Path) -> tuple[Path, Path, Path]:
     return dataset, spec, docs
 
 
+def eval_command(dataset: Path, *flags: str) -> list[str]:
+    """``hybrid-assistant eval --dataset DATASET FLAGS...`` in a child interpreter."""
+    return [sys.executable, "-m", "hybrid_assistant.server", "eval", "--dataset", str(dataset), *flags]
+
+
 def test_eval_cli_end_to_end(
     start_server: Callable[..., ServerThread], tiny_adapters: dict[str, Path], tmp_path: Path
 ) -> None:
@@ -99,13 +109,8 @@ def test_eval_cli_end_to_end(
     with AssistantClient(server.target) as client:
         client.load_adapter("alpha", "alpha")
     out = tmp_path / "report"
-    cmd = [
-        sys.executable,
-        "-m",
-        "server",
-        "eval",
-        "--dataset",
-        str(dataset),
+    cmd = eval_command(
+        dataset,
         "--out",
         str(out),
         "--arms",
@@ -120,7 +125,7 @@ def test_eval_cli_end_to_end(
         "200",
         "--sequential-sample",
         "5",  # one answer per arm, the oracle's included
-    ]
+    )
     first = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "report:" in first.stdout and "adapter:alpha+rag@2" in first.stdout
@@ -144,22 +149,49 @@ def test_eval_cli_end_to_end(
 def test_eval_cli_reports_missing_adapter(start_server: Callable[..., ServerThread], tmp_path: Path) -> None:
     server = start_server()
     dataset, _, _ = write_dataset(tmp_path)
-    cmd = [
-        sys.executable,
-        "-m",
-        "server",
-        "eval",
-        "--dataset",
-        str(dataset),
-        "--arms",
-        "base,adapter:nope",
-        "--out",
-        str(tmp_path / "r"),
-        "--target",
-        server.target,
-    ]
+    cmd = eval_command(dataset, "--arms", "base,adapter:nope", "--out", str(tmp_path / "r"))
+    cmd += ["--target", server.target]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert out.returncode == 1
     assert "'nope'" in out.stderr
     bad = subprocess.run([*cmd[:6], "--arms", "base,wat"], capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "wat" in bad.stderr
+
+
+def test_run_eval_as_a_library(start_server: Callable[..., ServerThread], tmp_path: Path) -> None:
+    """No typer, no subprocess: a config in, a RunSummary out, the same files on disk."""
+    server = start_server()
+    dataset, spec, docs = write_dataset(tmp_path)
+    out = tmp_path / "lib"
+    config = EvalConfig(
+        dataset=dataset,
+        arms="base,oracle",
+        out=out,
+        style_spec=spec,
+        documents=[docs],
+        max_tokens=4,
+        resamples=50,
+        sequential_sample=2,
+        target=server.target,
+        progress=False,
+    )
+    summary = run_eval(config)
+    assert (summary.items, summary.arms) == (5, ["base", "oracle"])
+    assert (summary.stats.requests, summary.stats.failed, summary.stats.cached) == (10, 0, 0)
+    assert len(summary.records) == 10 and {r.arm for r in summary.records} == {"base", "oracle"}
+    assert summary.analysis.meta["n_items"] == 5 and summary.analysis.arm("oracle").operations.n == 5
+    assert summary.stats.server["model"]
+    assert set(summary.phases_s) == {"load_s", "answer_s", "analyse_s", "report_s"}
+    assert summary.sequential_s_per_answer is not None and summary.speedup_vs_one_at_a_time is not None
+    assert json.loads((out / "run.json").read_text()) == json.loads(json.dumps(summary.to_dict()))
+    assert summary.reports["html"] == out / "report.html" and summary.reports["html"].is_file()
+    assert (out / "answers.jsonl").is_file() and (out / "answers-cache.sqlite").is_file()
+
+    again = run_eval(config)  # the answer cache is the library's too
+    assert again.stats.cached == 10
+
+    with pytest.raises(EvalInputError, match="wat"):
+        run_eval(EvalConfig(dataset=dataset, arms="base,wat", out=tmp_path / "x", target=server.target))
+    with pytest.raises(EvalRunError, match="'nope'"):
+        run_eval(EvalConfig(dataset=dataset, arms="adapter:nope", out=tmp_path / "x", target=server.target))
+    assert not (tmp_path / "x" / "run.json").exists()
