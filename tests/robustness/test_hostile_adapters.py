@@ -2,7 +2,7 @@
 
 Why: the server maps AdapterValidationError and UnsafeAdapterPathError to INVALID_ARGUMENT;
 any other exception becomes INTERNAL, and a hang blocks LoadAdapter (issue 10, defects 3, 6,
-7, 11, 14). This is the in-process sweep over tests/robustness/hostile_adapters.py; the
+7, 11, 14). This is the in-process sweep over hybrid_assistant.testing.hostile_adapters; the
 end-to-end fuzz sends the same directories to a live server.
 """
 
