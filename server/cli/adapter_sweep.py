@@ -1,7 +1,7 @@
 """``hybrid-assistant adapters sweep``: style score against the number of training examples.
 
-The flags become a :class:`~hybrid_assistant.adapters.sweep.SweepConfig`; the work is
-:func:`~hybrid_assistant.adapters.sweep.run_sweep`'s. This command resolves the base model,
+The flags become a :class:`~hybrid_assistant.eval.sweep.SweepConfig`; the work is
+:func:`~hybrid_assistant.eval.sweep.run_sweep`'s. This command resolves the base model,
 prints the table and where the plot and JSON are.
 """
 
@@ -40,7 +40,7 @@ def sweep(
 ) -> None:
     """Style score (mean and spread over seeds) against the number of training examples."""
     setup_training(None)  # before anything imports torch
-    from hybrid_assistant.adapters.sweep import SweepConfig, SweepInputError, run_sweep
+    from hybrid_assistant.eval.sweep import SweepConfig, SweepInputError, run_sweep
 
     config = SweepConfig(
         sizes=tuple(_ints(sizes)),

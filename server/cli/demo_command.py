@@ -1,7 +1,7 @@
 """``hybrid-assistant demo`` (``make demo``): the product's main job, end to end, in one command.
 
-The flags become a :class:`~hybrid_assistant.eval.demo.DemoConfig`; the five steps (model,
-adapters, server, knowledge base, eval) are :func:`~hybrid_assistant.eval.demo.run_demo`'s. This
+The flags become a :class:`~hybrid_assistant.server.demo.DemoConfig`; the five steps (model,
+adapters, server, knowledge base, eval) are :func:`~hybrid_assistant.server.demo.run_demo`'s. This
 command prints each step as it goes, then the eval's table and the report's path, as
 ``hybrid-assistant eval`` does, and the time each step took.
 """
@@ -13,9 +13,9 @@ from typing import Annotated
 
 import typer
 
-from hybrid_assistant.eval.demo import DEMO_ARMS, DemoAdapterError, DemoConfig, run_demo
 from hybrid_assistant.server.cli.eval_command import eval_errors, print_summary
 from hybrid_assistant.server.cli.training_setup import fail, setup_training
+from hybrid_assistant.server.demo import DEMO_ARMS, DemoAdapterError, DemoConfig, run_demo
 
 
 def demo(

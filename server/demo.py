@@ -5,10 +5,10 @@ child process, ingests the fictional knowledge base, evaluates every arm on the 
 (:func:`~hybrid_assistant.eval.workflow.run_eval`), and stops the server. Each step is the same
 library code a user runs by hand (see the README).
 
-The one workflow that spans every room: steps 1 and 2 run on this machine through the server's
-model store and :mod:`hybrid_assistant.adapters` (the server's configuration decides where the
-model cache and the adapter root are), so this module imports them when it runs. What the eval
-measures still comes only through the gRPC API, from the server process.
+It lives in the server's room because it is the one workflow that spans all of them: the
+server's configuration decides where the model cache and the adapter root are, steps 1 and 2
+run on this machine through the server's model store and :mod:`hybrid_assistant.adapters`, and
+the eval (which never imports the server) measures through the gRPC API of the server process.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING
 from hybrid_assistant.client import AssistantClient
 from hybrid_assistant.eval.demo_dataset import DEMO_DIR
 from hybrid_assistant.process import ServerProcess
+from hybrid_assistant.server.base_model import resolve_base_model
+from hybrid_assistant.server.config import load_settings
 
 if TYPE_CHECKING:
     from hybrid_assistant.adapters.demo import DemoOutcome
@@ -75,8 +77,6 @@ def run_demo(config: DemoConfig, *, notify: Callable[[str], None] = log.info) ->
     from hybrid_assistant.adapters.demo import describe_outcome, train_demo
     from hybrid_assistant.eval.workflow import EvalConfig, run_eval
     from hybrid_assistant.retrieval.loaders import DocumentLoader
-    from hybrid_assistant.server.base_model import resolve_base_model
-    from hybrid_assistant.server.config import load_settings
     from hybrid_assistant.server.model_store import resolve_model
 
     phases: dict[str, float] = {}
