@@ -25,35 +25,10 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-# Folders whose packages install under hybrid_assistant (pyproject.toml's package-dir).
-SOURCE_ROOTS = {"hybrid_assistant": ROOT / "proto" / "hybrid_assistant"}
+from tests.packaging.layout import ROOT, is_package, setuptools_config, source_modules
+
 # vLLM is an optional extra (the `vllm` engine); its module may not import without it.
 OPTIONAL_IMPORTS = {"vllm"}
-
-
-def _package_dirs() -> dict[str, Path]:
-    import tomllib
-
-    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
-    return {name: ROOT / folder for name, folder in config["package-dir"].items()}
-
-
-def _source_modules(package_dirs: dict[str, Path]) -> list[str]:
-    """Every module under the mapped folders, named as it will be installed."""
-    modules: set[str] = set()
-    for package, folder in package_dirs.items():
-        for path in folder.rglob("*.py"):
-            relative = path.relative_to(folder)
-            if "__pycache__" in relative.parts or not all(
-                (folder / Path(*relative.parts[:i]) / "__init__.py").exists()
-                for i in range(len(relative.parts))
-            ):
-                continue  # a data folder, or a folder not on the package path
-            parts = relative.with_suffix("").parts
-            name = ".".join((package, *parts))
-            modules.add(name.removesuffix(".__init__"))
-    return sorted(modules)
 
 
 def _tracked_tree(destination: Path) -> None:
@@ -73,21 +48,9 @@ def _tracked_tree(destination: Path) -> None:
 
 
 def test_listed_packages_cover_every_package_folder() -> None:
-    import tomllib
-
-    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
-    listed = set(config["packages"])
-    found = {m for m in _source_modules(_package_dirs()) if _is_package(m)}
-    assert found <= listed, (
-        f"package folders missing from pyproject's packages list: {sorted(found - listed)}"
-    )
-
-
-def _is_package(module: str) -> bool:
-    dirs = _package_dirs()
-    best = max((p for p in dirs if module == p or module.startswith(p + ".")), key=len)
-    rest = module[len(best) :].lstrip(".")
-    return (dirs[best] / Path(*rest.split(".")) / "__init__.py").exists() if rest else True
+    listed = set(setuptools_config()["packages"])
+    found = {name for name in source_modules() if is_package(name)}
+    assert found <= listed, f"package folders missing from pyproject's packages: {sorted(found - listed)}"
 
 
 @pytest.mark.timeout(600)
@@ -122,7 +85,7 @@ def test_wheel_in_a_fresh_venv_imports_everything(tmp_path: Path) -> None:
     )
     (fresh_site / "dev_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
 
-    modules = _source_modules(_package_dirs())
+    modules = list(source_modules())
     script = textwrap.dedent(
         """
         import importlib, json, sys
