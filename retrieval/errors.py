@@ -1,8 +1,8 @@
 """Domain exceptions of the retrieval package.
 
-The server maps these to status codes in one place: ``InvalidQueryError`` to
-``INVALID_ARGUMENT``, ``EmptyIndexError`` to ``FAILED_PRECONDITION``; ``IndexLockedError``,
-``IncompatibleIndexError``, ``CorruptIndexError`` and ``EmbedderError`` are start-up failures.
+The server maps these to status codes in one place (``server/errors.py``): ``InvalidQueryError``
+to ``INVALID_ARGUMENT``, the others to ``FAILED_PRECONDITION`` (``IndexLockedError``,
+``IncompatibleIndexError``, ``CorruptIndexError`` and ``EmbedderError`` are mostly start-up failures).
 Invalid ``RetrievalSettings`` raise pydantic's ``ValidationError`` (a ``ValueError``).
 Every message shows the offending value.
 """

@@ -16,7 +16,9 @@ in and takes them out. Semantics (documented in the README):
   burst over more adapters than slots queues briefly instead of failing); if all are pinned, or
   the wait runs out, it is RESOURCE_EXHAUSTED.
 
-Everything runs on the event loop; a per-name lock serialises load, unload and reload.
+Everything runs on the event loop; a per-name lock serialises load, unload and reload. Every
+install and uninstall goes through the registry, which keeps ``metrics.ADAPTERS_RESIDENT`` equal
+to the number of adapter versions in memory (retired versions still in use included).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from typing import Protocol
 
 from hybrid_assistant.adapters.paths import check_adapter_name, resolve_adapter_dir
 from hybrid_assistant.adapters.peft_format import AdapterSpec, BaseModelSpec, inspect_adapter
+from hybrid_assistant.server import metrics
 from hybrid_assistant.server.errors import AlreadyExists, NotFound, ResourceExhausted
 
 log = logging.getLogger(__name__)
@@ -113,6 +116,10 @@ class AdapterRegistry:
         self._retired: list[_Version] = []  # replaced or unloaded, still in use
         self._locks: dict[str, asyncio.Lock] = {}
         self._next_uid = 1
+        # uids whose weights the backend holds: what the ADAPTERS_RESIDENT gauge counts. Only the
+        # registry sees every install and uninstall (loads, preloads, evictions, reloads on use,
+        # deferred unloads), so it alone sets the gauge.
+        self._in_memory: set[int] = set()
 
     # ------------------------------------------------------------------ admin
 
@@ -155,7 +162,7 @@ class AdapterRegistry:
             version = entry.current
             if version is None or version.in_flight == 0:
                 if version is not None:
-                    await self._backend.uninstall(version.uid)
+                    await self._uninstall(version.uid)
                 return False, 0
             await self._retire(version)
             return True, version.in_flight
@@ -193,11 +200,16 @@ class AdapterRegistry:
             if version.in_flight == 0:
                 if version.retired:
                     self._retired.remove(version)
-                    await self._backend.uninstall(version.uid)
+                    await self._uninstall(version.uid)
                 async with self._idle:
                     self._idle.notify_all()
 
     # ------------------------------------------------------------------ internals
+
+    async def _uninstall(self, uid: int) -> None:
+        await self._backend.uninstall(uid)
+        self._in_memory.discard(uid)
+        metrics.ADAPTERS_RESIDENT.set(len(self._in_memory))
 
     def _lock(self, name: str) -> asyncio.Lock:
         return self._locks.setdefault(name, asyncio.Lock())
@@ -211,6 +223,8 @@ class AdapterRegistry:
         self._next_uid += 1
         started = time.perf_counter()
         await self._backend.install(uid, name, spec)
+        self._in_memory.add(uid)
+        metrics.ADAPTERS_RESIDENT.set(len(self._in_memory))
         return _Version(uid=uid, spec=spec, load_ms=(time.perf_counter() - started) * 1000)
 
     async def _make_room(self) -> None:
@@ -234,13 +248,13 @@ class AdapterRegistry:
             assert victim.current is not None
             uid, victim.current = victim.current.uid, None
             log.info("evicting least recently used adapter %s", victim.name)
-            await self._backend.uninstall(uid)
+            await self._uninstall(uid)
 
     async def _retire(self, version: _Version | None) -> None:
         if version is None:
             return
         if version.in_flight == 0:
-            await self._backend.uninstall(version.uid)
+            await self._uninstall(version.uid)
         else:
             version.retired = True
             self._retired.append(version)

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from hybrid_assistant.server import metrics
@@ -29,7 +28,7 @@ from hybrid_assistant.server.engines.factory import make_engine
 from hybrid_assistant.server.experiments.request_log import RequestLog
 from hybrid_assistant.server.experiments.service import ExperimentManager
 from hybrid_assistant.server.experiments.store import LogDatabase
-from hybrid_assistant.server.knowledge import KnowledgeService
+from hybrid_assistant.server.knowledge import KnowledgeIndex
 from hybrid_assistant.server.servicers.adapters import AdaptersServicer
 from hybrid_assistant.server.servicers.assistant import AssistantServicer
 from hybrid_assistant.server.servicers.experiments import ExperimentsServicer
@@ -60,7 +59,7 @@ class App:
             max_rank=settings.max_lora_rank,
             slot_wait_s=settings.adapter_slot_wait_s,
         )
-        self.knowledge = KnowledgeService(settings) if settings.knowledge else None
+        self.knowledge = KnowledgeIndex(settings) if settings.knowledge else None
         self.log_db = LogDatabase(settings.request_log_path)
         self.request_log = (
             RequestLog(self.log_db, settings.request_log) if settings.request_log.enabled else None
@@ -77,7 +76,9 @@ class App:
             claim_request_id=self.experiments.claim_request_id,
             release_request_id=self.experiments.release_request_id,
         )
-        self.health = HealthServicer()
+        # The asyncio servicer's public name (grpcio-health-checking >= 1.63); grpc-stubs 1.53
+        # predates it, hence the ignore (flagged as unused once the stubs catch up).
+        self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self.server: grpc.aio.Server | None = None
         self.port = 0
         self.exit_code = 0

@@ -174,12 +174,12 @@ class AssistantCore:
         if room < 1:
             raise InvalidArgument(
                 f"prompt is {prompt_tokens} tokens, leaving no room to answer within "
-                f"max_total_tokens={self.engine.model_info.max_context_tokens}"
+                f"{self.engine.model_info.context_limit}"
             )
         if sampling.max_tokens is not None and sampling.max_tokens > room:
             raise InvalidArgument(
                 f"prompt ({prompt_tokens} tokens) + max_tokens ({sampling.max_tokens}) exceeds "
-                f"max_total_tokens={self.engine.model_info.max_context_tokens}"
+                f"{self.engine.model_info.context_limit}"
             )
         return SamplingParams(
             max_tokens=sampling.max_tokens or min(self.settings.default_max_tokens, room),
@@ -214,7 +214,7 @@ class AssistantCore:
         if longest > self.engine.model_info.max_context_tokens:
             raise InvalidArgument(
                 f"prompt + longest continuation is {longest} tokens, more than "
-                f"max_total_tokens={self.engine.model_info.max_context_tokens}"
+                f"{self.engine.model_info.context_limit}"
             )
         adapter = inp.adapter or ""
         async with self.registry.use(adapter) as lease:

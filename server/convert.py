@@ -1,7 +1,18 @@
-"""Protobuf <-> domain conversion, at the edge and nowhere else."""
+"""Protobuf <-> domain conversion, at the edge and nowhere else.
+
+Servicers only call these (the experiments service has its own in ``server.experiments``).
+A domain dataclass whose fields are exactly its message's fields (same names, same meaning)
+goes through :func:`_fields_to_pb`, so a field added on one side and not the other fails the
+converter's test instead of being dropped silently.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from hybrid_assistant.retrieval.types import DeleteSummary, Document, IndexStats, IngestSummary
 from hybrid_assistant.server.adapter_registry import AdapterInfo
 from hybrid_assistant.server.core_types import (
     GenerateInput,
@@ -23,6 +34,12 @@ MODES = {
 }
 MODE_TO_PB = {name: value for value, name in MODES.items() if name}
 _FINISH = {FinishReason.STOP: pb.FINISH_REASON_STOP, FinishReason.LENGTH: pb.FINISH_REASON_LENGTH}
+Message = TypeVar("Message")
+
+
+def _fields_to_pb(message: Callable[..., Message], value: Any) -> Message:
+    """``message`` built from every field of the dataclass ``value``, by name (shallow: no copies)."""
+    return message(**{f.name: getattr(value, f.name) for f in dataclasses.fields(value)})
 
 
 def messages(items: list[pb.ChatMessage]) -> tuple[tuple[str, str], ...]:
@@ -44,14 +61,7 @@ def passage_from_pb(p: pb.Passage) -> ContextPassage:
 
 
 def passage_to_pb(p: ContextPassage) -> pb.Passage:
-    return pb.Passage(
-        document_id=p.document_id,
-        chunk_id=p.chunk_id,
-        score=p.score,
-        text=p.text,
-        metadata=dict(p.metadata),
-        index=p.index,
-    )
+    return _fields_to_pb(pb.Passage, p)
 
 
 def retrieval(options: pb.RetrievalOptions) -> RetrievalInput:
@@ -134,17 +144,27 @@ def score_to_pb(outcome: ScoreOutcome) -> pb.ScoreResponse:
 
 
 def adapter_info_to_pb(info: AdapterInfo) -> pb.AdapterInfo:
-    return pb.AdapterInfo(
-        name=info.name,
-        path=info.path,
-        resident=info.resident,
-        pinned=info.pinned,
-        rank=info.rank,
-        target_modules=list(info.target_modules),
-        base_model=info.base_model,
-        in_flight=info.in_flight,
-        last_used_unix=info.last_used_unix,
-        load_ms=info.load_ms,
-        fingerprint=info.fingerprint,
-        metadata=info.metadata,
-    )
+    return _fields_to_pb(pb.AdapterInfo, info)
+
+
+# ---------------------------------------------------------------------- knowledge
+
+
+def document_from_pb(d: pb.Document) -> Document:
+    return Document(id=d.id, text=d.text, metadata=dict(d.metadata), source=d.source)
+
+
+def ingest_to_pb(summary: IngestSummary) -> pb.IngestResponse:
+    return _fields_to_pb(pb.IngestResponse, summary)
+
+
+def delete_to_pb(summary: DeleteSummary) -> pb.DeleteDocumentsResponse:
+    return _fields_to_pb(pb.DeleteDocumentsResponse, summary)
+
+
+def index_stats_to_pb(stats: IndexStats) -> pb.IndexStatsResponse:
+    return _fields_to_pb(pb.IndexStatsResponse, stats)
+
+
+def retrieve_to_pb(passages: Sequence[ContextPassage], took_ms: float) -> pb.RetrieveResponse:
+    return pb.RetrieveResponse(passages=[passage_to_pb(p) for p in passages], took_ms=took_ms)

@@ -1,5 +1,10 @@
 """Domain errors and the one place that maps every error to a gRPC status.
 
+``ServiceError`` subclasses carry their own code; the exceptions of packages that know nothing
+of gRPC (``retrieval.errors``, ``adapters.errors``, ``server.engines.errors``) are mapped in the
+one table below. It imports only those error modules, none of which imports ``server``, so
+any server module may import this one without a cycle.
+
 Servicer methods are wrapped with :func:`grpc_errors`; streaming handlers catch inside the
 generator the same way. Unknown exceptions become INTERNAL with a generic message and are
 logged with their traceback, so no internal detail leaks to clients.
@@ -16,11 +21,9 @@ from typing import Any, TypeVar
 
 import grpc
 
-from hybrid_assistant.adapters.errors import (
-    AdapterNotFoundError,
-    AdapterValidationError,
-    UnsafeAdapterPathError,
-)
+from hybrid_assistant.adapters import errors as adapter_errors
+from hybrid_assistant.retrieval import errors as retrieval_errors
+from hybrid_assistant.server.engines import errors as engine_errors
 
 log = logging.getLogger(__name__)
 
@@ -53,21 +56,24 @@ class ResourceExhausted(ServiceError):
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
-class Unauthenticated(ServiceError):
-    code = grpc.StatusCode.UNAUTHENTICATED
-
-
-# Errors raised by packages that do not know about gRPC, mapped here once. Later entries
-# are registered by the modules that own them (see register_error).
+# Errors raised by code that does not know about gRPC (the retrieval and adapters packages, the
+# embedded engine's scheduler), mapped here and nowhere else. A subclass takes its first match.
+# The vLLM engine translates vLLM's own errors where it catches them: importing vLLM here would
+# load it for every server. Every other exception is INTERNAL (see status_for).
 _MAPPING: dict[type[BaseException], grpc.StatusCode] = {
-    AdapterNotFoundError: grpc.StatusCode.NOT_FOUND,
-    AdapterValidationError: grpc.StatusCode.INVALID_ARGUMENT,
-    UnsafeAdapterPathError: grpc.StatusCode.INVALID_ARGUMENT,
+    adapter_errors.AdapterNotFoundError: grpc.StatusCode.NOT_FOUND,
+    adapter_errors.AdapterValidationError: grpc.StatusCode.INVALID_ARGUMENT,
+    adapter_errors.UnsafeAdapterPathError: grpc.StatusCode.INVALID_ARGUMENT,
+    retrieval_errors.InvalidQueryError: grpc.StatusCode.INVALID_ARGUMENT,
+    retrieval_errors.EmptyIndexError: grpc.StatusCode.FAILED_PRECONDITION,
+    retrieval_errors.IndexLockedError: grpc.StatusCode.FAILED_PRECONDITION,
+    retrieval_errors.IncompatibleIndexError: grpc.StatusCode.FAILED_PRECONDITION,
+    retrieval_errors.CorruptIndexError: grpc.StatusCode.FAILED_PRECONDITION,
+    retrieval_errors.EmbedderError: grpc.StatusCode.FAILED_PRECONDITION,
+    engine_errors.QueueFullError: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    engine_errors.EngineStoppedError: grpc.StatusCode.UNAVAILABLE,
+    # engine_errors.StepFailedError is left INTERNAL: a failed forward step is the server's fault.
 }
-
-
-def register_error(exc_type: type[BaseException], code: grpc.StatusCode) -> None:
-    _MAPPING[exc_type] = code
 
 
 # gRPC sends the status message as metadata; past the client's metadata limit (16 KB by default)

@@ -1,5 +1,6 @@
-"""The server's side of the knowledge index: open it at warm-up, run its blocking calls off the
-event loop, and turn search hits into prompt passages for retrieval-augmented requests."""
+"""The server's side of the knowledge index (:class:`KnowledgeIndex`): open it at warm-up, run its
+blocking calls off the event loop, and turn search hits into prompt passages for
+retrieval-augmented requests."""
 
 from __future__ import annotations
 
@@ -9,16 +10,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import grpc
-
-from hybrid_assistant.retrieval.errors import (
-    CorruptIndexError,
-    EmbedderError,
-    EmptyIndexError,
-    IncompatibleIndexError,
-    IndexLockedError,
-    InvalidQueryError,
-)
 from hybrid_assistant.retrieval.knowledge_base import KnowledgeBase
 from hybrid_assistant.retrieval.types import (
     DeleteSummary,
@@ -28,7 +19,7 @@ from hybrid_assistant.retrieval.types import (
     RetrievedChunk,
     SearchMode,
 )
-from hybrid_assistant.server.errors import Unavailable, register_error
+from hybrid_assistant.server.errors import Unavailable
 from hybrid_assistant.server.prompt import ContextPassage
 
 if TYPE_CHECKING:
@@ -36,13 +27,6 @@ if TYPE_CHECKING:
     from hybrid_assistant.server.core_types import RetrievalInput
 
 log = logging.getLogger(__name__)
-
-register_error(InvalidQueryError, grpc.StatusCode.INVALID_ARGUMENT)
-register_error(EmptyIndexError, grpc.StatusCode.FAILED_PRECONDITION)
-register_error(IndexLockedError, grpc.StatusCode.FAILED_PRECONDITION)
-register_error(IncompatibleIndexError, grpc.StatusCode.FAILED_PRECONDITION)
-register_error(CorruptIndexError, grpc.StatusCode.FAILED_PRECONDITION)
-register_error(EmbedderError, grpc.StatusCode.FAILED_PRECONDITION)
 
 
 def index_dir(settings: Settings) -> Path:
@@ -69,8 +53,12 @@ def to_passage(chunk: RetrievedChunk) -> ContextPassage:
     return ContextPassage(chunk.document_id, chunk.chunk_id, chunk.score, chunk.text, metadata)
 
 
-class KnowledgeService:
-    """Async facade over :class:`KnowledgeBase` (whose calls are thread-safe but blocking)."""
+class KnowledgeIndex:
+    """Async facade over :class:`KnowledgeBase` (whose calls are thread-safe but blocking).
+
+    The transport-free core behind ``servicers.knowledge.KnowledgeServicer`` (its retrieval
+    errors reach clients through ``server.errors``' table).
+    """
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings

@@ -45,10 +45,6 @@ class SlotKVCache:
     def _empty(self, capacity: int) -> torch.Tensor:
         return torch.zeros(self.rows, self.kv_heads, capacity, self.head_dim, dtype=self.dtype)
 
-    def bytes_allocated(self) -> int:
-        per = self.rows * self.kv_heads * self.capacity * self.head_dim * self.keys[0].element_size()
-        return 2 * self.layers * per
-
     def ensure_capacity(self, tokens: int) -> None:
         """Grow (doubling) so positions ``< tokens`` fit.
 

@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 
+from hybrid_assistant.server import metrics
+from hybrid_assistant.server.engines.errors import EngineStoppedError, QueueFullError, StepFailedError
 from hybrid_assistant.server.engines.sampling import make_generator, sample
 from hybrid_assistant.server.engines.text import IncrementalDetokenizer
 from hybrid_assistant.server.engines.types import (
@@ -50,20 +52,10 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class QueueFullError(Exception):
-    """More requests are waiting than the configured queue allows."""
-
-
-class EngineStoppedError(Exception):
-    """The scheduler is not running (stopped, or died on an error)."""
-
-
-class StepFailedError(RuntimeError):
-    """A forward step raised; the requests in it are failed (INTERNAL), the engine goes on."""
-
-
 @dataclass(eq=False)
-class Sequence:
+class SequenceState:
+    """One request's life in the scheduler: waiting, then prefilling, then decoding in a cache row."""
+
     request: GenerationRequest
     loop: asyncio.AbstractEventLoop
     queue: asyncio.Queue[GenerationChunk | BaseException]
@@ -79,6 +71,10 @@ class Sequence:
     @property
     def prompt_left(self) -> int:
         return max(0, len(self.request.prompt_ids) - self.cached)
+
+
+# What the scheduler thread hands a request's event loop: a chunk of output, or the error that ended it.
+_Delivery = tuple[SequenceState, GenerationChunk | BaseException]
 
 
 class Scheduler:
@@ -102,15 +98,15 @@ class Scheduler:
         self.prefill_chunk_tokens = prefill_chunk_tokens
         self.max_total_tokens = max_total_tokens
         self.on_death = on_death
-        self._waiting: deque[Sequence] = deque()
-        self._decoding: list[Sequence] = []
-        self._prefilling: list[Sequence] = []
+        self._waiting: deque[SequenceState] = deque()
+        self._decoding: list[SequenceState] = []
+        self._prefilling: list[SequenceState] = []
         self._ops: deque[tuple[Callable[[], Any], concurrent.futures.Future[Any]]] = deque()
         self._wake = threading.Condition()
         self._stopping = False
         self._thread: threading.Thread | None = None
         self.error: BaseException | None = None
-        self._outbox: list[tuple[Sequence, GenerationChunk | BaseException]] = []
+        self._outbox: list[_Delivery] = []
         self.steps = 0
         self.failed_rows = 0  # requests failed alone (bad adapter, non-finite scores, step errors)
 
@@ -138,8 +134,13 @@ class Scheduler:
             "decoding": len(self._decoding),
         }
 
-    def submit(self, request: GenerationRequest, loop: asyncio.AbstractEventLoop) -> Sequence:
-        seq = Sequence(
+    def _publish_stats(self) -> None:
+        """Set the ``SCHEDULER`` gauge: requests per state (after every change of state)."""
+        for state, count in self.stats().items():
+            metrics.SCHEDULER.labels(state=state).set(count)
+
+    def submit(self, request: GenerationRequest, loop: asyncio.AbstractEventLoop) -> SequenceState:
+        seq = SequenceState(
             request=request,
             loop=loop,
             queue=asyncio.Queue(),
@@ -154,10 +155,11 @@ class Scheduler:
                     f"{len(self._waiting)} requests are already queued (max_queue={self.max_queue})"
                 )
             self._waiting.append(seq)
+            self._publish_stats()
             self._wake.notify()
         return seq
 
-    def cancel(self, seq: Sequence) -> None:
+    def cancel(self, seq: SequenceState) -> None:
         with self._wake:
             seq.cancelled = True
             self._wake.notify()
@@ -211,6 +213,7 @@ class Scheduler:
             self._prefill_step()
         if self._decoding:
             self._decode_step()
+        self._publish_stats()  # before delivery: a client that sees its token sees the gauge too
         self._flush_outbox()
         self.steps += 1
 
@@ -242,13 +245,13 @@ class Scheduler:
                 name = seq.request.adapter_name or f"uid {seq.request.adapter_uid}"
                 self._fail_row(seq, NotFound(f"adapter {name!r} was unloaded before the request ran"))
 
-    def _fail_row(self, seq: Sequence, exc: BaseException) -> None:
+    def _fail_row(self, seq: SequenceState, exc: BaseException) -> None:
         """End one request with ``exc`` and free its row; everyone else carries on."""
         self.failed_rows += 1
         self._outbox.append((seq, exc))
         self._release_row(seq)
 
-    def _step_failed(self, seqs: list[Sequence], exc: Exception) -> None:
+    def _step_failed(self, seqs: list[SequenceState], exc: Exception) -> None:
         log.error(
             "engine step failed for %d request(s) %s; failing them, serving goes on",
             len(seqs),
@@ -270,7 +273,7 @@ class Scheduler:
 
     def _prefill_step(self) -> None:
         budget = self.prefill_chunk_tokens
-        chunks: list[tuple[Sequence, int]] = []
+        chunks: list[tuple[SequenceState, int]] = []
         for seq in sorted(self._prefilling, key=lambda s: s.row):
             if budget <= 0:
                 break
@@ -332,7 +335,7 @@ class Scheduler:
             else:
                 self._accept(seq, token)
 
-    def _sample(self, seqs: list[Sequence], logits: torch.Tensor) -> list[int | None]:
+    def _sample(self, seqs: list[SequenceState], logits: torch.Tensor) -> list[int | None]:
         """One token per row; None for a row whose scores are not all finite (it fails alone)."""
         finite = torch.isfinite(logits).all(dim=-1).tolist()
         good = [i for i, ok in enumerate(finite) if ok]
@@ -347,7 +350,7 @@ class Scheduler:
                 tokens[i] = token
         return tokens
 
-    def _accept(self, seq: Sequence, token: int) -> None:
+    def _accept(self, seq: SequenceState, token: int) -> None:
         # Detokenising (stop strings included) is per request: an error there ends that request only.
         try:
             self._accept_token(seq, token)
@@ -356,7 +359,7 @@ class Scheduler:
             if seq.row >= 0:
                 self._fail_row(seq, StepFailedError(f"detokenising failed: {type(exc).__name__}"))
 
-    def _accept_token(self, seq: Sequence, token: int) -> None:
+    def _accept_token(self, seq: SequenceState, token: int) -> None:
         now = time.perf_counter()
         if not seq.generated:
             seq.first_token_at = now
@@ -396,7 +399,7 @@ class Scheduler:
 
     # ------------------------------------------------------------------ rows
 
-    def _to_decoding(self, seq: Sequence) -> None:
+    def _to_decoding(self, seq: SequenceState) -> None:
         """Move a row that finished its prompt to the end of the decoding region."""
         first_prefill_row = len(self._decoding)
         if seq.row != first_prefill_row:
@@ -406,7 +409,7 @@ class Scheduler:
         self._prefilling.remove(seq)
         self._decoding.append(seq)
 
-    def _release_row(self, seq: Sequence) -> None:
+    def _release_row(self, seq: SequenceState) -> None:
         """Free ``seq``'s row, moving the last row of its region (and of the next) down to stay compact."""
         cache = self.runner.cache
         if seq in self._decoding:
@@ -433,7 +436,7 @@ class Scheduler:
     def _flush_outbox(self) -> None:
         if not self._outbox:
             return
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Sequence, GenerationChunk | BaseException]]] = {}
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Delivery]] = {}
         for seq, item in self._outbox:
             by_loop.setdefault(seq.loop, []).append((seq, item))
         self._outbox = []
@@ -448,6 +451,7 @@ class Scheduler:
             ops = list(self._ops)
             self._ops.clear()
         self._decoding, self._prefilling = [], []
+        self._publish_stats()
         self._outbox.extend((seq, exc) for seq in seqs)
         self._flush_outbox()
         for _, future in ops:
@@ -455,7 +459,7 @@ class Scheduler:
                 future.set_exception(EngineStoppedError(str(exc)))
 
 
-def _non_finite(seq: Sequence) -> FailedPrecondition:
+def _non_finite(seq: SequenceState) -> FailedPrecondition:
     adapter = f"adapter {seq.request.adapter_name!r}" if seq.request.adapter_uid else "the base model"
     return FailedPrecondition(
         f"{adapter} produced non-finite scores (NaN or infinity) for this request; it was stopped. "
@@ -463,6 +467,6 @@ def _non_finite(seq: Sequence) -> FailedPrecondition:
     )
 
 
-def _deliver(items: list[tuple[Sequence, GenerationChunk | BaseException]]) -> None:
+def _deliver(items: list[_Delivery]) -> None:
     for seq, item in items:
         seq.queue.put_nowait(item)

@@ -14,9 +14,10 @@ import torch
 from transformers import AutoTokenizer, GenerationConfig
 
 from hybrid_assistant.adapters.peft_format import AdapterSpec, BaseModelSpec, load_lora_weights
+from hybrid_assistant.server.engines.errors import EngineStoppedError
 from hybrid_assistant.server.engines.loaded import LoadedModel
 from hybrid_assistant.server.engines.model_runner import ModelRunner
-from hybrid_assistant.server.engines.scheduler import EngineStoppedError, QueueFullError, Scheduler
+from hybrid_assistant.server.engines.scheduler import Scheduler
 from hybrid_assistant.server.engines.types import (
     ContinuationScore,
     GenerationChunk,
@@ -24,7 +25,7 @@ from hybrid_assistant.server.engines.types import (
     ModelInfo,
     SamplingParams,
 )
-from hybrid_assistant.server.errors import ResourceExhausted, Unavailable
+from hybrid_assistant.server.errors import Unavailable
 from hybrid_assistant.server.model_store import model_fingerprint, resolve_model
 from hybrid_assistant.server.prompt import render_chat
 
@@ -76,6 +77,7 @@ class TransformersEngine(LoadedModel):
             fingerprint=model_fingerprint(resolved.path),
             max_context_tokens=max_context,
             dtype=settings.dtype,
+            context_set_by_model=self._runner.context_limit < settings.max_total_tokens,
         )
         self._scheduler = Scheduler(
             self._runner,
@@ -157,18 +159,12 @@ class TransformersEngine(LoadedModel):
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
         scheduler = self._require_scheduler()
-        try:
-            seq = scheduler.submit(request, asyncio.get_running_loop())
-        except QueueFullError as exc:
-            raise ResourceExhausted(str(exc)) from exc
-        except EngineStoppedError as exc:
-            raise Unavailable(str(exc)) from exc
+        # QueueFullError and EngineStoppedError reach the client through server.errors' table.
+        seq = scheduler.submit(request, asyncio.get_running_loop())
         finished = False
         try:
             while True:
                 item = await seq.queue.get()
-                if isinstance(item, EngineStoppedError):
-                    raise Unavailable(str(item))
                 if isinstance(item, BaseException):
                     raise item
                 if item.finish_reason is not None:
@@ -185,10 +181,7 @@ class TransformersEngine(LoadedModel):
     ) -> list[ContinuationScore]:
         runner = self._require_runner()
         future = self._require_scheduler().call(lambda: runner.score(prompt_ids, continuations, adapter_uid))
-        try:
-            return await asyncio.wrap_future(future)
-        except EngineStoppedError as exc:
-            raise Unavailable(str(exc)) from exc
+        return await asyncio.wrap_future(future)
 
 
 def _eos_ids(model_dir: Path, tokenizer: PreTrainedTokenizerBase) -> set[int]:

@@ -76,7 +76,20 @@ class ModelInfo:
     name: str
     fingerprint: str
     max_context_tokens: int
+    """Prompt + answer, in tokens: the lower of ``max_total_tokens`` and the model's own context."""
     dtype: str
+    context_set_by_model: bool = False
+    """The model's context length (``max_position_embeddings``), not ``max_total_tokens``, is the limit."""
+
+    @property
+    def context_limit(self) -> str:
+        """The limit on prompt + answer as error messages name it: the setting, or the model."""
+        if self.context_set_by_model:
+            return (
+                f"the model's context length of {self.max_context_tokens} tokens "
+                "(max_total_tokens is set higher)"
+            )
+        return f"max_total_tokens={self.max_context_tokens}"
 
 
 class Engine(Protocol):

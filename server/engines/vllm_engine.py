@@ -99,7 +99,8 @@ class VllmEngine(LoadedModel):
         self._spec = await asyncio.to_thread(
             BaseModelSpec.from_config_dir, resolved.path, resolved.name, set(resolved.aliases)
         )
-        max_context = min(settings.max_total_tokens, _context_limit(resolved.path, settings.max_total_tokens))
+        model_context = _context_limit(resolved.path, settings.max_total_tokens)
+        max_context = min(settings.max_total_tokens, model_context)
         kwargs = engine_kwargs(
             settings, resolved.path, resolved.name, max_context, on_cpu=current_platform.is_cpu()
         )
@@ -112,6 +113,7 @@ class VllmEngine(LoadedModel):
             fingerprint=await asyncio.to_thread(model_fingerprint, resolved.path),
             max_context_tokens=max_context,
             dtype=settings.dtype,
+            context_set_by_model=model_context < settings.max_total_tokens,
         )
         self._watchdog = asyncio.create_task(self._watch(), name="vllm-watchdog")
         log.info("vLLM engine up for %s in %.1f s", resolved.name, time.perf_counter() - started)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import grpc
 
-from hybrid_assistant.server import convert, metrics
+from hybrid_assistant.server import convert
 from hybrid_assistant.server.adapter_registry import AdapterRegistry
 from hybrid_assistant.server.errors import InvalidArgument, grpc_errors
 from hybrid_assistant.v1 import assistant_pb2 as pb
@@ -31,7 +31,6 @@ class AdaptersServicer(pb_grpc.AdaptersServicer):
             raise InvalidArgument(f"name ({request.name!r}) and path ({request.path!r}) are both required")
         replaced = request.name in self._registry.names()
         info = await self._registry.load(request.name, request.path, replace=request.replace, pin=request.pin)
-        metrics.ADAPTERS_RESIDENT.set(sum(1 for i in self._registry.infos() if i.resident))
         return pb.LoadAdapterResponse(adapter=convert.adapter_info_to_pb(info), replaced=replaced)
 
     @grpc_errors
@@ -41,5 +40,4 @@ class AdaptersServicer(pb_grpc.AdaptersServicer):
         if not request.name:
             raise InvalidArgument("name is required")
         deferred, in_flight = await self._registry.unload(request.name)
-        metrics.ADAPTERS_RESIDENT.set(sum(1 for i in self._registry.infos() if i.resident))
         return pb.UnloadAdapterResponse(deferred=deferred, in_flight=in_flight)

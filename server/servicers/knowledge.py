@@ -10,6 +10,7 @@ keeping the batches committed before it; a document past the limits of
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import AsyncIterator
 
@@ -18,7 +19,7 @@ import grpc
 from hybrid_assistant.retrieval.types import Document, IngestSummary
 from hybrid_assistant.server import convert
 from hybrid_assistant.server.errors import InvalidArgument, grpc_errors
-from hybrid_assistant.server.knowledge import KnowledgeService, to_passage
+from hybrid_assistant.server.knowledge import KnowledgeIndex, to_passage
 from hybrid_assistant.server.validation import (
     Problems,
     check_document_ids,
@@ -51,7 +52,7 @@ def _add(total: IngestSummary, part: IngestSummary) -> IngestSummary:
 
 
 class KnowledgeServicer(pb_grpc.KnowledgeServicer):
-    def __init__(self, knowledge: KnowledgeService, max_top_k: int) -> None:
+    def __init__(self, knowledge: KnowledgeIndex, max_top_k: int) -> None:
         self._knowledge = knowledge
         self._max_top_k = max_top_k
 
@@ -63,29 +64,18 @@ class KnowledgeServicer(pb_grpc.KnowledgeServicer):
         error_count = 0
         batch: list[Document] = []
         async for request in request_iterator:  # undecodable messages: server.decode_guard
-            d = request.document
-            batch.append(Document(id=d.id, text=d.text, metadata=dict(d.metadata), source=d.source))
-            if len(batch) >= INGEST_BATCH:
-                part = await self._knowledge.ingest(batch)
-                error_count += len(part.errors)
-                total = _add(total, part)
-                batch = []
+            batch.append(convert.document_from_pb(request.document))
+            if len(batch) < INGEST_BATCH:
+                continue
+            part = await self._knowledge.ingest(batch)
+            error_count, total, batch = error_count + len(part.errors), _add(total, part), []
         if batch:
             part = await self._knowledge.ingest(batch)
-            error_count += len(part.errors)
-            total = _add(total, part)
-        errors = list(total.errors)
-        if error_count > len(errors):
-            errors.append(f"and {error_count - len(errors)} more problems (documents skipped or merged)")
-        return pb.IngestResponse(
-            received=total.received,
-            added=total.added,
-            updated=total.updated,
-            unchanged=total.unchanged,
-            chunks_added=total.chunks_added,
-            chunks_removed=total.chunks_removed,
-            errors=errors,
-        )
+            error_count, total = error_count + len(part.errors), _add(total, part)
+        if error_count > len(total.errors):
+            more = f"and {error_count - len(total.errors)} more problems (documents skipped or merged)"
+            total = dataclasses.replace(total, errors=(*total.errors, more))
+        return convert.ingest_to_pb(total)
 
     @grpc_errors
     async def DeleteDocuments(
@@ -96,23 +86,13 @@ class KnowledgeServicer(pb_grpc.KnowledgeServicer):
         problems = Problems()
         check_document_ids(request.ids, problems)
         problems.raise_if_any()
-        summary = await self._knowledge.delete(list(request.ids))
-        return pb.DeleteDocumentsResponse(deleted=summary.deleted, not_found=list(summary.not_found))
+        return convert.delete_to_pb(await self._knowledge.delete(list(request.ids)))
 
     @grpc_errors
     async def IndexStats(
         self, request: pb.IndexStatsRequest, context: grpc.aio.ServicerContext
     ) -> pb.IndexStatsResponse:
-        stats = await self._knowledge.stats()
-        return pb.IndexStatsResponse(
-            documents=stats.documents,
-            chunks=stats.chunks,
-            dimension=stats.dimension,
-            index_type=stats.index_type,
-            bytes_on_disk=stats.bytes_on_disk,
-            embedder=stats.embedder,
-            fingerprint=stats.fingerprint,
-        )
+        return convert.index_stats_to_pb(await self._knowledge.stats())
 
     @grpc_errors
     async def Retrieve(
@@ -132,7 +112,5 @@ class KnowledgeServicer(pb_grpc.KnowledgeServicer):
             request.min_score,
             dict(request.metadata_filter),
         )
-        return pb.RetrieveResponse(
-            passages=[convert.passage_to_pb(to_passage(h)) for h in hits],
-            took_ms=(time.perf_counter() - started) * 1000,
-        )
+        took_ms = (time.perf_counter() - started) * 1000
+        return convert.retrieve_to_pb([to_passage(h) for h in hits], took_ms)

@@ -12,6 +12,7 @@ from typing import Any
 
 import grpc
 import pytest
+from prometheus_client import REGISTRY
 
 from hybrid_assistant.client import AssistantClient
 from hybrid_assistant.testing.models import build_adapter
@@ -207,3 +208,43 @@ def test_load_during_traffic_fails_no_request(server: ServerThread) -> None:
         for w in workers:
             w.join(60)
     assert errors == []
+
+
+def test_resident_gauge_follows_preload_eviction_reload_and_unload(
+    start_server: Callable[..., ServerThread], tiny_adapters: dict[str, Path]
+) -> None:
+    # The gauge used to be set by the LoadAdapter/UnloadAdapter servicer only: a preload, an
+    # eviction by a request's reload, or a deferred unload finishing left it stale.
+    from hybrid_assistant.server.config import AdapterPreload
+
+    server = start_server(
+        admin_token=TOKEN,
+        max_resident_adapters=2,
+        preload_adapters=[AdapterPreload(name="pre", path="alpha", pin=False)],
+    )
+    engine = server.app.engine
+
+    def gauge() -> float | None:
+        return REGISTRY.get_sample_value("hybrid_assistant_adapters_resident")
+
+    def check(expected: int) -> None:
+        assert gauge() == expected == len(engine.resident_adapter_uids())
+
+    check(1)  # the preload, no LoadAdapter call
+    with AssistantClient(server.target, token=TOKEN) as client:
+        client.load_adapter("b1", "beta")
+        check(2)
+        client.generate(Q, adapter="pre", max_tokens=2)  # b1 is now least recently used
+        client.load_adapter("a2", "alpha")  # evicts b1
+        check(2)
+        client.generate(Q, adapter="b1", max_tokens=2)  # reloads b1, evicting pre
+        assert {a.name: a.resident for a in client.list_adapters()} == {"pre": False, "b1": True, "a2": True}
+        check(2)
+        stream = client.stream(Q, adapter="a2", max_tokens=80)
+        next(stream)
+        assert client.unload_adapter("a2").deferred
+        check(2)  # its weights serve the stream still
+        list(stream)
+        check(1)  # freed by the request's end, not by an admin call
+        client.unload_adapter("b1")
+        check(0)

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from prometheus_client import REGISTRY
 from transformers import AutoModelForCausalLM
 
 from hybrid_assistant.server.adapter_registry import AdapterRegistry
 from hybrid_assistant.server.engines.transformers_engine import TransformersEngine
+from hybrid_assistant.server.engines.types import GenerationRequest, SamplingParams
 from tests.engine_contract import QUESTIONS, EngineContract, EngineEnv, prompt, run, started_env
 
 
@@ -71,3 +75,41 @@ async def test_long_prompt_is_prefilled_in_chunks(
     ids = prompt(env, question)
     expected = model.generate(torch.tensor([ids]), max_new_tokens=8, do_sample=False)[0, len(ids) :]
     assert chunked == engine.tokenizer.decode(expected, skip_special_tokens=True)
+
+
+def _scheduler_gauge() -> dict[str, float | None]:
+    name = "hybrid_assistant_scheduler_sequences"
+    return {s: REGISTRY.get_sample_value(name, {"state": s}) for s in ("waiting", "prefilling", "decoding")}
+
+
+async def _until(expected: dict[str, float | None], timeout: float = 30) -> None:
+    """Wait for the gauge to read ``expected`` (it is set by the scheduler thread)."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout):
+            while True:
+                if _scheduler_gauge() == expected:
+                    return
+                await asyncio.sleep(0.005)
+    assert _scheduler_gauge() == expected
+
+
+async def test_scheduler_gauge_counts_requests_in_each_state(make_settings: Callable[..., Any]) -> None:
+    engine = TransformersEngine(make_settings(max_batch_size=1))
+    await engine.start()
+    try:
+        registry = AdapterRegistry(engine, lambda: engine.base_model_spec, [], max_resident=1, max_rank=8)
+        ids = prompt(EngineEnv(engine, registry, {}), QUESTIONS[0])
+        params = SamplingParams(max_tokens=400, temperature=0.0)
+        first = engine.generate(GenerationRequest("a", ids, params))
+        second = engine.generate(GenerationRequest("b", ids, params))
+        await anext(first)  # "a" has its first token: it is decoding in the only row
+        await _until({"waiting": 0.0, "prefilling": 0.0, "decoding": 1.0})
+        pending = asyncio.ensure_future(anext(second))  # submitted, no free row: waiting
+        await _until({"waiting": 1.0, "prefilling": 0.0, "decoding": 1.0})
+        await first.aclose()  # frees the row for "b"
+        await pending
+        await _until({"waiting": 0.0, "prefilling": 0.0, "decoding": 1.0})
+        await second.aclose()
+        await _until({"waiting": 0.0, "prefilling": 0.0, "decoding": 0.0})
+    finally:
+        await engine.close()
