@@ -77,10 +77,6 @@ class KnowledgeIndex:
             raise Unavailable("the knowledge index is not open (server warming up, or disabled)")
         return self._kb
 
-    @property
-    def is_open(self) -> bool:
-        return self._kb is not None
-
     def fingerprint(self) -> str:
         return self._kb.fingerprint if self._kb is not None else ""
 

@@ -1,4 +1,10 @@
-"""Prometheus metrics (served on ``metrics_port`` when configured)."""
+"""Prometheus metrics (served on ``metrics_port`` when configured).
+
+Each gauge is set by the one component that sees every change: ``SCHEDULER`` by the embedded
+engine's scheduler (requests waiting, prefilling and decoding; vLLM reports its own), and
+``ADAPTERS_RESIDENT`` by the adapter registry (every install and uninstall). Counters and
+histograms are observed per request by the assistant core.
+"""
 
 from __future__ import annotations
 

@@ -5,7 +5,8 @@ DeleteDocuments' ids are bounded (``server.validation``); an Ingest stream messa
 decode (not a protobuf, or a string that is not UTF-8) ends the call with INVALID_ARGUMENT,
 keeping the batches committed before it; a document past the limits of
 ``retrieval.ingest`` is skipped and named in ``errors``, of which the first
-``MAX_REPORTED_ERRORS`` are returned (the rest are counted).
+``MAX_REPORTED_ERRORS`` are returned (the rest are counted). Protobuf conversions are in
+``server.convert``; the core is ``server.knowledge.KnowledgeIndex``.
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import collections.abc
+import re
 import typing
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +22,13 @@ SOURCES = sorted(
 STANDARD_NAMES = {n for n in dir(collections.abc) if not n.startswith("_")} | {
     n for n in typing.__all__ if n[0].isupper()
 }
+
+
+# Called by a framework by name, never by us: pydantic-settings' source hook, and the method
+# transformers' attention layers call on the cache object they are given.
+FRAMEWORK_HOOKS = {"settings_customise_sources", "get_seq_length"}
+# Dead, in a file this check found but another change owns; to remove there.
+KNOWN_DEAD = {"shuffled_rpcs"}
 
 
 def _tree(path: Path) -> ast.Module:
@@ -81,3 +89,34 @@ def test_no_class_or_function_shadows_a_standard_abc_or_typing_name() -> None:
         and node.name in STANDARD_NAMES
     ]
     assert shadowing == []
+
+
+def _is_validator(node: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
+    """Pydantic runs ``@field_validator``/``@model_validator`` methods itself."""
+    return any("validator" in ast.unparse(d) for d in node.decorator_list)
+
+
+def test_every_class_and_function_is_used_somewhere() -> None:
+    # errors.Unauthenticated and SlotKVCache.bytes_allocated were defined and never called. A
+    # name that appears nowhere but in its own definition (in the product, tests or bench) is
+    # dead. gRPC methods (CapitalisedNames) are called by the generated stubs.
+    everything = [*SOURCES, *(ROOT / "tests").rglob("*.py"), *(ROOT / "bench").rglob("*.py")]
+    counts: dict[str, int] = {}
+    for path in everything:
+        for word in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", path.read_text()):
+            counts[word] = counts.get(word, 0) + 1
+    unused = []
+    for path in SOURCES:
+        for node in ast.walk(_tree(path)):
+            if not isinstance(node, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            name = node.name
+            if name.startswith("__") or name in FRAMEWORK_HOOKS | KNOWN_DEAD:
+                continue
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and (
+                name[0].isupper() or _is_validator(node)
+            ):
+                continue
+            if counts.get(name, 0) <= 1:
+                unused.append(f"{path.relative_to(ROOT)}:{node.lineno}: {name}")
+    assert unused == []
