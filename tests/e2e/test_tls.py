@@ -30,8 +30,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from typer.testing import CliRunner
 
 from hybrid_assistant.client import AssistantClient, AsyncAssistantClient
-from hybrid_assistant.server.cli import app as cli_app
 from hybrid_assistant.process import free_port
+from hybrid_assistant.server.cli import app as cli_app
 from tests.helpers import ServerThread
 
 ROOT = Path(__file__).resolve().parents[2]
