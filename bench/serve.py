@@ -177,7 +177,7 @@ def start_server(
     port = free_port()
     cli = [
         "-m",
-        "server",
+        "hybrid_assistant.server",
         "serve",
         "--listen",
         f"127.0.0.1:{port}",

@@ -6,6 +6,11 @@ imports ``server``.
 
 from __future__ import annotations
 
+# A checkout's root also makes this folder importable as `retrieval`; under two names every module
+# would load twice (two registries, two Prometheus collectors), so only the installed name works.
+if __name__ != "hybrid_assistant.retrieval":
+    raise ImportError(f"import hybrid_assistant.retrieval, not {__name__}")
+
 from hybrid_assistant.retrieval.embedder import Embedder, HashingEmbedder, SentenceTransformerEmbedder
 from hybrid_assistant.retrieval.errors import (
     CorruptIndexError,

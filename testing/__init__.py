@@ -20,3 +20,8 @@ Importing this package imports none of them. :mod:`~hybrid_assistant.testing.fuz
 reads a server's memory through it, or from ``/proc`` without it). The rest needs only the
 product's own dependencies.
 """
+
+# A checkout's root also makes this folder importable as `testing`; under two names every module
+# would load twice (two registries, two Prometheus collectors), so only the installed name works.
+if __name__ != "hybrid_assistant.testing":
+    raise ImportError(f"import hybrid_assistant.testing, not {__name__}")

@@ -42,7 +42,7 @@ def served(
         [
             sys.executable,
             "-m",
-            "server",
+            "hybrid_assistant.server",
             "serve",
             "--listen",
             f"127.0.0.1:{port}",

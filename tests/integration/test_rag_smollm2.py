@@ -45,7 +45,7 @@ def test_ingest_folder_then_ask_with_and_without_retrieval(smol_server: ServerTh
         [
             sys.executable,
             "-m",
-            "server",
+            "hybrid_assistant.server",
             "generate",
             facts[0]["test_question"],
             "--rag",
