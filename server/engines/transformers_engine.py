@@ -78,6 +78,7 @@ class TransformersEngine(LoadedModel):
             max_context_tokens=max_context,
             dtype=settings.dtype,
             context_set_by_model=self._runner.context_limit < settings.max_total_tokens,
+            path=resolved.path,
         )
         self._scheduler = Scheduler(
             self._runner,

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Protocol
 from hybrid_assistant.server.validation import GREEDY_BELOW_TEMPERATURE
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from transformers import PreTrainedTokenizerBase
 
     from hybrid_assistant.adapters.peft_format import BaseModelSpec
@@ -80,6 +82,8 @@ class ModelInfo:
     dtype: str
     context_set_by_model: bool = False
     """The model's context length (``max_position_embeddings``), not ``max_total_tokens``, is the limit."""
+    path: Path | None = None
+    """The model directory; the core reads its generation_config.json for the sampling defaults."""
 
     @property
     def context_limit(self) -> str:

@@ -114,6 +114,7 @@ class VllmEngine(LoadedModel):
             max_context_tokens=max_context,
             dtype=settings.dtype,
             context_set_by_model=model_context < settings.max_total_tokens,
+            path=resolved.path,
         )
         self._watchdog = asyncio.create_task(self._watch(), name="vllm-watchdog")
         log.info("vLLM engine up for %s in %.1f s", resolved.name, time.perf_counter() - started)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import shutil
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -14,6 +17,7 @@ from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from hybrid_assistant.client import AssistantClient, AsyncAssistantClient
+from hybrid_assistant.server.sampling_defaults import BUILTIN_TEMPERATURE, BUILTIN_TOP_P
 from hybrid_assistant.v1 import assistant_pb2 as pb
 from tests.helpers import ServerThread
 
@@ -218,3 +222,73 @@ def test_deadline_and_cancel_free_the_slot(shared_server: ServerThread) -> None:
         after = client.generate(Q, max_tokens=2)
         assert 1 <= after.usage.completion_tokens <= 2
         assert after.finish_reason in (pb.FINISH_REASON_LENGTH, pb.FINISH_REASON_STOP)
+
+
+# ---------------------------------------------------------------- server sampling defaults
+
+
+def tiny_model_with(tiny_model_dir: Path, directory: Path, **generation: Any) -> Path:
+    """A copy of the tiny model whose generation_config.json also holds ``generation``."""
+    shutil.copytree(tiny_model_dir, directory)
+    path = directory / "generation_config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **generation}))
+    return directory
+
+
+def test_unset_sampling_gets_the_built_in_defaults(shared_server: ServerThread) -> None:
+    # The tiny model's generation_config.json names no sampling: the built-in values apply, to
+    # the very token (same seed), as if the request had sent them.
+    with AssistantClient(shared_server.target) as client:
+        info = client.server_info()
+        assert (info.default_temperature, info.default_top_p) == (
+            pytest.approx(BUILTIN_TEMPERATURE),
+            pytest.approx(BUILTIN_TOP_P),
+        )
+        assert info.sampling_defaults_source == "built-in"
+        for seed in (1, 2, 3):
+            unset = client.generate(Q, seed=seed, max_tokens=12).text
+            sent = client.generate(
+                Q, temperature=BUILTIN_TEMPERATURE, top_p=BUILTIN_TOP_P, seed=seed, max_tokens=12
+            )
+            assert unset == sent.text
+
+
+def test_a_greedy_generation_config_makes_unset_requests_greedy(
+    start_server: Callable[..., ServerThread], tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    model = tiny_model_with(tiny_model_dir, tmp_path / "greedy-llama", do_sample=False, temperature=0.9)
+    server = start_server(model_path=model)
+    prompts = [Q, "Tell me a story.", "Numbers: 1 2 3"]
+    with AssistantClient(server.target) as client:
+        info = client.server_info()
+        assert (info.default_temperature, info.default_top_p) == (0.0, 1.0)
+        assert info.sampling_defaults_source == "generation_config"
+        for prompt in prompts:
+            greedy = client.generate(prompt, temperature=0, max_tokens=12).text
+            assert client.generate(prompt, seed=7, max_tokens=12).text == greedy
+            assert "".join(p.delta for p in client.stream(prompt, max_tokens=12)) == greedy
+        # The request's own temperature wins over the model's greedy default.
+        greedy = client.generate(Q, temperature=0, max_tokens=12).text
+        sampled = {client.generate(Q, temperature=2.0, seed=s, max_tokens=12).text for s in range(6)}
+    assert sampled - {greedy}
+
+
+def test_the_operators_setting_beats_the_models_file(
+    start_server: Callable[..., ServerThread], tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    model = tiny_model_with(
+        tiny_model_dir, tmp_path / "hot-llama", do_sample=True, temperature=1.8, top_p=0.5
+    )
+    server = start_server(model_path=model, default_temperature=0.0)
+    with AssistantClient(server.target) as client:
+        info = client.server_info()
+        assert (info.default_temperature, info.default_top_p) == (0.0, 0.5)
+        assert info.sampling_defaults_source == "config+generation_config"
+        greedy = client.generate(Q, temperature=0, max_tokens=12).text
+        assert client.generate(Q, seed=3, max_tokens=12).text == greedy
+        # The file's top_p still fills what the request and the operator leave unset.
+        for seed in (1, 2):
+            unset_top_p = client.generate(Q, temperature=1.8, seed=seed, max_tokens=12).text
+            assert (
+                unset_top_p == client.generate(Q, temperature=1.8, top_p=0.5, seed=seed, max_tokens=12).text
+            )

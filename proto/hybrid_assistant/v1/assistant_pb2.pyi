@@ -219,7 +219,7 @@ class GetServerInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ServerInfo(_message.Message):
-    __slots__ = ("version", "engine", "model", "model_fingerprint", "max_context_tokens", "default_max_tokens", "index_fingerprint", "embedder", "dtype")
+    __slots__ = ("version", "engine", "model", "model_fingerprint", "max_context_tokens", "default_max_tokens", "index_fingerprint", "embedder", "dtype", "default_temperature", "default_top_p", "sampling_defaults_source")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     ENGINE_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -229,6 +229,9 @@ class ServerInfo(_message.Message):
     INDEX_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     EMBEDDER_FIELD_NUMBER: _ClassVar[int]
     DTYPE_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_TOP_P_FIELD_NUMBER: _ClassVar[int]
+    SAMPLING_DEFAULTS_SOURCE_FIELD_NUMBER: _ClassVar[int]
     version: str
     engine: str
     model: str
@@ -238,7 +241,10 @@ class ServerInfo(_message.Message):
     index_fingerprint: str
     embedder: str
     dtype: str
-    def __init__(self, version: _Optional[str] = ..., engine: _Optional[str] = ..., model: _Optional[str] = ..., model_fingerprint: _Optional[str] = ..., max_context_tokens: _Optional[int] = ..., default_max_tokens: _Optional[int] = ..., index_fingerprint: _Optional[str] = ..., embedder: _Optional[str] = ..., dtype: _Optional[str] = ...) -> None: ...
+    default_temperature: float
+    default_top_p: float
+    sampling_defaults_source: str
+    def __init__(self, version: _Optional[str] = ..., engine: _Optional[str] = ..., model: _Optional[str] = ..., model_fingerprint: _Optional[str] = ..., max_context_tokens: _Optional[int] = ..., default_max_tokens: _Optional[int] = ..., index_fingerprint: _Optional[str] = ..., embedder: _Optional[str] = ..., dtype: _Optional[str] = ..., default_temperature: _Optional[float] = ..., default_top_p: _Optional[float] = ..., sampling_defaults_source: _Optional[str] = ...) -> None: ...
 
 class AdapterInfo(_message.Message):
     __slots__ = ("name", "path", "resident", "pinned", "rank", "target_modules", "base_model", "in_flight", "last_used_unix", "load_ms", "fingerprint", "metadata")
