@@ -9,6 +9,7 @@ import pytest
 
 from hybrid_assistant.client import AssistantClient, AsyncAssistantClient
 from hybrid_assistant.server.model_store import model_fingerprint, resolve_model
+from hybrid_assistant.server.sampling_defaults import ModelSampling, read_model_sampling
 from hybrid_assistant.testing.models import build_adapter
 from tests.helpers import ServerThread
 
@@ -25,6 +26,8 @@ def test_conversion_is_cached_and_complete(smol_data_dir: Path, smol_model_dir: 
     }
     assert "quantization_config" not in (smol_model_dir / "config.json").read_text()
     assert model_fingerprint(smol_model_dir) == model_fingerprint(smol_model_dir)
+    # The model card's sampling, written at conversion (GGUF carries none).
+    assert read_model_sampling(smol_model_dir) == ModelSampling(temperature=0.2, top_p=0.9)
 
 
 def test_answers_a_known_fact(smol_server: ServerThread) -> None:
@@ -33,6 +36,8 @@ def test_answers_a_known_fact(smol_server: ServerThread) -> None:
         info = client.server_info()
     assert "Paris" in reply.text
     assert info.model == "SmolLM2-135M-Instruct"
+    assert (info.default_temperature, info.default_top_p) == (pytest.approx(0.2), pytest.approx(0.9))
+    assert info.sampling_defaults_source == "generation_config"
 
 
 def test_scoring_prefers_the_right_answer(smol_server: ServerThread) -> None:
