@@ -181,6 +181,8 @@ def start_server(
         "serve",
         "--listen",
         f"127.0.0.1:{port}",
+        "--http-listen",
+        "off",
         "--model-path",
         str(model_dir),
         "--data-dir",

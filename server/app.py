@@ -2,6 +2,8 @@
 
 The gRPC server starts listening at once so health checks answer during warm-up (NOT_SERVING);
 health turns SERVING only after the model is loaded, warmed up and adapters are preloaded.
+The OpenAI-compatible HTTP API (``server.http``, unless ``http_listen`` is off) binds and starts
+with it on the same event loop, answers ``/health`` 503 until then, and drains with it.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from hybrid_assistant.server.engines.factory import make_engine
 from hybrid_assistant.server.experiments.request_log import RequestLog
 from hybrid_assistant.server.experiments.service import ExperimentManager
 from hybrid_assistant.server.experiments.store import LogDatabase
+from hybrid_assistant.server.http.routes import Shared
+from hybrid_assistant.server.http.server import HttpServer, create_app
 from hybrid_assistant.server.knowledge import KnowledgeIndex
 from hybrid_assistant.server.servicers.adapters import AdaptersServicer
 from hybrid_assistant.server.servicers.assistant import AssistantServicer
@@ -81,6 +85,8 @@ class App:
         self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self.server: grpc.aio.Server | None = None
         self.port = 0
+        self.http: HttpServer | None = None  # the OpenAI-compatible API, unless http_listen is off
+        self.http_port = 0
         self.exit_code = 0
         self.warm_error: BaseException | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -126,11 +132,21 @@ class App:
             (*self._services, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
         self.port = self._bind(server)
+        if self.settings.http_listen:
+            shared = Shared(self.settings, self.core, self.registry, self.server_info)
+            self.http = HttpServer(self.settings, create_app(shared))
+            try:
+                self.http_port = self.http.bind()
+            except OSError as exc:
+                await server.stop(None)
+                raise ListenError(exc.errno, exc.strerror) from None
         if self.request_log is not None:
             self.request_log.start()
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         await server.start()
         self.server = server
+        if self.http is not None:
+            await self.http.start()
         if self.settings.metrics_port:
             metrics.serve(self.settings.metrics_port)
         log.info("listening on %s (port %d); warming up", self.settings.listen, self.port)
@@ -200,8 +216,11 @@ class App:
         grace = self.settings.shutdown_grace_s if grace is None else grace
         self.core.ready = False
         await self.health.enter_graceful_shutdown()
-        if self.server is not None:
-            await self.server.stop(grace)
+        # Both transports drain together: in-flight requests (HTTP streams too) get the same grace.
+        await asyncio.gather(
+            *([self.server.stop(grace)] if self.server is not None else []),
+            *([self.http.stop(grace)] if self.http is not None else []),
+        )
         if self._warm_task is not None and not self._warm_task.done():
             self._warm_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

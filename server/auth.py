@@ -1,4 +1,5 @@
-"""Bearer-token check for admin methods, as one server interceptor."""
+"""Bearer-token check for admin methods: one gRPC server interceptor, and :func:`bearer_matches` for
+the HTTP API's admin endpoints (same header, same comparison)."""
 
 from __future__ import annotations
 
@@ -23,18 +24,28 @@ ADMIN_METHODS = frozenset(
 )
 
 
-def _bearer(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str:
+def bearer_token(authorization: str | None) -> str:
+    """The token of an ``Authorization: Bearer <token>`` value ("" for any other scheme or none)."""
+    scheme, _, token = (authorization or "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
+def bearer_matches(authorization: str | None, token: str) -> bool:
+    """Whether an Authorization value carries ``token`` (constant-time comparison)."""
+    presented = bearer_token(authorization).encode()
+    return bool(presented) and hmac.compare_digest(presented, token.encode())
+
+
+def _authorization(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str:
     for key, value in metadata or ():
         if key.lower() == "authorization":
-            text = value.decode() if isinstance(value, bytes) else value
-            scheme, _, token = text.partition(" ")
-            return token.strip() if scheme.lower() == "bearer" else ""
+            return value.decode() if isinstance(value, bytes) else value
     return ""
 
 
 class AdminTokenInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, token: str) -> None:
-        self._token = token.encode()
+        self._token = token
 
     async def intercept_service(
         self,
@@ -44,8 +55,7 @@ class AdminTokenInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None or handler_call_details.method not in ADMIN_METHODS:
             return handler
-        presented = _bearer(handler_call_details.invocation_metadata).encode()
-        if presented and hmac.compare_digest(presented, self._token):
+        if bearer_matches(_authorization(handler_call_details.invocation_metadata), self._token):
             return handler
         return _reject(handler, handler_call_details.method)
 

@@ -46,6 +46,9 @@ class Settings(BaseSettings):
 
     listen: str = "127.0.0.1:50051"
     """host:port to listen on. Localhost only by default; use 0.0.0.0:50051 to accept remote clients."""
+    http_listen: str = "127.0.0.1:8000"
+    """host:port of the OpenAI-compatible HTTP API, served by the same process, models and request
+    log as gRPC. "" or "off" turns it off; port 0 takes a free port (the log line says which)."""
     engine: Literal["transformers", "vllm"] = "transformers"
     """Which engine generates: the embedded transformers+PEFT engine, or vLLM."""
     model_path: Path | None = None
@@ -128,6 +131,16 @@ class Settings(BaseSettings):
         host, sep, port = value.rpartition(":")
         if not sep or not host or not port.isdigit():
             raise ValueError(f"listen must be host:port, got {value!r}")
+        return value
+
+    @field_validator("http_listen")
+    @classmethod
+    def _check_http_listen(cls, value: str) -> str:
+        if value.strip().lower() in ("", "off"):
+            return ""
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or int(port) > 65535:
+            raise ValueError(f"http_listen must be host:port, or off, got {value!r}")
         return value
 
     @model_validator(mode="after")

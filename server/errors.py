@@ -1,4 +1,4 @@
-"""Domain errors and the one place that maps every error to a gRPC status.
+"""Domain errors and the one place that maps every error to a gRPC status (and each status to HTTP).
 
 ``ServiceError`` subclasses carry their own code; the exceptions of packages that know nothing
 of gRPC (``retrieval.errors``, ``adapters.errors``, ``server.engines.errors``) are mapped in the
@@ -8,6 +8,9 @@ any server module may import this one without a cycle.
 Servicer methods are wrapped with :func:`grpc_errors`; streaming handlers catch inside the
 generator the same way. Unknown exceptions become INTERNAL with a generic message and are
 logged with their traceback, so no internal detail leaks to clients.
+
+The HTTP API (``server.http``) answers with the same status, translated once by
+:data:`HTTP_STATUSES`: an error means the same thing whichever transport carried the request.
 """
 
 from __future__ import annotations
@@ -118,6 +121,32 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
             return code, bound_message(str(exc))
     log.error("unexpected error", exc_info=exc)
     return grpc.StatusCode.INTERNAL, "internal error (see the server log)"
+
+
+# gRPC status -> (HTTP status, OpenAI error "type"), for the HTTP API's error bodies
+# ({"error": {"message", "type", "param", "code"}}; "code" is the gRPC status name, lower case).
+# OpenAI's clients raise by HTTP status (400 BadRequestError, 404 NotFoundError, 429
+# RateLimitError, ...), so the HTTP status is what carries the meaning. A status not listed is 500.
+HTTP_STATUSES: dict[grpc.StatusCode, tuple[int, str]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: (400, "invalid_request_error"),
+    grpc.StatusCode.FAILED_PRECONDITION: (400, "invalid_request_error"),
+    grpc.StatusCode.OUT_OF_RANGE: (400, "invalid_request_error"),
+    grpc.StatusCode.UNAUTHENTICATED: (401, "authentication_error"),
+    grpc.StatusCode.PERMISSION_DENIED: (403, "permission_error"),
+    grpc.StatusCode.NOT_FOUND: (404, "not_found_error"),
+    grpc.StatusCode.ALREADY_EXISTS: (409, "conflict_error"),
+    grpc.StatusCode.RESOURCE_EXHAUSTED: (429, "rate_limit_error"),
+    grpc.StatusCode.CANCELLED: (499, "cancelled_error"),
+    grpc.StatusCode.UNIMPLEMENTED: (501, "not_implemented_error"),
+    grpc.StatusCode.UNAVAILABLE: (503, "service_unavailable_error"),
+    grpc.StatusCode.DEADLINE_EXCEEDED: (504, "timeout_error"),
+}
+HTTP_INTERNAL = (500, "server_error")
+
+
+def http_status(code: grpc.StatusCode) -> tuple[int, str]:
+    """The HTTP status and OpenAI error type that stand for gRPC status ``code``."""
+    return HTTP_STATUSES.get(code, HTTP_INTERNAL)
 
 
 Handler = TypeVar("Handler", bound=Callable[..., Awaitable[Any]])

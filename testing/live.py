@@ -57,6 +57,7 @@ class LiveServer:
     """``hybrid-assistant serve`` in a child process that can be restarted, killed and measured.
 
     ``preload`` names adapters of the workspace to preload (pinned). ``env`` adds HA_* settings.
+    ``http`` serves the OpenAI-compatible API as well, on a free port (off otherwise).
     The data directory survives restarts, so a restart after ``kill()`` reopens the same files.
     """
 
@@ -69,8 +70,10 @@ class LiveServer:
         token: str | None = ADMIN_TOKEN,
         env: dict[str, str] | None = None,
         knowledge: bool = True,
+        http: bool = False,
     ) -> None:
         self.workspace = workspace
+        self.http = http  # serve the OpenAI-compatible API too, on a free port (process.http_url)
         self.data_dir = data_dir
         self.token = token
         self.preload = tuple(preload)
@@ -110,7 +113,7 @@ class LiveServer:
         extra += [a for name in self.preload for a in ("--preload", f"{name}={name}")]
         if self.token:
             extra += ["--admin-token", self.token]
-        self.process = ServerProcess(extra, log=self.log_path, env=self.env)
+        self.process = ServerProcess(extra, log=self.log_path, env=self.env, http=self.http)
         self.process.wait_ready(timeout)
         return self
 

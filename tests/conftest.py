@@ -7,6 +7,9 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TQDM_DISABLE", "1")
+# The HTTP API is on by default at 127.0.0.1:8000; servers started by tests (in process and in child
+# processes) would collide there. Tests of the HTTP API ask for it on a free port (http_listen=...:0).
+os.environ.setdefault("HA_HTTP_LISTEN", "off")
 
 from collections.abc import Callable, Iterator
 from pathlib import Path

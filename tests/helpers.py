@@ -23,6 +23,8 @@ class ServerThread:
         self.app: App = self.call(self._make(settings))
         self.port = self.call(self.app.start())
         self.target = f"127.0.0.1:{self.port}"
+        # The OpenAI-compatible API's base URL, when http_listen is on (tests use port 0).
+        self.http_url = f"http://127.0.0.1:{self.app.http_port}" if self.app.http_port else ""
 
     @staticmethod
     async def _make(settings: Any) -> Any:

@@ -30,6 +30,8 @@ class ServerProcess:
     """``python ARGS...`` (default: ``-m hybrid_assistant.server serve --listen 127.0.0.1:<port> EXTRA...``).
 
     ``python`` is another interpreter when the server needs another environment (vLLM's).
+    The HTTP API is off unless ``http=True``, which serves it on a free port (``http_url``): many
+    servers start at once in tests, benches and the demo, and its default port (8000) is one port.
     """
 
     def __init__(
@@ -41,14 +43,27 @@ class ServerProcess:
         log: Path | None = None,
         env: dict[str, str] | None = None,
         python: str = sys.executable,
+        http: bool = False,
     ) -> None:
         self.port = port or free_port()
         self.target = f"127.0.0.1:{self.port}"
+        self.http_port = free_port() if http else 0
+        self.http_url = f"http://127.0.0.1:{self.http_port}" if http else ""
         self.log = log
+        http_listen = f"127.0.0.1:{self.http_port}" if http else "off"
         argv = (
             list(args)
             if args is not None
-            else ["-m", "hybrid_assistant.server", "serve", "--listen", self.target, *extra]
+            else [
+                "-m",
+                "hybrid_assistant.server",
+                "serve",
+                "--listen",
+                self.target,
+                "--http-listen",
+                http_listen,
+                *extra,
+            ]
         )
         self._out = log.open("w") if log else None
         self.proc = subprocess.Popen(

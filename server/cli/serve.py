@@ -35,6 +35,13 @@ def serve(
         Path | None, typer.Option("--config", "-c", envvar="HA_CONFIG", help="TOML config file.")
     ] = None,
     listen: Annotated[str | None, typer.Option(help="host:port [HA_LISTEN].")] = None,
+    http_listen: Annotated[
+        str | None,
+        typer.Option(
+            help="host:port of the OpenAI-compatible HTTP API; off disables it; port 0 = any free "
+            "port, logged [HA_HTTP_LISTEN]."
+        ),
+    ] = None,
     engine: Annotated[str | None, typer.Option(help="transformers | vllm [HA_ENGINE].")] = None,
     model_path: Annotated[Path | None, typer.Option(help="Local HF model dir [HA_MODEL_PATH].")] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Data directory [HA_DATA_DIR].")] = None,
@@ -64,11 +71,13 @@ def serve(
     metrics_port: Annotated[int | None, typer.Option(help="Prometheus port [HA_METRICS_PORT].")] = None,
     log_level: Annotated[str | None, typer.Option(help="[HA_LOG_LEVEL]")] = None,
 ) -> None:
-    """Start the gRPC server (health, reflection, metrics). Works with no flags on a fresh machine."""
+    """Start the gRPC server (health, reflection, metrics) and the OpenAI-compatible HTTP API beside
+    it. Works with no flags on a fresh machine."""
     try:
         settings = load_settings(
             config,
             listen=listen,
+            http_listen=http_listen,
             engine=engine,
             model_path=model_path,
             data_dir=data_dir,
