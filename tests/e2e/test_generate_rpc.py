@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -271,6 +273,20 @@ def test_a_greedy_generation_config_makes_unset_requests_greedy(
         greedy = client.generate(Q, temperature=0, max_tokens=12).text
         sampled = {client.generate(Q, temperature=2.0, seed=s, max_tokens=12).text for s in range(6)}
     assert sampled - {greedy}
+    # The CLI sends no temperature unless given one, and `info` prints a greedy default of 0.
+    answer = run_cli("generate", Q, "--max-tokens", "12", "--target", server.target)
+    assert answer.stdout == greedy + "\n"
+    info_out = json.loads(run_cli("info", "--target", server.target).stdout)
+    assert (info_out["default_temperature"], info_out["default_top_p"]) == (0.0, 1.0)
+    assert info_out["sampling_defaults_source"] == "generation_config"
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        [sys.executable, "-m", "hybrid_assistant.server", *args], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    return done
 
 
 def test_the_operators_setting_beats_the_models_file(
