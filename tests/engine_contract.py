@@ -97,6 +97,12 @@ class EngineContract:
         text, _ = await run(engine_env, QUESTIONS[1], "beta", max_tokens=10)
         assert text == reference
 
+    async def test_model_info_names_the_model_directory(
+        self, engine_env: EngineEnv, tiny_model_dir: Path
+    ) -> None:
+        # The core reads the sampling defaults from its generation_config.json, for every engine.
+        assert engine_env.engine.model_info.path == tiny_model_dir
+
     async def test_greedy_is_deterministic_and_stream_adds_up(self, engine_env: EngineEnv) -> None:
         first, last = await run(engine_env, QUESTIONS[0])
         second, _ = await run(engine_env, QUESTIONS[0])

@@ -20,6 +20,7 @@ import pytest
 
 from hybrid_assistant.client import AssistantClient
 from hybrid_assistant.process import free_port
+from hybrid_assistant.server.sampling_defaults import BUILTIN_TEMPERATURE, BUILTIN_TOP_P
 
 pytestmark = pytest.mark.vllm
 
@@ -85,7 +86,14 @@ def test_serves_adapters_per_request_unloads_for_real_and_exits_when_vllm_dies(
 ) -> None:
     proc, target, log = vllm_server
     with AssistantClient(target, token="tok") as client:
-        assert client.server_info().engine == "vllm"
+        info = client.server_info()
+        assert info.engine == "vllm"
+        # Sampling defaults are resolved in the core, as for the embedded engine: the tiny model's
+        # generation_config.json names none, so a request that sets none gets the built-in values.
+        assert info.sampling_defaults_source == "built-in"
+        unset = client.generate(Q, seed=5, max_tokens=8).text
+        sent = client.generate(Q, temperature=BUILTIN_TEMPERATURE, top_p=BUILTIN_TOP_P, seed=5, max_tokens=8)
+        assert unset == sent.text
         base = client.generate(Q, temperature=0, max_tokens=8)
         alpha = client.generate(Q, adapter="alpha", temperature=0, max_tokens=8)
         assert alpha.adapter == "alpha"
