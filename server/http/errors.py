@@ -5,8 +5,9 @@ Every failure reaches the client through :class:`ApiError`: the core's errors by
 :func:`from_exception` (the one table in ``server.errors``: a 429 here is a RESOURCE_EXHAUSTED on
 gRPC), a body that does not validate by :func:`from_validation` (every problem of the body in one
 message, through the same :class:`~hybrid_assistant.server.validation.Problems` as the core's
-checks), and Starlette's own HTTP errors (404 path, 405 method, 413 body too large) by the
-handler for them. Unknown exceptions are 500 with a generic message, logged by ``status_for``.
+checks), Starlette's own HTTP errors (404 path, 405 method) by the handler for them, and a
+body over ``max_message_bytes`` by :class:`BodyLimit`. Unknown exceptions are 500 with a
+generic message, logged by ``status_for``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ import grpc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hybrid_assistant.server.errors import InvalidArgument, http_status, status_for
 from hybrid_assistant.server.http.schemas import UNSUPPORTED_TYPE, ErrorBody, ErrorDetail
@@ -128,17 +131,52 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
-    type_ = {404: "not_found_error", 405: "invalid_request_error", 413: "invalid_request_error"}.get(
-        exc.status_code, "invalid_request_error" if exc.status_code < 500 else "server_error"
-    )
-    error = ApiError(exc.status_code, type_, str(exc.detail), code=f"http_{exc.status_code}")
+    type_ = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
+    if exc.status_code >= 500:
+        type_ = "server_error"
+    code = "body_too_large" if exc.status_code == 413 else f"http_{exc.status_code}"
+    error = ApiError(exc.status_code, type_, str(exc.detail), code=code)
     response = error.response()
     response.headers.update(exc.headers or {})
     return response
 
 
-def install(app: FastAPI) -> None:
+class BodyLimit:
+    """413 in OpenAI's shape for a body over ``limit`` bytes: at once when its Content-Length says
+    so, else as soon as the bytes read pass it (a chunked body). Starlette's own limit
+    (FastAPI's ``max_body_size``) answers in plain text, from outside the exception handlers."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        too_large = f"the body is over {self.limit} bytes (max_message_bytes)"
+        length = Headers(scope=scope).get("content-length", "")
+        if length.isdigit() and int(length) > self.limit:
+            error = ApiError(413, "invalid_request_error", too_large, code="body_too_large")
+            await error.response()(scope, receive, send)
+            return
+        received = 0
+
+        async def limited() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:  # FastAPI re-raises an HTTPException from the body read
+                    raise HTTPException(413, too_large)
+            return message
+
+        await self.app(scope, limited, send)
+
+
+def install(app: FastAPI, max_body_bytes: int) -> None:
     """Make every error the app answers OpenAI-shaped."""
+    app.add_middleware(BodyLimit, limit=max_body_bytes)
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)

@@ -49,10 +49,9 @@ def create_app(shared: Shared) -> FastAPI:
     app = FastAPI(
         title="hybrid-assistant",
         summary="OpenAI-compatible API beside the gRPC contract",
-        max_body_size=shared.settings.max_message_bytes,
     )
     app.include_router(OpenAIRoutes(shared).router())
-    errors.install(app)
+    errors.install(app, shared.settings.max_message_bytes)
     return app
 
 
