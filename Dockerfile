@@ -39,11 +39,13 @@ COPY --from=build --chown=assistant /opt/hybrid-assistant /opt/hybrid-assistant
 ENV PATH=/opt/venv/bin:$PATH \
     HF_HUB_OFFLINE=1 \
     HA_LISTEN=0.0.0.0:50051 \
+    HA_HTTP_LISTEN=0.0.0.0:8000 \
     HA_DATA_DIR=/data \
     HA_MODEL_PATH=/opt/hybrid-assistant/models/SmolLM2-135M-Instruct
 USER assistant
 VOLUME ["/data"]
-EXPOSE 50051
+# 50051: gRPC; 8000: the OpenAI-compatible HTTP API (HA_HTTP_LISTEN=off turns it off).
+EXPOSE 50051 8000
 # TLS: HA_TLS_CERT/HA_TLS_KEY (and HA_TLS_CLIENT_CA for mutual TLS) turn it on. The health check then
 # trusts HA_TLS_CERT itself, which works for a self-signed certificate or a chain file ending in its
 # CA; otherwise set HA_TLS_CA. Its name must cover "localhost", or set HA_TLS_SERVER_NAME. With mutual
@@ -79,11 +81,13 @@ RUN useradd --create-home --uid 10001 assistant && mkdir -p /data && chown assis
 ENV HA_ENGINE=vllm \
     HA_DTYPE=bfloat16 \
     HA_LISTEN=0.0.0.0:50051 \
+    HA_HTTP_LISTEN=0.0.0.0:8000 \
     HA_DATA_DIR=/data \
     HA_MODEL_PATH=/opt/hybrid-assistant/models/SmolLM2-135M-Instruct
 USER assistant
 VOLUME ["/data"]
-EXPOSE 50051
+# 50051: gRPC; 8000: the OpenAI-compatible HTTP API (HA_HTTP_LISTEN=off turns it off).
+EXPOSE 50051 8000
 # TLS and the health check: as in the CPU image above.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=300s --retries=3 \
   CMD ["hybrid-assistant", "health", "--target", "localhost:50051"]
