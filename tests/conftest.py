@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from hybrid_assistant.testing.models import build_adapter, build_tiny_model
-from tests.helpers import ServerThread
+from tests.helpers import ServerThread, preloads, tiny_settings
 
 
 @pytest.fixture(scope="session")
@@ -45,22 +45,9 @@ def tiny_adapters(tiny_model_dir: Path, adapter_root: Path) -> dict[str, Path]:
 @pytest.fixture
 def make_settings(tiny_model_dir: Path, adapter_root: Path, tmp_path: Path) -> Callable[..., Any]:
     def factory(**overrides: Any) -> Any:
-        from hybrid_assistant.server.config import load_settings
-
-        values: dict[str, Any] = {
-            "listen": "127.0.0.1:0",
-            "model_path": tiny_model_dir,
-            "data_dir": tmp_path / "data",
-            "adapter_roots": [adapter_root],
-            "max_total_tokens": 512,
-            "max_prompt_tokens": 384,
-            "default_max_tokens": 16,
-            "threads": 1,
-            "shutdown_grace_s": 5,
-            "embedder": "hashing",
-        }
-        values.update(overrides)
-        return load_settings(None, **values)
+        return tiny_settings(
+            tiny_model_dir, tmp_path / "data", adapter_root, **{"shutdown_grace_s": 5, **overrides}
+        )
 
     return factory
 
@@ -90,20 +77,11 @@ def shared_server(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[ServerThread]:
     """One server per test module, with both tiny adapters loaded."""
-    from hybrid_assistant.server.config import AdapterPreload, load_settings
-
-    settings = load_settings(
-        None,
-        listen="127.0.0.1:0",
-        model_path=tiny_model_dir,
-        data_dir=tmp_path_factory.mktemp("shared-data"),
-        adapter_roots=[adapter_root],
-        preload_adapters=[AdapterPreload(name=n, path=str(p)) for n, p in tiny_adapters.items()],
-        max_total_tokens=512,
-        max_prompt_tokens=384,
-        default_max_tokens=16,
-        threads=1,
-        embedder="hashing",
+    settings = tiny_settings(
+        tiny_model_dir,
+        tmp_path_factory.mktemp("shared-data"),
+        adapter_root,
+        preload_adapters=preloads(tiny_adapters),
     )
     server = ServerThread(settings)
     server.wait_ready()

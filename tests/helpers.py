@@ -8,7 +8,35 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
+
+
+def tiny_settings(model_dir: Path, data_dir: Path, adapter_root: Path, **overrides: Any) -> Any:
+    """Settings every tiny-model test server starts from: a free port, small limits, one thread,
+    the hashing embedder (no model download). ``overrides`` are Settings fields."""
+    from hybrid_assistant.server.config import load_settings
+
+    values: dict[str, Any] = {
+        "listen": "127.0.0.1:0",
+        "model_path": model_dir,
+        "data_dir": data_dir,
+        "adapter_roots": [adapter_root],
+        "max_total_tokens": 512,
+        "max_prompt_tokens": 384,
+        "default_max_tokens": 16,
+        "threads": 1,
+        "embedder": "hashing",
+    }
+    return load_settings(None, **{**values, **overrides})
+
+
+def preloads(adapters: Mapping[str, Path]) -> list[Any]:
+    """``preload_adapters`` for adapters built by the fixtures (name -> folder)."""
+    from hybrid_assistant.server.config import AdapterPreload
+
+    return [AdapterPreload(name=name, path=str(path)) for name, path in adapters.items()]
 
 
 class ServerThread:

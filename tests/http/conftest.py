@@ -10,7 +10,7 @@ import pytest
 from openai import AsyncOpenAI, OpenAI
 
 from hybrid_assistant.client import AssistantClient
-from tests.helpers import ServerThread
+from tests.helpers import ServerThread, preloads, tiny_settings
 
 TOKEN = "http-admin-token"
 DOCS = [
@@ -33,21 +33,12 @@ def http_server(
 ) -> Iterator[ServerThread]:
     """One server per module: both tiny adapters, an admin token, a small knowledge base and an
     A/B experiment (base vs alpha); gRPC and HTTP on free ports."""
-    from hybrid_assistant.server.config import AdapterPreload, load_settings
-
-    settings = load_settings(
-        None,
-        listen="127.0.0.1:0",
+    settings = tiny_settings(
+        tiny_model_dir,
+        tmp_path_factory.mktemp("http-data"),
+        adapter_root,
         http_listen="127.0.0.1:0",
-        model_path=tiny_model_dir,
-        data_dir=tmp_path_factory.mktemp("http-data"),
-        adapter_roots=[adapter_root],
-        preload_adapters=[AdapterPreload(name=n, path=str(p)) for n, p in tiny_adapters.items()],
-        max_total_tokens=512,
-        max_prompt_tokens=384,
-        default_max_tokens=16,
-        threads=1,
-        embedder="hashing",
+        preload_adapters=preloads(tiny_adapters),
         admin_token=TOKEN,
         experiments=[EXPERIMENT],
     )
