@@ -53,6 +53,8 @@ def summarize(points: dict[tuple[int, int], dict[str, list[dict[str, Any]]]]) ->
                 "vllm_ttft_ms": v["ttft_p50_ms"],
                 "tf_itl_ms": t["itl_p50_ms"],
                 "vllm_itl_ms": v["itl_p50_ms"],
+                # ignore_eos: every request on every engine makes max_tokens tokens (want 0).
+                "uneven_requests": sum(r["uneven_requests"] for e in by_engine.values() for r in e),
                 "tf_spread": spread([r["tokens_per_s"] for r in by_engine["transformers"]]),
                 "vllm_spread": spread([r["tokens_per_s"] for r in by_engine["vllm"]]),
             }
@@ -137,6 +139,7 @@ def main() -> None:
         {
             "dtype": args.dtype,
             "max_tokens": max_tokens,
+            "ignore_eos": True,
             "requests_per_stream": per_stream,
             "rounds": args.rounds,
             "model": str(model_dir),

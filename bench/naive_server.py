@@ -57,14 +57,22 @@ class NaiveServicer(pb_grpc.AssistantServicer):
             streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
             adapter = request.adapter if request.HasField("adapter") else ""
 
+            sampling = request.sampling
+            # min_tokens as HF's min_new_tokens (EOS masked until then); ignore_eos as min_tokens =
+            # max_tokens: the same token count as the real server's, which is what the bench compares.
+            min_new = sampling.max_tokens if sampling.ignore_eos else sampling.min_tokens
+            made: list[int] = []
+
             def run() -> None:
                 with torch.inference_mode(), self._adapter(adapter):
-                    self.model.generate(
+                    out = self.model.generate(
                         input_ids=ids,
-                        max_new_tokens=request.sampling.max_tokens,
+                        max_new_tokens=sampling.max_tokens,
+                        min_new_tokens=min_new or None,
                         do_sample=False,
                         streamer=streamer,
                     )
+                made.append(int(out.shape[1] - ids.shape[1]))
 
             worker = threading.Thread(target=run)
             worker.start()
@@ -79,7 +87,7 @@ class NaiveServicer(pb_grpc.AssistantServicer):
                     yield pb.GenerateStreamResponse(delta=piece)
             await asyncio.to_thread(worker.join)
         full = "".join(parts)
-        tokens = len(self.tokenizer(full, add_special_tokens=False)["input_ids"])
+        tokens = made[0] if made else len(self.tokenizer(full, add_special_tokens=False)["input_ids"])
         total = (time.perf_counter() - accepted) * 1000
         summary = pb.GenerateResponse(
             text=full,

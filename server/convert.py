@@ -53,6 +53,8 @@ def sampling(params: pb.SamplingParams) -> SamplingInput:
         top_p=params.top_p if params.HasField("top_p") else None,
         seed=params.seed if params.HasField("seed") else None,
         stop=tuple(params.stop),
+        min_tokens=params.min_tokens if params.HasField("min_tokens") else None,
+        ignore_eos=params.ignore_eos,
     )
 
 

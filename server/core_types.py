@@ -26,6 +26,8 @@ class SamplingInput:
     top_p: float | None = None
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    min_tokens: int | None = None  # None = 0
+    ignore_eos: bool = False
 
 
 @dataclass(frozen=True)

@@ -57,6 +57,8 @@ class Problem(enum.Enum):
     TOP_P = "sampling.top_p is {value}; expected a value in (0, 1]"
     TOO_MANY_STOPS = "sampling.stop has {value} strings; at most {limit}"
     BAD_STOP = "sampling.stop[{index}] is {value!r}; expected 1..{limit} characters"
+    MIN_TOKENS = "sampling.min_tokens is {value}; expected 0..{limit}"
+    MIN_ABOVE_MAX = "sampling.min_tokens ({value}) exceeds sampling.max_tokens ({limit})"
     REQUEST_ID = "request_id is {value!r}; expected at most {limit} printable characters"
     TOP_K = "retrieval.top_k is {value}; expected 1..{limit} (0 = server default)"
     MIN_SCORE = "retrieval.min_score is {value}; expected a finite number"
@@ -137,6 +139,11 @@ def check_messages(messages: Sequence[tuple[str, str]], problems: Problems) -> N
 def check_sampling(sampling: SamplingInput, max_total_tokens: int, problems: Problems) -> None:
     if sampling.max_tokens is not None and not 1 <= sampling.max_tokens <= max_total_tokens:
         problems.add(Problem.MAX_TOKENS, value=sampling.max_tokens, limit=max_total_tokens)
+    if sampling.min_tokens is not None:
+        if not 0 <= sampling.min_tokens <= max_total_tokens:
+            problems.add(Problem.MIN_TOKENS, value=sampling.min_tokens, limit=max_total_tokens)
+        elif sampling.max_tokens is not None and sampling.min_tokens > sampling.max_tokens:
+            problems.add(Problem.MIN_ABOVE_MAX, value=sampling.min_tokens, limit=sampling.max_tokens)
     if sampling.temperature is not None and not (
         math.isfinite(sampling.temperature) and 0 <= sampling.temperature <= 2
     ):

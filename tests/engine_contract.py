@@ -25,6 +25,9 @@ QUESTIONS = [
     "Numbers: 1 2 3",
     "Answer in JSON please.",
 ]
+# The tiny model (seed 0) answers these greedily with EOS after 3..5 tokens: the min_tokens and
+# ignore_eos cases need an answer that EOS ends (QUESTIONS run past 48 tokens without one).
+EOS_QUESTIONS = ["q33 hello 231", "q2 hello 14", "q25 hello 175"]
 
 
 @dataclass
@@ -49,6 +52,30 @@ async def run(
             text += chunk.text
             last = chunk
     return text, last
+
+
+def reference_greedy(
+    model: Any, ids: list[int], n: int, *, min_tokens: int = 0, eos: int | None = None
+) -> list[int]:
+    """Greedy tokens from a plain forward loop that never stops at EOS; EOS (``eos``) is masked
+    while fewer than ``min_tokens`` exist (vLLM's and HF's MinNewTokens rule)."""
+    out: list[int] = []
+    with torch.no_grad():
+        for _ in range(n):
+            logits = model(torch.tensor([ids + out])).logits[0, -1]
+            if eos is not None and len(out) < min_tokens:
+                logits[eos] = float("-inf")
+            out.append(int(logits.argmax()))
+    return out
+
+
+async def answer_ending_in_eos(env: EngineEnv, max_tokens: int) -> tuple[str, str, Any]:
+    """The first EOS_QUESTIONS question whose plain greedy answer ends with EOS, its text, its last chunk."""
+    for question in EOS_QUESTIONS:
+        text, last = await run(env, question, max_tokens=max_tokens)
+        if last.finish_reason is FinishReason.STOP:
+            return question, text, last
+    raise AssertionError("no EOS_QUESTIONS answer ends with EOS: pick new ones for this tiny model")
 
 
 async def started_env(engine: Any, adapter_root: Path, adapters: dict[str, Path]) -> EngineEnv:
@@ -126,6 +153,88 @@ class EngineContract:
         assert last.finish_reason is FinishReason.STOP
         assert stop not in text
         assert full.startswith(text)
+
+    async def test_ignore_eos_generates_exactly_max_tokens(
+        self, engine_env: EngineEnv, tiny_model_dir: Path
+    ) -> None:
+        """Issue 11 #8: with ignore_eos every greedy answer is max_tokens long (finish: length), and
+        past EOS the tokens are the model's own greedy ones (a forward loop that ignores EOS)."""
+        from transformers import AutoModelForCausalLM
+
+        question, plain, plain_last = await answer_ending_in_eos(engine_env, 16)
+        assert plain_last.completion_tokens < 16
+        text, last = await run(engine_env, question, max_tokens=16, ignore_eos=True)
+        assert last.finish_reason is FinishReason.LENGTH
+        assert last.completion_tokens == 16
+        assert text.startswith(plain)
+        model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+        expected = reference_greedy(model, prompt(engine_env, question), 16)
+        assert model.generation_config.eos_token_id in expected
+        assert text == engine_env.engine.tokenizer.decode(expected, skip_special_tokens=True)
+        for q in QUESTIONS:
+            _, last = await run(engine_env, q, max_tokens=9, ignore_eos=True)
+            assert (last.finish_reason, last.completion_tokens) == (FinishReason.LENGTH, 9)
+
+    async def test_min_tokens_keeps_eos_out_of_the_first_tokens(
+        self, engine_env: EngineEnv, tiny_model_dir: Path
+    ) -> None:
+        """Issue 11 #8: with min_tokens=N, EOS cannot come among the first N tokens (its logit is
+        masked), so the answer is the greedy one of a model that cannot say EOS until then."""
+        from transformers import AutoModelForCausalLM
+
+        question, plain, plain_last = await answer_ending_in_eos(engine_env, 16)
+        n = plain_last.completion_tokens + 4
+        text, last = await run(engine_env, question, max_tokens=16, min_tokens=n)
+        assert last.completion_tokens >= n
+        if last.finish_reason is FinishReason.STOP:
+            assert last.completion_tokens > n  # EOS came after the first n
+        model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+        eos = model.generation_config.eos_token_id
+        expected = reference_greedy(model, prompt(engine_env, question), 16, min_tokens=n, eos=eos)
+        if eos in expected:
+            expected = expected[: expected.index(eos) + 1]
+        assert eos not in expected[:n]
+        assert last.completion_tokens == len(expected)
+        assert text == engine_env.engine.tokenizer.decode(expected, skip_special_tokens=True)
+        assert text.startswith(plain) and len(text) > len(plain)
+
+    async def test_min_tokens_holds_back_stop_strings(self, engine_env: EngineEnv) -> None:
+        full, _ = await run(engine_env, QUESTIONS[0], max_tokens=16)
+        if len(full) < 4:
+            pytest.skip("model output too short to pick a stop string")
+        stop = full[2:4]
+        early, early_last = await run(engine_env, QUESTIONS[0], max_tokens=16, stop=(stop,))
+        text, last = await run(engine_env, QUESTIONS[0], max_tokens=16, stop=(stop,), min_tokens=10)
+        assert early_last.completion_tokens < 10
+        assert last.completion_tokens >= 10
+        assert full.startswith(text) and len(text) > len(early)
+
+    async def test_greedy_answers_without_the_new_options_do_not_change(self, engine_env: EngineEnv) -> None:
+        """min_tokens 0 / ignore_eos false are the defaults; a min_tokens the answer already reaches
+        changes nothing either (only the EOS logit is masked, and only before it)."""
+        for question in [*QUESTIONS, *EOS_QUESTIONS]:
+            plain, plain_last = await run(engine_env, question, max_tokens=12)
+            explicit, explicit_last = await run(
+                engine_env, question, max_tokens=12, min_tokens=0, ignore_eos=False
+            )
+            assert (explicit, explicit_last.completion_tokens) == (plain, plain_last.completion_tokens)
+            reached = max(0, plain_last.completion_tokens - 1)
+            short, short_last = await run(engine_env, question, max_tokens=12, min_tokens=reached)
+            assert (short, short_last.finish_reason) == (plain, plain_last.finish_reason)
+
+    async def test_min_tokens_and_ignore_eos_in_a_mixed_batch_match_each_alone(
+        self, engine_env: EngineEnv
+    ) -> None:
+        """The EOS mask is per row: requests with and without the options batch together unchanged."""
+        options: list[dict[str, Any]] = [{}, {"ignore_eos": True}, {"min_tokens": 8}]
+        jobs = [(q, o) for q in (QUESTIONS[0], *EOS_QUESTIONS) for o in options]
+        alone = [await run(engine_env, q, request_id=f"alone-{i}", **o) for i, (q, o) in enumerate(jobs)]
+        together = await asyncio.gather(
+            *(run(engine_env, q, request_id=f"burst-{i}", **o) for i, (q, o) in enumerate(jobs))
+        )
+        assert [(t, last.completion_tokens) for t, last in together] == [
+            (t, last.completion_tokens) for t, last in alone
+        ]
 
     async def test_seeded_sampling_is_reproducible(self, engine_env: EngineEnv) -> None:
         a, _ = await run(engine_env, QUESTIONS[1], temperature=1.0, seed=7, max_tokens=10)

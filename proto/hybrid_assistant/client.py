@@ -197,8 +197,8 @@ class AssistantClient(_Stubs):
     def generate(
         self, messages: Messages, *, timeout: float | None = None, **options: Any
     ) -> pb.GenerateResponse:
-        """Options: adapter, system, max_tokens, temperature, top_p, seed, stop, retrieval, top_k,
-        mode, passages, experiment, subject_key, request_id."""
+        """Options: adapter, system, max_tokens, temperature, top_p, seed, stop, min_tokens,
+        ignore_eos, retrieval, top_k, mode, passages, experiment, subject_key, request_id."""
         return self.assistant.Generate(generate_request(messages, **options), **self._kw(timeout))
 
     def stream(

@@ -63,6 +63,8 @@ def generate_request(
     top_p: float | None = None,
     seed: int | None = None,
     stop: Sequence[str] = (),
+    min_tokens: int | None = None,
+    ignore_eos: bool | None = None,
     retrieval: bool | pb.RetrievalOptions | None = None,
     top_k: int = 0,
     mode: Mode = "",
@@ -80,6 +82,10 @@ def generate_request(
         sampling.top_p = top_p
     if seed is not None:
         sampling.seed = seed
+    if min_tokens is not None:
+        sampling.min_tokens = min_tokens
+    if ignore_eos is not None:
+        sampling.ignore_eos = ignore_eos
     request = pb.GenerateRequest(
         request_id=request_id,
         messages=chat_messages(messages, system),

@@ -40,6 +40,12 @@ def generate(
     top_p: Annotated[float | None, typer.Option(help="Default: the server's (see `info`).")] = None,
     seed: Annotated[int | None, typer.Option()] = None,
     stop: Annotated[list[str] | None, typer.Option(help="Stop string, repeatable.")] = None,
+    min_tokens: Annotated[
+        int | None, typer.Option(help="Neither EOS nor a stop string ends the answer before this many.")
+    ] = None,
+    ignore_eos: Annotated[
+        bool, typer.Option("--ignore-eos", help="Generate past EOS until --max-tokens (benchmarks).")
+    ] = False,
     rag: Annotated[bool, typer.Option("--rag", help="Ground the answer in the knowledge index.")] = False,
     top_k: Annotated[int, typer.Option(help="Passages to retrieve with --rag (0 = default).")] = 0,
     show_contexts: Annotated[bool, typer.Option("--contexts", help="Print the cited passages.")] = False,
@@ -55,6 +61,8 @@ def generate(
         "top_p": top_p,
         "seed": seed,
         "stop": stop or (),
+        "min_tokens": min_tokens,
+        "ignore_eos": ignore_eos or None,
         "retrieval": rag,
         "top_k": top_k,
     }

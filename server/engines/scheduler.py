@@ -341,14 +341,27 @@ class Scheduler:
         good = [i for i, ok in enumerate(finite) if ok]
         tokens: list[int | None] = [None] * len(seqs)
         if good:
+            rows = logits[good] if len(good) < len(seqs) else logits
             picked = sample(
-                logits[good] if len(good) < len(seqs) else logits,
+                self._mask_eos([seqs[i] for i in good], rows),
                 [seqs[i].request.sampling for i in good],
                 [seqs[i].generator for i in good],
             )
             for i, token in zip(good, picked, strict=True):
                 tokens[i] = token
         return tokens
+
+    def _mask_eos(self, seqs: list[SequenceState], logits: torch.Tensor) -> torch.Tensor:
+        """``logits`` with EOS made impossible for rows that have fewer than min_tokens tokens (as vLLM
+        does); the same tensor, untouched, when no row asks for it."""
+        early = [i for i, seq in enumerate(seqs) if len(seq.generated) < seq.request.sampling.min_tokens]
+        eos_ids = sorted(i for i in self.eos_ids if 0 <= i < logits.shape[-1])
+        if not early or not eos_ids:
+            return logits
+        masked = logits.clone()
+        rows = torch.tensor(early, dtype=torch.int64).unsqueeze(1)
+        masked[rows, torch.tensor(eos_ids, dtype=torch.int64).unsqueeze(0)] = float("-inf")
+        return masked
 
     def _accept(self, seq: SequenceState, token: int) -> None:
         # Detokenising (stop strings included) is per request: an error there ends that request only.
@@ -365,14 +378,16 @@ class Scheduler:
             seq.first_token_at = now
         seq.generated.append(token)
         finish: FinishReason | None = None
-        if token in self.eos_ids:
+        sampling = seq.request.sampling
+        if token in self.eos_ids and not sampling.ignore_eos:
             finish = FinishReason.STOP
         else:
-            seq.detok.push(token)
+            # Stop strings count only past min_tokens (vLLM's rule); EOS was masked until then.
+            seq.detok.push(token, check_stop=len(seq.generated) > sampling.min_tokens)
             if seq.detok.stopped:
                 finish = FinishReason.STOP
             elif (
-                len(seq.generated) >= seq.request.sampling.max_tokens
+                len(seq.generated) >= sampling.max_tokens
                 or len(seq.request.prompt_ids) + len(seq.generated) >= self.max_total_tokens
             ):
                 finish = FinishReason.LENGTH

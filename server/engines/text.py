@@ -30,8 +30,9 @@ class IncrementalDetokenizer:
     def _decode(self, ids: list[int]) -> str:
         return str(self._tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False))
 
-    def push(self, token_id: int) -> None:
-        """Add a generated token; sets ``stopped`` when a stop string appears."""
+    def push(self, token_id: int, *, check_stop: bool = True) -> None:
+        """Add a generated token; sets ``stopped`` when a stop string appears (looked for only
+        with ``check_stop``: a request's min_tokens turns it off for its first tokens)."""
         if self.stopped:
             return
         self._ids.append(token_id)
@@ -41,7 +42,8 @@ class IncrementalDetokenizer:
             search_from = max(0, len(self.text) - self._hold)
             self.text += after[len(before) :]
             self._prefix_offset, self._read_offset = self._read_offset, len(self._ids)
-            self._check_stop(search_from)
+            if check_stop:
+                self._check_stop(search_from)
 
     def _check_stop(self, search_from: int) -> None:
         hits = [i for i in (self.text.find(s, search_from) for s in self._stop) if i >= 0]

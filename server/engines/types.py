@@ -31,6 +31,8 @@ class SamplingParams:
     top_p: float = 1.0
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    min_tokens: int = 0  # neither EOS nor a stop string ends the answer before this many tokens
+    ignore_eos: bool = False  # EOS does not end the answer (max_tokens or a stop string does)
 
     @property
     def greedy(self) -> bool:

@@ -364,6 +364,8 @@ def _sampling(sampling: SamplingParams) -> Any:
         top_p=sampling.top_p,
         seed=sampling.seed,
         stop=list(sampling.stop) or None,
+        min_tokens=sampling.min_tokens,
+        ignore_eos=sampling.ignore_eos,
         output_kind=RequestOutputKind.DELTA,
     )
 

@@ -63,6 +63,8 @@ def _sampling(body: GenerationFields, max_tokens: int | None) -> SamplingInput:
         top_p=body.top_p,
         seed=body.seed,
         stop=(stop,) if isinstance(stop, str) else tuple(stop),
+        min_tokens=body.min_tokens,
+        ignore_eos=body.ignore_eos,
     )
 
 

@@ -5,9 +5,10 @@ does not support is *declared* here with the values that ask for nothing (``n: 1
 ``logprobs: false``, ``tools: []``, ...) and any other value fails validation with a message
 naming the field, and a field nobody defines fails as unknown. Pydantic collects every failure of
 one body, so a client sees all its problems at once (``server.http.errors`` formats them). The
-server's own extras (``retrieval``, ``top_k``, ``mode``, ``experiment``, ``subject_key``) are
-ordinary fields; the answer's extras (``citations``, ``adapter``, ``arm``, ``experiment``,
-``request_id``) are fields OpenAI's clients keep as extra attributes.
+server's own extras (``retrieval``, ``top_k``, ``mode``, ``experiment``, ``subject_key``) and
+vLLM's sampling extras (``min_tokens``, ``ignore_eos``) are ordinary fields; the answer's extras
+(``citations``, ``adapter``, ``arm``, ``experiment``, ``request_id``) are fields OpenAI's clients
+keep as extra attributes.
 """
 
 from __future__ import annotations
@@ -88,6 +89,10 @@ class GenerationFields(ServerExtras):
     top_p: float | None = None
     seed: int | None = None
     stop: str | list[str] | None = None
+    min_tokens: int | None = None
+    """vLLM's extra: neither EOS nor a stop string ends the answer before this many tokens."""
+    ignore_eos: bool = False
+    """vLLM's extra: generate past EOS until max_tokens (benchmarks: every answer the same length)."""
     n: Annotated[int | None, unsupported(1, why="one choice per request: n = 1")] = None
     stream: bool = False
     stream_options: StreamOptions | None = None

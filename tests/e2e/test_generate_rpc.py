@@ -308,3 +308,31 @@ def test_the_operators_setting_beats_the_models_file(
             assert (
                 unset_top_p == client.generate(Q, temperature=1.8, top_p=0.5, seed=seed, max_tokens=12).text
             )
+
+
+def test_cli_sends_min_tokens_and_ignore_eos(shared_server: ServerThread) -> None:
+    """Issue 11 #8: `generate --ignore-eos` / `--min-tokens` make an answer EOS would end at once
+    ("q33 hello 231": 4 tokens) exactly --max-tokens long."""
+    question, target = "q33 hello 231", shared_server.target
+    plain = json.loads(
+        run_cli(
+            "generate", question, "--max-tokens", "10", "--temperature", "0", "--json", "--target", target
+        ).stdout
+    )
+    assert plain["usage"]["completion_tokens"] < 10
+    for flags in (["--ignore-eos"], ["--min-tokens", "10"], ["--ignore-eos", "--stream"]):
+        done = run_cli(
+            "generate",
+            question,
+            "--max-tokens",
+            "10",
+            "--temperature",
+            "0",
+            "--json",
+            *flags,
+            "--target",
+            target,
+        )
+        out = "\n" + done.stdout  # --stream prints the text first, then the summary's JSON
+        summary = json.loads(out[out.rindex("\n{\n") :])
+        assert summary["usage"]["completion_tokens"] == 10, flags

@@ -329,3 +329,40 @@ def test_score_limits(server: ServerThread) -> None:
         long = rpc_error(lambda: client.score(Q, ["a" * 100_000]))
     assert many.code() == long.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert_still_serving(server.target)
+
+
+# ---------------------------------------------------------------- issue 11 #8: min_tokens, ignore_eos
+
+
+def test_min_tokens_out_of_bounds_lists_every_problem(server: ServerThread) -> None:
+    with AssistantClient(server.target, timeout=60) as client:
+        both = rpc_error(lambda: client.generate(Q, max_tokens=4, min_tokens=9, temperature=3.0))
+        huge = rpc_error(lambda: client.generate(Q, max_tokens=4, min_tokens=2**32 - 1))
+        over_default = rpc_error(lambda: client.generate(Q, min_tokens=17))  # the fixture's default: 16
+        with pytest.raises(ValueError, match="out of range"):
+            client.generate(Q, min_tokens=-1)  # uint32: the client cannot even send it
+    for error in (both, huge, over_default):
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error.details()
+    assert "sampling.min_tokens (9) exceeds sampling.max_tokens (4)" in both.details()
+    assert "sampling.temperature is 3.0" in both.details()
+    assert "sampling.min_tokens is 4294967295; expected 0..512" in huge.details()
+    assert "min_tokens (17) exceeds max_tokens (16" in over_default.details()
+    assert "set sampling.max_tokens" in over_default.details()
+    assert_still_serving(server.target)
+
+
+def test_ignore_eos_and_min_tokens_make_every_answer_the_same_length(server: ServerThread) -> None:
+    with AssistantClient(server.target, timeout=60) as client:
+        for question in (Q, "q33 hello 231", "q2 hello 14"):  # the last two end with EOS at once
+            fixed = client.generate(question, temperature=0, max_tokens=12, ignore_eos=True)
+            assert fixed.usage.completion_tokens == 12
+            assert fixed.finish_reason == pb.FINISH_REASON_LENGTH
+            at_least = client.generate(question, temperature=0, max_tokens=12, min_tokens=12)
+            assert at_least.usage.completion_tokens == 12
+        plain = client.generate("q33 hello 231", temperature=0, max_tokens=12)
+        assert plain.usage.completion_tokens < 12 and plain.finish_reason == pb.FINISH_REASON_STOP
+        fixed = client.generate("q33 hello 231", temperature=0, max_tokens=12, ignore_eos=True)
+        assert fixed.text.startswith(plain.text)
+        streamed = list(client.stream("q33 hello 231", temperature=0, max_tokens=12, ignore_eos=True))
+        assert streamed[-1].summary.usage.completion_tokens == 12
+        assert "".join(part.delta for part in streamed[:-1]) == fixed.text

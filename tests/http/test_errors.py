@@ -248,3 +248,57 @@ def test_a_chunked_body_over_the_limit_is_413_too(http_server: ServerThread) -> 
     )
     assert _error(response, 413)["code"] == "body_too_large"
     assert httpx.get(f"{http_server.http_url}/health", timeout=10).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("extra", "says"),
+    [
+        ({"min_tokens": -1}, "sampling.min_tokens is -1; expected 0..512"),
+        ({"min_tokens": 10**12}, "sampling.min_tokens is 1000000000000"),
+        ({"min_tokens": 9, "max_tokens": 4}, "sampling.min_tokens (9) exceeds sampling.max_tokens (4)"),
+        ({"min_tokens": 17}, "min_tokens (17) exceeds max_tokens (16"),  # the server's default
+        ({"min_tokens": "5"}, "min_tokens"),
+        ({"min_tokens": 2.5}, "min_tokens"),
+        ({"ignore_eos": "yes"}, "ignore_eos"),
+        ({"ignore_eos": 1}, "ignore_eos"),
+    ],
+)
+def test_hostile_min_tokens_and_ignore_eos_get_a_clear_400(
+    http_server: ServerThread, base_model: str, extra: dict[str, Any], says: str
+) -> None:
+    """Issue 11 #8: vLLM's extras are read as strictly as the rest of the body."""
+    body = {"model": base_model, "messages": [{"role": "user", "content": Q}], **extra}
+    assert says in _error(_post(http_server, "/v1/chat/completions", body), 400)["message"]
+
+
+def test_min_tokens_problems_are_listed_with_the_others(http_server: ServerThread, base_model: str) -> None:
+    body = {"model": base_model, "messages": [{"role": "user", "content": Q}], "min_tokens": -3, "top_p": 0}
+    message = _error(_post(http_server, "/v1/chat/completions", body), 400)["message"]
+    assert "min_tokens is -3" in message and "top_p" in message
+    nan = b'{"model": "m", "messages": [{"role": "user", "content": "hi"}], "min_tokens": NaN}'
+    response = httpx.post(
+        f"{http_server.http_url}/v1/chat/completions",
+        content=nan,
+        headers={"Content-Type": "application/json"},
+        timeout=60,
+    )
+    assert "min_tokens" in _error(response, 400)["message"]
+
+
+def test_ignore_eos_and_min_tokens_fix_the_answer_length(openai_client: OpenAI, base_model: str) -> None:
+    """As vLLM's OpenAI server: extra body fields; every answer then has exactly max_tokens tokens."""
+    for question in (Q, "q33 hello 231"):  # the second ends with EOS at once without them
+        for extra in ({"ignore_eos": True}, {"min_tokens": 9}):
+            reply = openai_client.chat.completions.create(
+                model=base_model,
+                messages=[{"role": "user", "content": question}],
+                max_tokens=9,
+                temperature=0,
+                extra_body=extra,
+            )
+            assert reply.usage is not None and reply.usage.completion_tokens == 9, extra
+        completion = openai_client.completions.create(
+            model=base_model, prompt=question, max_tokens=7, temperature=0, extra_body={"ignore_eos": True}
+        )
+        assert completion.usage is not None and completion.usage.completion_tokens == 7
+        assert completion.choices[0].finish_reason == "length"

@@ -84,3 +84,16 @@ def test_retrieve_response_keeps_passage_order_and_time() -> None:
     assert [p.chunk_id for p in response.passages] == ["doc-1:0", "doc-1:1"]
     assert response.took_ms == pytest.approx(3.5)
     assert MessageToDict(response.passages[0])["metadata"] == {"source": "atlas"}
+
+
+def test_sampling_carries_min_tokens_and_ignore_eos() -> None:
+    from hybrid_assistant.requests import generate_request
+    from hybrid_assistant.server.core_types import SamplingInput
+
+    unset = convert.sampling(generate_request("hi").sampling)
+    assert (unset.min_tokens, unset.ignore_eos) == (None, False)
+    assert unset == SamplingInput()
+    both = convert.sampling(generate_request("hi", max_tokens=8, min_tokens=8, ignore_eos=True).sampling)
+    assert (both.max_tokens, both.min_tokens, both.ignore_eos) == (8, 8, True)
+    zero = generate_request("hi", min_tokens=0).sampling
+    assert zero.HasField("min_tokens") and convert.sampling(zero).min_tokens == 0

@@ -50,6 +50,20 @@ def test_earliest_of_several_stop_strings_wins(tokenizer) -> None:
     assert detok.text == "one "
 
 
+def test_stop_strings_before_check_stop_are_not_matched_later(tokenizer) -> None:
+    """min_tokens: the scheduler pushes its first tokens with check_stop=False; a stop string that
+    came then does not end the text when checks resume, a later one does (vLLM's rule)."""
+    ids = tokenizer("two one two three two four", add_special_tokens=False)["input_ids"]
+    detok = IncrementalDetokenizer(tokenizer, ("two",))
+    for i, token in enumerate(ids):
+        past = len(tokenizer.decode(ids[: i + 1])) > len("two one two ")
+        detok.push(token, check_stop=past)
+        if detok.stopped:
+            break
+    assert detok.stopped
+    assert detok.text == "two one two three "
+
+
 def test_greedy_and_seeded_sampling() -> None:
     logits = torch.tensor([[0.0, 5.0, 1.0], [3.0, 0.0, 0.0]])
     greedy = SamplingParams(max_tokens=1, temperature=0.0)
