@@ -14,6 +14,18 @@ from typing import Any
 import torch
 
 RESULTS = Path(__file__).resolve().parent / "results"
+
+# Open-ended requests for streaming benchmarks: each keeps a model busy for its max_tokens.
+STREAM_PROMPTS = [
+    "Write a long story about a lighthouse keeper.",
+    "Explain in detail how bread is made, step by step.",
+    "Describe a journey through a forest at night.",
+    "Write a long letter to a friend about your holiday.",
+    "Tell me everything you know about the ocean.",
+    "Describe a busy market in a big city.",
+    "Write a detailed recipe for vegetable soup.",
+    "Explain how a bicycle works, part by part.",
+]
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -21,30 +21,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.harness import STREAM_PROMPTS as PROMPTS
 from bench.harness import median, percentile, table, write_results
 from hybrid_assistant.process import ServerProcess
 
 # gRPC (our client), HTTP with the official openai client, HTTP with a minimal SSE reader.
 TRANSPORTS = ("grpc", "http", "http-raw")
-PROMPTS = [
-    "Write a long story about a lighthouse keeper.",
-    "Explain in detail how bread is made, step by step.",
-    "Describe a journey through a forest at night.",
-    "Write a long letter to a friend about your holiday.",
-    "Tell me everything you know about the ocean.",
-    "Describe a busy market in a big city.",
-    "Write a detailed recipe for vegetable soup.",
-    "Explain how a bicycle works, part by part.",
-]
 
 
 def _record(sent: float, first: float, last: float, tokens: int) -> dict[str, float]:
@@ -118,6 +111,34 @@ async def raw_stream(client: Any, model: str, prompt: str, max_tokens: int) -> d
     return _record(sent, first, last, tokens)
 
 
+Ask = Callable[[str, int], Awaitable[dict[str, float]]]
+
+
+@contextlib.asynccontextmanager
+async def asker(transport: str, grpc_target: str, http_base: str, model: str) -> AsyncIterator[Ask]:
+    """``ask(prompt, max_tokens)`` over one transport, its client open for the block."""
+    import httpx
+    from openai import AsyncOpenAI
+
+    from hybrid_assistant.client import AsyncAssistantClient
+
+    async with contextlib.AsyncExitStack() as stack:
+        if transport == "grpc":
+            client = await stack.enter_async_context(AsyncAssistantClient(grpc_target, timeout=1800))
+            yield lambda prompt, max_tokens: grpc_stream(client, prompt, max_tokens)
+        elif transport == "http":
+            # No retries, so a failure shows instead of being hidden in the latency.
+            sdk = AsyncOpenAI(base_url=http_base, api_key="unused", max_retries=0, timeout=1800)
+            sdk = await stack.enter_async_context(sdk)
+            yield lambda prompt, max_tokens: http_stream(sdk, model, prompt, max_tokens)
+        else:
+            limits = httpx.Limits(max_connections=64)
+            raw = await stack.enter_async_context(
+                httpx.AsyncClient(base_url=http_base, timeout=1800, limits=limits)
+            )
+            yield lambda prompt, max_tokens: raw_stream(raw, model, prompt, max_tokens)
+
+
 async def run_round(
     transport: str,
     grpc_target: str,
@@ -127,49 +148,17 @@ async def run_round(
     per_stream: int,
     max_tokens: int,
 ) -> dict[str, Any]:
-    import httpx
-    from openai import AsyncOpenAI
-
-    from hybrid_assistant.client import AsyncAssistantClient
-
     records: list[dict[str, float]] = []
+    async with asker(transport, grpc_target, http_base, model) as ask:
+        await ask("warm up", 2)
 
-    async def worker(s: int, ask: Any) -> None:
-        for r in range(per_stream):
-            records.append(await ask(PROMPTS[(s * per_stream + r) % len(PROMPTS)]))
+        async def worker(s: int) -> None:
+            for r in range(per_stream):
+                records.append(await ask(PROMPTS[(s * per_stream + r) % len(PROMPTS)], max_tokens))
 
-    if transport == "grpc":
-        async with AsyncAssistantClient(grpc_target, timeout=1800) as client:
-            await grpc_stream(client, "warm up", 2)
-
-            async def ask(prompt: str) -> dict[str, float]:
-                return await grpc_stream(client, prompt, max_tokens)
-
-            started = time.perf_counter()
-            await asyncio.gather(*(worker(s, ask) for s in range(streams)))
-            wall = time.perf_counter() - started
-    elif transport == "http":
-        # No retries, so a failure shows instead of being hidden in the latency.
-        async with AsyncOpenAI(base_url=http_base, api_key="unused", max_retries=0, timeout=1800) as client:
-            await http_stream(client, model, "warm up", 2)
-
-            async def ask(prompt: str) -> dict[str, float]:
-                return await http_stream(client, model, prompt, max_tokens)
-
-            started = time.perf_counter()
-            await asyncio.gather(*(worker(s, ask) for s in range(streams)))
-            wall = time.perf_counter() - started
-    else:
-        limits = httpx.Limits(max_connections=streams + 1)
-        async with httpx.AsyncClient(base_url=http_base, timeout=1800, limits=limits) as raw:
-            await raw_stream(raw, model, "warm up", 2)
-
-            async def ask(prompt: str) -> dict[str, float]:
-                return await raw_stream(raw, model, prompt, max_tokens)
-
-            started = time.perf_counter()
-            await asyncio.gather(*(worker(s, ask) for s in range(streams)))
-            wall = time.perf_counter() - started
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(s) for s in range(streams)))
+        wall = time.perf_counter() - started
     tokens = sum(r["tokens"] for r in records)
     ttft = [r["ttft"] for r in records]
     itl = [r["itl"] for r in records if r["itl"] == r["itl"]]
@@ -191,27 +180,17 @@ async def run_round(
 async def paired_ttft(grpc_target: str, http_base: str, model: str, pairs: int) -> dict[str, list[float]]:
     """One request at a time, the transports taking turns on the same prompt: TTFT without
     queueing, so each transport's own overhead shows in the paired differences."""
-    import httpx
-    from openai import AsyncOpenAI
-
-    from hybrid_assistant.client import AsyncAssistantClient
-
     ttft: dict[str, list[float]] = {t: [] for t in TRANSPORTS}
-    async with (
-        AsyncAssistantClient(grpc_target, timeout=600) as grpc_client,
-        AsyncOpenAI(base_url=http_base, api_key="unused", max_retries=0, timeout=600) as sdk,
-        httpx.AsyncClient(base_url=http_base, timeout=600) as raw,
-    ):
+    async with contextlib.AsyncExitStack() as stack:
         asks = {
-            "grpc": lambda p: grpc_stream(grpc_client, p, 4),
-            "http": lambda p: http_stream(sdk, model, p, 4),
-            "http-raw": lambda p: raw_stream(raw, model, p, 4),
+            t: await stack.enter_async_context(asker(t, grpc_target, http_base, model)) for t in TRANSPORTS
         }
         for transport in TRANSPORTS:
-            await asks[transport]("warm up")
+            await asks[transport]("warm up", 2)
         for i in range(pairs):
             for transport in TRANSPORTS:
-                ttft[transport].append((await asks[transport](PROMPTS[i % len(PROMPTS)]))["ttft"] * 1000)
+                record = await asks[transport](PROMPTS[i % len(PROMPTS)], 4)
+                ttft[transport].append(record["ttft"] * 1000)
     return ttft
 
 

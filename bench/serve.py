@@ -29,6 +29,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.harness import STREAM_PROMPTS as PROMPTS
 from bench.harness import (
     matmul_gflops,
     median,
@@ -37,17 +38,6 @@ from bench.harness import (
     write_results,
 )
 from hybrid_assistant.process import ServerProcess, free_port
-
-PROMPTS = [
-    "Write a long story about a lighthouse keeper.",
-    "Explain in detail how bread is made, step by step.",
-    "Describe a journey through a forest at night.",
-    "Write a long letter to a friend about your holiday.",
-    "Tell me everything you know about the ocean.",
-    "Describe a busy market in a big city.",
-    "Write a detailed recipe for vegetable soup.",
-    "Explain how a bicycle works, part by part.",
-]
 
 
 def make_adapters(model_dir: Path, root: Path, count: int, rank: int, targets: list[str]) -> dict[str, Path]:
