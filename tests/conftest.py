@@ -45,9 +45,8 @@ def tiny_adapters(tiny_model_dir: Path, adapter_root: Path) -> dict[str, Path]:
 @pytest.fixture
 def make_settings(tiny_model_dir: Path, adapter_root: Path, tmp_path: Path) -> Callable[..., Any]:
     def factory(**overrides: Any) -> Any:
-        return tiny_settings(
-            tiny_model_dir, tmp_path / "data", adapter_root, **{"shutdown_grace_s": 5, **overrides}
-        )
+        data_dir = overrides.pop("data_dir", tmp_path / "data")
+        return tiny_settings(tiny_model_dir, data_dir, adapter_root, **{"shutdown_grace_s": 5, **overrides})
 
     return factory
 
