@@ -104,7 +104,8 @@ class AssistantCore:
             self._sampling_defaults = defaults
         return self._sampling_defaults
 
-    def _require_ready(self) -> None:
+    def require_ready(self) -> None:
+        """UNAVAILABLE while warming up, draining or after the engine died (both transports ask)."""
         if not self.ready or not self.engine.healthy():
             raise Unavailable("the server is warming up or shutting down; retry shortly")
 
@@ -113,7 +114,7 @@ class AssistantCore:
     async def generate(self, inp: GenerateInput) -> AsyncIterator[str | GenerateOutcome]:
         """Yield text deltas, then the :class:`GenerateOutcome`."""
         accepted = time.perf_counter()
-        self._require_ready()
+        self.require_ready()
         problems = Problems()
         check_request_id(inp.request_id, problems)
         check_messages(inp.messages, problems)
@@ -235,7 +236,7 @@ class AssistantCore:
     # ------------------------------------------------------------------ score
 
     async def score(self, inp: ScoreInput) -> ScoreOutcome:
-        self._require_ready()
+        self.require_ready()
         problems = Problems()
         check_request_id(inp.request_id, problems)
         check_messages(inp.messages, problems)

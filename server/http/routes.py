@@ -181,11 +181,10 @@ class OpenAIRoutes:
     def _input(
         self, body: GenerationFields, make: Callable[[Any, str | None], GenerateInput]
     ) -> GenerateInput:
-        if not self._core.ready or not self._core.engine.healthy():
-            raise from_exception(Unavailable("the server is warming up or shutting down; retry shortly"))
         try:
+            self._core.require_ready()  # before the model's name is read: it may not be loaded yet
             return make(body, self._adapter_for(body.model))
-        except InvalidArgument as exc:
+        except (InvalidArgument, Unavailable) as exc:
             raise from_exception(exc) from None
 
     async def _run(self, request: Request, work: Any) -> Any:

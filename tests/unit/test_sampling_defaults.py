@@ -50,6 +50,7 @@ def model_dir(tmp_path: Path, generation_config: dict[str, Any] | str | None) ->
         ({"do_sample": False, "temperature": 0.7, "top_p": 0.5}, ModelSampling(0.0, 1.0)),  # greedy
         ({"temperature": 5.0, "top_p": 0.0}, ModelSampling()),  # out of range: ignored
         ({"temperature": "hot", "top_p": True}, ModelSampling()),  # not numbers: ignored
+        ('{"temperature": NaN, "top_p": Infinity}', ModelSampling()),  # json reads them: ignored
         ({"temperature": 1}, ModelSampling(1.0, None)),  # JSON integers are numbers
         ("[1, 2]", ModelSampling()),  # not an object
         ("{not json", ModelSampling()),  # unreadable: the model's file is not used, no crash
@@ -106,7 +107,14 @@ def test_settings_from_env_and_toml_and_their_bounds(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("HA_DEFAULT_TEMPERATURE", "0")
     assert load_settings(config).default_temperature == 0.0  # env beats file; 0 (greedy) is a value
     assert load_settings().default_top_p is None  # unset: the model decides
-    for bad in ({"default_temperature": 2.5}, {"default_temperature": -0.1}, {"default_top_p": 0.0}):
+    bad_values = (
+        {"default_temperature": 2.5},
+        {"default_temperature": -0.1},
+        {"default_top_p": 0.0},
+        {"default_temperature": float("nan")},
+        {"default_top_p": float("inf")},
+    )
+    for bad in bad_values:
         with pytest.raises(ValidationError, match="default_"):
             load_settings(**bad)
 
