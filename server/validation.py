@@ -46,7 +46,14 @@ GREEDY_BELOW_TEMPERATURE = 1e-5
 # the client as RESOURCE_EXHAUSTED.
 
 
-class Problem(enum.Enum):
+class BoundedMessage(enum.Enum):
+    """Base of a message enum whose members format the caller's values cut for echoing (:func:`bounded`)."""
+
+    def format(self, **values: object) -> str:
+        return str(self.value).format(**{k: bounded(v) for k, v in values.items()})
+
+
+class Problem(BoundedMessage):
     NO_MESSAGES = "messages is empty: send at least one user message"
     TOO_MANY_MESSAGES = "messages has {value} entries; at most {limit}"
     BAD_ROLE = "messages[{index}].role is {value!r}; expected one of " + ", ".join(ROLES)
@@ -75,9 +82,6 @@ class Problem(enum.Enum):
     LONG_CONTINUATION = "continuations[{index}] has {value} characters; at most {limit}"
     TOO_MANY_PASSAGES = "retrieval.passages has {value} entries; at most {limit}"
     LONG_PASSAGE = "retrieval.passages[{index}].text has {value} characters; at most {limit}"
-
-    def format(self, **values: object) -> str:
-        return self.value.format(**{k: bounded(v) for k, v in values.items()})
 
 
 class _Echo(str):

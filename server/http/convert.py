@@ -18,7 +18,6 @@ How OpenAI's fields map:
 
 from __future__ import annotations
 
-import enum
 from typing import Any
 
 from hybrid_assistant.server.core_types import GenerateInput, GenerateOutcome, RetrievalInput, SamplingInput
@@ -32,21 +31,18 @@ from hybrid_assistant.server.http.schemas import (
     Usage,
 )
 from hybrid_assistant.server.prompt import ContextPassage
-from hybrid_assistant.server.validation import Problems, bounded
+from hybrid_assistant.server.validation import BoundedMessage, Problems
 
 _ROLES = {"developer": "system"}
 
 
-class HttpProblem(enum.Enum):
+class HttpProblem(BoundedMessage):
     """What the OpenAI shape allows but this server's reading of it does not."""
 
     MAX_TOKENS_DISAGREE = "max_tokens ({a}) and max_completion_tokens ({b}) differ; give one of them"
     RETRIEVAL_OPTION = "{field} is set but retrieval is not true; set retrieval: true to retrieve"
     STREAM_OPTIONS = "stream_options is set but stream is not true"
     PROMPTS = "prompt is a list of {value} prompts; send exactly one prompt per request"
-
-    def format(self, **values: object) -> str:
-        return self.value.format(**{k: bounded(v) for k, v in values.items()})
 
 
 def _content(message: ChatMessage) -> str:
