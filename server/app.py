@@ -27,9 +27,9 @@ from hybrid_assistant.server.assistant import AssistantCore
 from hybrid_assistant.server.auth import AdminTokenInterceptor
 from hybrid_assistant.server.decode_guard import DecodeGuardInterceptor
 from hybrid_assistant.server.engines.factory import make_engine
+from hybrid_assistant.server.experiments.log_store import open_log_store
 from hybrid_assistant.server.experiments.request_log import RequestLog
 from hybrid_assistant.server.experiments.service import ExperimentManager
-from hybrid_assistant.server.experiments.store import LogDatabase
 from hybrid_assistant.server.http.routes import Shared
 from hybrid_assistant.server.http.server import HttpServer, create_app
 from hybrid_assistant.server.knowledge import KnowledgeIndex
@@ -42,7 +42,7 @@ from hybrid_assistant.v1 import assistant_pb2_grpc as pb_grpc
 
 if TYPE_CHECKING:
     from hybrid_assistant.server.config import Settings
-    from hybrid_assistant.server.engines.types import Engine
+    from hybrid_assistant.server.engines.types import Engine, PrefixCacheInfo
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,8 @@ class App:
             slot_wait_s=settings.adapter_slot_wait_s,
         )
         self.knowledge = KnowledgeIndex(settings) if settings.knowledge else None
-        self.log_db = LogDatabase(settings.request_log_path)
+        # SQLite in data_dir, or the PostgreSQL of database_url shared with the other replicas.
+        self.log_db = open_log_store(settings)
         self.request_log = (
             RequestLog(self.log_db, settings.request_log) if settings.request_log.enabled else None
         )
@@ -142,6 +143,7 @@ class App:
                 raise ListenError(exc.errno, exc.strerror) from None
         if self.request_log is not None:
             self.request_log.start()
+        self.experiments.start()
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         await server.start()
         self.server = server
@@ -228,6 +230,7 @@ class App:
         await self.engine.close()
         if self.knowledge is not None:
             await self.knowledge.close()
+        await self.experiments.close()
         if self.request_log is not None:
             await asyncio.to_thread(self.request_log.close)  # writes what is still queued
         self.log_db.close()
@@ -278,7 +281,22 @@ class App:
             default_temperature=sampling.temperature,
             default_top_p=sampling.top_p,
             sampling_defaults_source=sampling.source,
+            prefix_cache=_prefix_cache_message(self.engine.prefix_cache_info()),
         )
+
+
+def _prefix_cache_message(info: PrefixCacheInfo) -> pb.PrefixCacheInfo:
+    return pb.PrefixCacheInfo(
+        enabled=info.enabled,
+        hit_tokens=info.hit_tokens,
+        miss_tokens=info.miss_tokens,
+        hit_rate=info.hit_rate,
+        blocks=info.blocks,
+        bytes=info.bytes,
+        budget_bytes=info.budget_bytes,
+        block_tokens=info.block_tokens,
+        evicted_blocks=info.evicted_blocks,
+    )
 
 
 class ListenError(OSError):

@@ -105,10 +105,14 @@ def serve(
         root.mkdir(parents=True, exist_ok=True)
 
     from hybrid_assistant.server.app import App, ListenError  # heavy imports only once the config is valid
+    from hybrid_assistant.server.database import DatabaseUnavailable, SchemaTooNew
 
     try:
         code = asyncio.run(App(settings).serve_forever())
     except ListenError as exc:  # the listening port is taken or not available
         typer.echo(f"error: {exc.strerror}", err=True)
+        raise typer.Exit(1) from None
+    except (SchemaTooNew, DatabaseUnavailable) as exc:  # database_url: refused or unreachable
+        typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
     raise typer.Exit(code)

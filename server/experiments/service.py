@@ -26,6 +26,7 @@ log off only in-flight ids are checked (nothing is stored to collide with).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import re
@@ -35,7 +36,13 @@ from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING
 
 from hybrid_assistant.server.core_types import ArmPlan, GenerateInput, GenerateOutcome, RetrievalInput
-from hybrid_assistant.server.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from hybrid_assistant.server.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+)
 from hybrid_assistant.server.experiments.model import (
     MAX_ECHO,
     Experiment,
@@ -49,8 +56,8 @@ from hybrid_assistant.server.validation import MAX_REQUEST_ID_LENGTH, Problems
 
 if TYPE_CHECKING:
     from hybrid_assistant.server.config import Settings
+    from hybrid_assistant.server.experiments.log_store import LogStore
     from hybrid_assistant.server.experiments.request_log import RequestLog
-    from hybrid_assistant.server.experiments.store import LogDatabase
 
 log = logging.getLogger(__name__)
 
@@ -61,27 +68,81 @@ EXPORT_PAGE = 1000
 
 
 class ExperimentManager:
-    def __init__(self, settings: Settings, db: LogDatabase, request_log: RequestLog | None) -> None:
+    def __init__(self, settings: Settings, db: LogStore, request_log: RequestLog | None) -> None:
         self.settings = settings
         self.db = db
         self.request_log = request_log
         self._experiments: dict[str, Experiment] = {}
         self._admin = asyncio.Lock()
         self._claimed: set[str] = set()  # caller-supplied request ids being served
+        self._refresh: asyncio.Task[None] | None = None
+        self._refresh_failing = False
 
     def open(self) -> None:
         """Load stored experiments; create the configured ones that are not stored yet (blocking)."""
-        for definition in self.db.experiments():
-            experiment = Experiment.from_json(definition)
-            self._experiments[experiment.name] = experiment
+        self._experiments = self._load()
         for config in self.settings.experiments:
             if config.name in self._experiments:
                 log.info("experiment %r (config) is already stored; the stored one is kept", config.name)
                 continue
             experiment = from_config(config, self.settings.retrieval.max_top_k)
-            self.db.save_experiment(experiment.name, experiment.to_json(), create=True)
+            try:
+                self.db.save_experiment(experiment.name, experiment.to_json(), create=True)
+            except AlreadyExists:  # another replica, starting at the same time, created it first
+                self._experiments = self._load()
+                continue
             self._experiments[experiment.name] = experiment
             log.info("created experiment %r from the config", experiment.name)
+
+    def _load(self) -> dict[str, Experiment]:
+        experiments = (Experiment.from_json(definition) for definition in self.db.experiments())
+        return {experiment.name: experiment for experiment in experiments}
+
+    # ------------------------------------------------------------------ shared definitions
+
+    def start(self) -> None:
+        """On a shared store, re-read the definitions every ``experiments_refresh_s``.
+
+        Polling, not LISTEN/NOTIFY: a notification sent while a replica is disconnected (a
+        database restart, a network blip) is lost and would need this same full re-read on
+        reconnect anyway; the table holds a handful of rows, so one small query a second per
+        replica is the whole cost, and every replica converges within the interval whatever
+        happened in between. Assignment depends only on the stored definition (name, arms in
+        order, weights, state), so replicas that read the same definition assign alike.
+        """
+        if self.db.shared and self._refresh is None:
+            self._refresh = asyncio.create_task(self._refresh_forever())
+
+    async def close(self) -> None:
+        if self._refresh is not None:
+            self._refresh.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refresh
+            self._refresh = None
+
+    async def _refresh_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.request_log.experiments_refresh_s)
+            await self.refresh()
+
+    async def refresh(self) -> None:
+        """Re-read every definition (under the admin lock: a local change is never undone by an
+        older read). Keeps the last known definitions while the database is unreachable."""
+        async with self._admin:
+            try:
+                loaded = await asyncio.to_thread(self._load)
+            except Unavailable as exc:
+                if not self._refresh_failing:
+                    log.warning("experiments: cannot re-read definitions (%s); keeping the last ones", exc)
+                self._refresh_failing = True
+                return
+            if self._refresh_failing:
+                log.info("experiments: definitions re-read again")
+            self._refresh_failing = False
+            for name, experiment in loaded.items():
+                if self._experiments.get(name) != experiment:
+                    log.info("experiment %r changed on the shared store: %s", name, experiment.state.value)
+            self._experiments = loaded
 
     # ------------------------------------------------------------------ serving hooks
 
@@ -122,11 +183,21 @@ class ExperimentManager:
             if self.request_log is not None:
                 if self.request_log.pending(request_id) is not None:
                     raise _id_taken(request_id, "was used by an earlier request")
-                if await asyncio.to_thread(self.db.has_request, request_id):
+                if await self._stored(request_id):
                     raise _id_taken(request_id, "was used by an earlier request")
         except BaseException:
             self._claimed.discard(request_id)
             raise
+
+    async def _stored(self, request_id: str) -> bool:
+        """Whether the id is in the log. With the database unreachable the request is served
+        anyway (serving does not wait for the log): the writer's insert never replaces a stored
+        row, so a reused id loses only its own row (counted as a duplicate), not the first one's."""
+        try:
+            return await asyncio.to_thread(self.db.has_request, request_id)
+        except Unavailable as exc:
+            log.warning("request id %r not checked against the log: %s", request_id[:MAX_ECHO], exc)
+            return False
 
     def release_request_id(self, request_id: str) -> None:
         """End a claim (after :meth:`on_outcome` queued the row: the id stays taken through it)."""
@@ -182,13 +253,19 @@ class ExperimentManager:
     async def update(
         self, name: str, state: ExperimentState | None, weights: Mapping[str, float]
     ) -> Experiment:
-        async with self._admin:
-            experiment = self.get(name)
+        def change(stored: str) -> str:
+            # Applied to the stored definition inside the store's transaction: on a shared store
+            # another replica may have changed it since this one last read it (a stop is final).
+            experiment = Experiment.from_json(stored)
             if weights:
                 experiment = experiment.with_weights(weights)
             if state is not None:
                 experiment = experiment.with_state(state)
-            await asyncio.to_thread(self.db.save_experiment, name, experiment.to_json(), create=False)
+            return experiment.to_json()
+
+        async with self._admin:
+            stored = await asyncio.to_thread(self.db.update_experiment, name, change)
+            experiment = Experiment.from_json(stored)
             self._experiments[name] = experiment
         log.info(
             "experiment %r: %s, weights %s",

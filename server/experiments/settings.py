@@ -24,7 +24,8 @@ from hybrid_assistant.server.experiments.model import from_config
 
 
 class RequestLogSettings(BaseModel):
-    """The SQLite request log (every served Generate, with its feedback)."""
+    """The request log (every served Generate, with its feedback): a SQLite file, or PostgreSQL
+    when database_url is set."""
 
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
@@ -43,6 +44,12 @@ class RequestLogSettings(BaseModel):
     serving never waits for the log."""
     batch_size: int = Field(default=500, ge=1)
     """Most rows the writer commits in one transaction."""
+    feedback_wait_s: float = Field(default=3.0, ge=0, le=60)
+    """PostgreSQL (database_url) only: how long feedback for a request id not (yet) in the log waits
+    for it before NOT_FOUND - the replica that served it writes its row asynchronously."""
+    experiments_refresh_s: float = Field(default=1.0, gt=0, le=60)
+    """PostgreSQL (database_url) only: how often a replica re-reads experiment definitions, so a
+    create, stop or weight change made through any replica applies everywhere within this time."""
 
 
 class ExperimentArmConfig(BaseModel):

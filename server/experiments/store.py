@@ -22,12 +22,14 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 from hybrid_assistant.server.errors import AlreadyExists, NotFound
+from hybrid_assistant.server.experiments.log_store import InsertResult
+from hybrid_assistant.server.validation import MAX_ECHO_CHARS
 
 SCHEMA_VERSION = 1
 _SCHEMA = """
@@ -118,7 +120,28 @@ def connect(path: Path, synchronous: str) -> sqlite3.Connection:
     return conn
 
 
+class SqliteWriter:
+    """The log writer thread's connection (``synchronous=NORMAL``; see the module docstring)."""
+
+    def __init__(self, path: Path) -> None:
+        self._conn = connect(path, "NORMAL")
+
+    def insert(self, records: Sequence[LogRecord]) -> InsertResult:
+        return InsertResult(LogDatabase.insert(self._conn, records), [])
+
+    def delete_before(self, cutoff_unix: float) -> int:
+        return LogDatabase.delete_before(self._conn, cutoff_unix)
+
+    def close(self) -> None:
+        self._conn.close()
+
+
 class LogDatabase:
+    """The SQLite backend of :class:`~hybrid_assistant.server.experiments.log_store.LogStore`."""
+
+    backend = "sqlite"
+    shared = False
+
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -145,6 +168,9 @@ class LogDatabase:
             self._lookup.close()
 
     # ------------------------------------------------------------------ writer side
+
+    def writer(self) -> SqliteWriter:
+        return SqliteWriter(self.path)
 
     @staticmethod
     def insert(conn: sqlite3.Connection, records: Sequence[LogRecord]) -> list[str]:
@@ -233,6 +259,15 @@ class LogDatabase:
                     raise AlreadyExists(f"experiment {name!r} already exists") from None
             else:
                 conn.execute("UPDATE experiments SET definition = ? WHERE name = ?", (definition, name))
+
+    def update_experiment(self, name: str, change: Callable[[str], str]) -> str:
+        with self._transaction() as conn:
+            row = conn.execute("SELECT definition FROM experiments WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                raise NotFound(f"experiment {name[:MAX_ECHO_CHARS]!r} does not exist")
+            definition = change(str(row[0]))
+            conn.execute("UPDATE experiments SET definition = ? WHERE name = ?", (definition, name))
+        return definition
 
     def experiments(self) -> list[str]:
         with self._lock:
