@@ -230,6 +230,13 @@ class Docstore:
     ) -> list[int]:
         """Insert chunks with ids ``first_id, first_id + 1, ...`` (the caller reserves them)."""
         ids = list(range(first_id, first_id + len(chunks)))
+        self.insert_chunks_with_ids(document_id, ids, chunks, vectors)
+        return ids
+
+    def insert_chunks_with_ids(
+        self, document_id: str, ids: Sequence[int], chunks: Sequence[Chunk], vectors: np.ndarray
+    ) -> None:
+        """Insert chunks under ids chosen elsewhere (a replica cache keeps the shared store's ids)."""
         self._writer.executemany(
             "INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?, ?)",
             [
@@ -237,7 +244,16 @@ class Docstore:
                 for chunk_id, c, v in zip(ids, chunks, vectors, strict=True)
             ],
         )
-        return ids
+
+    def chunk_ids_of(self, document_id: str) -> list[int]:
+        rows = self._writer.execute("SELECT id FROM chunks WHERE document_id = ?", (document_id,))
+        return [int(r[0]) for r in rows]
+
+    def delete_chunk_ids(self, ids: Sequence[int]) -> None:
+        self._writer.executemany("DELETE FROM chunks WHERE id = ?", [(int(i),) for i in ids])
+
+    def document_ids(self) -> list[str]:
+        return [str(r[0]) for r in self._writer.execute("SELECT id FROM documents")]
 
     # ------------------------------------------------------------------ reads
 

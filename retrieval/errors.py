@@ -36,3 +36,11 @@ class IndexLockedError(RetrievalError):
 
 class CorruptIndexError(RetrievalError):
     """The docstore is unreadable or not a knowledge-base docstore."""
+
+
+class SharedSchemaError(IncompatibleIndexError):
+    """The shared PostgreSQL store has a knowledge schema this code does not know (newer)."""
+
+
+class SharedStoreUnavailableError(RetrievalError):
+    """The shared PostgreSQL store cannot be reached; the write did not happen."""

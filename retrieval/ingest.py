@@ -9,9 +9,14 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+from tqdm import tqdm
 
 from hybrid_assistant.retrieval.chunker import Chunk, Chunker
-from hybrid_assistant.retrieval.docstore import Docstore, metadata_json
+from hybrid_assistant.retrieval.docstore import DocumentState, metadata_json
+from hybrid_assistant.retrieval.embedder import Embedder, check_embeddings
 from hybrid_assistant.retrieval.types import Document
 
 # Bounds on one document; a document past them is skipped and named in the summary's errors.
@@ -110,7 +115,13 @@ class IngestPlan:
         return sum(len(p.chunks) for p in self.changes)
 
 
-def plan_ingest(documents: Iterable[Document], docstore: Docstore, chunker: Chunker) -> IngestPlan:
+class DocumentStates(Protocol):
+    """Where the stored state of documents is looked up: the local docstore, or the shared store."""
+
+    def document_state(self, document_id: str) -> DocumentState | None: ...
+
+
+def plan_ingest(documents: Iterable[Document], docstore: DocumentStates, chunker: Chunker) -> IngestPlan:
     """Validate, de-duplicate (the last copy of an id wins) and compare with the stored state."""
     plan = IngestPlan()
     latest: dict[str, Document] = {}
@@ -142,3 +153,18 @@ def plan_ingest(documents: Iterable[Document], docstore: Docstore, chunker: Chun
             PlannedDocument(document, digest, existed=state is not None, chunks=chunker.chunk(document.text))
         )
     return plan
+
+
+def embed_plan(embedder: Embedder, plan: IngestPlan, batch_size: int, progress: bool = False) -> np.ndarray:
+    """Embeddings of every planned chunk, in plan order (one row per chunk)."""
+    texts = [chunk.text for change in plan.changes for chunk in change.chunks]
+    out = np.empty((len(texts), embedder.dimension), dtype=np.float32)
+    # Groups of several embedder batches: big enough for length-sorted batching inside the
+    # embedder, small enough for a live progress bar.
+    group = batch_size * 8
+    with tqdm(total=len(texts), unit="chunk", desc="embedding", disable=not progress) as bar:
+        for start in range(0, len(texts), group):
+            part = texts[start : start + group]
+            out[start : start + len(part)] = check_embeddings(embedder, embedder.embed(part), len(part))
+            bar.update(len(part))
+    return out

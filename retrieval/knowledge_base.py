@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import IO
 
 import numpy as np
-from tqdm import tqdm
 
 from hybrid_assistant.retrieval.chunker import Chunker
 from hybrid_assistant.retrieval.directory import directory_size, lock_directory, record_embedder
@@ -32,7 +31,7 @@ from hybrid_assistant.retrieval.docstore import Docstore
 from hybrid_assistant.retrieval.embedder import Embedder, check_embeddings
 from hybrid_assistant.retrieval.errors import EmptyIndexError
 from hybrid_assistant.retrieval.index_cache import UNSAVED, build_from_docstore, load_index
-from hybrid_assistant.retrieval.ingest import IngestPlan, plan_ingest
+from hybrid_assistant.retrieval.ingest import IngestPlan, embed_plan, plan_ingest
 from hybrid_assistant.retrieval.rwlock import ReadWriteLock
 from hybrid_assistant.retrieval.search import rank, validate_search
 from hybrid_assistant.retrieval.settings import RetrievalSettings
@@ -192,19 +191,7 @@ class KnowledgeBase:
         return summary
 
     def _embed_chunks(self, plan: IngestPlan, progress: bool) -> np.ndarray:
-        texts = [chunk.text for change in plan.changes for chunk in change.chunks]
-        out = np.empty((len(texts), self._embedder.dimension), dtype=np.float32)
-        # Groups of several embedder batches: big enough for length-sorted batching inside the
-        # embedder, small enough for a live progress bar.
-        group = self.settings.embed_batch_size * 8
-        with tqdm(total=len(texts), unit="chunk", desc="embedding", disable=not progress) as bar:
-            for start in range(0, len(texts), group):
-                part = texts[start : start + group]
-                out[start : start + len(part)] = check_embeddings(
-                    self._embedder, self._embedder.embed(part), len(part)
-                )
-                bar.update(len(part))
-        return out
+        return embed_plan(self._embedder, plan, self.settings.embed_batch_size, progress)
 
     def _write_plan(self, plan: IngestPlan, vectors: np.ndarray) -> tuple[np.ndarray, list[int], int]:
         """Apply the plan inside the open transaction; returns (added ids, removed ids, new docs)."""

@@ -53,6 +53,11 @@ class RetrievalSettings(BaseModel):
     """Depth of each ranked list (dense, lexical) fused by hybrid search (at least ``2·top_k``)."""
     embed_batch_size: int = Field(default=32, ge=1)
     """Chunks per embedder batch during ingest."""
+    sync_interval_s: float = Field(default=1.0, gt=0.0, le=3600.0)
+    """With a shared PostgreSQL store: how often a replica polls for documents changed elsewhere."""
+    change_retention: int = Field(default=100_000, ge=1)
+    """With a shared PostgreSQL store: change rows kept for replicas that are behind; a replica
+    further behind (or starting cold) rebuilds its cache from the stored embeddings."""
 
     @model_validator(mode="after")
     def _check_consistency(self) -> RetrievalSettings:

@@ -23,6 +23,7 @@ from hybrid_assistant.server.errors import Unavailable
 from hybrid_assistant.server.prompt import ContextPassage
 
 if TYPE_CHECKING:
+    from hybrid_assistant.retrieval.embedder import Embedder
     from hybrid_assistant.server.config import Settings
     from hybrid_assistant.server.core_types import RetrievalInput
 
@@ -33,16 +34,35 @@ def index_dir(settings: Settings) -> Path:
     return settings.data_dir / "index"
 
 
-def open_knowledge_base(settings: Settings) -> KnowledgeBase:
-    """Open the index in the data dir with the configured embedder (blocking)."""
-    from hybrid_assistant.retrieval.embedder import Embedder, HashingEmbedder, SentenceTransformerEmbedder
+def cache_dir(settings: Settings) -> Path:
+    """The replica's cache of the shared knowledge store: a folder of its own, so that switching
+    database_url on never turns a standalone index (``index/``) into a cache and drops documents."""
+    return settings.data_dir / "knowledge-cache"
 
-    embedder: Embedder
+
+def make_embedder(settings: Settings) -> Embedder:
+    from hybrid_assistant.retrieval.embedder import HashingEmbedder, SentenceTransformerEmbedder
+
     if settings.embedder == "hashing":
-        embedder = HashingEmbedder()
-    else:
-        batch = settings.retrieval.embed_batch_size
-        embedder = SentenceTransformerEmbedder(settings.embedder_path, batch_size=batch)
+        return HashingEmbedder()
+    batch = settings.retrieval.embed_batch_size
+    return SentenceTransformerEmbedder(settings.embedder_path, batch_size=batch)
+
+
+def open_knowledge_base(settings: Settings, follow: bool = True) -> KnowledgeBase:
+    """Open the knowledge base with the configured embedder (blocking).
+
+    With ``database_url`` set, PostgreSQL holds the documents and this replica keeps a local
+    cache in the data dir that follows it (``follow``: in a background thread).
+    """
+    embedder = make_embedder(settings)
+    if settings.database_url is not None:
+        from hybrid_assistant.retrieval.replica_sync import ReplicaKnowledgeBase
+
+        dsn = settings.database_url.get_secret_value()
+        return ReplicaKnowledgeBase.open_replica(
+            cache_dir(settings), embedder, dsn, settings.retrieval, follow=follow
+        )
     return KnowledgeBase.open(index_dir(settings), embedder, settings.retrieval)
 
 
