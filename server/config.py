@@ -93,6 +93,11 @@ class Settings(BaseSettings):
     ones get RESOURCE_EXHAUSTED before any of it is parsed."""
     prefill_chunk_tokens: int = Field(512, ge=16)
     """Prompt tokens processed per scheduler step; bounds how long a long prompt stalls decoding."""
+    prefix_cache_mb: float = Field(512.0, ge=0)
+    """Memory for the embedded engine's prefix cache: keys/values of prompt prefixes kept for
+    requests that start the same way (the eval's arms, a shared system prompt). 0 turns it off."""
+    prefix_cache_block_tokens: int = Field(16, ge=1, le=1024)
+    """Prompt tokens per prefix-cache block: a prefix is reused in whole blocks."""
     admin_token: SecretStr | None = None
     """If set, admin calls (adapter load/unload, ingest, delete, experiments) need the metadata
     'authorization: Bearer <token>'."""

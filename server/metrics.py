@@ -36,6 +36,12 @@ RETRIEVAL = Histogram(
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5),
 )
 SCHEDULER = Gauge("hybrid_assistant_scheduler_sequences", "Sequences in the engine", ["state"])
+PREFIX_CACHE_TOKENS = Counter(
+    "hybrid_assistant_prefix_cache_tokens_total",
+    "Prompt tokens looked up in the embedded engine's prefix cache: reused (hit) or computed (miss)",
+    ["result"],
+)
+PREFIX_CACHE_BYTES = Gauge("hybrid_assistant_prefix_cache_bytes", "Memory held by cached prefix blocks")
 ADAPTERS_RESIDENT = Gauge("hybrid_assistant_adapters_resident", "Adapters in memory")
 
 

@@ -304,6 +304,21 @@ class EngineContract:
         assert new == beta
         await engine_env.registry.unload("swap")
 
+    async def test_prefix_cache_reuses_a_repeated_prompt(self, engine_env: EngineEnv) -> None:
+        question = "Share this long instruction with every request. " * 4 + "Now: q7"
+        first, _ = await run(engine_env, question, max_tokens=6)
+        before = engine_env.engine.prefix_cache_info()
+        second, _ = await run(engine_env, question, max_tokens=6)
+        after = engine_env.engine.prefix_cache_info()
+        for _ in range(40):  # vLLM hands its step stats to loggers asynchronously
+            if after.hit_tokens > before.hit_tokens:
+                break
+            await asyncio.sleep(0.05)
+            after = engine_env.engine.prefix_cache_info()
+        assert after.enabled
+        assert after.hit_tokens - before.hit_tokens >= 64
+        assert second == first
+
     async def test_score_matches_greedy_continuation(self, engine_env: EngineEnv) -> None:
         ids = prompt(engine_env, QUESTIONS[0])
         greedy_text, _ = await run(engine_env, QUESTIONS[0], max_tokens=4)

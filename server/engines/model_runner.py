@@ -6,15 +6,17 @@ Only the scheduler thread calls this; nothing here is thread-safe.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM
 
 from hybrid_assistant.adapters.peft_format import BaseModelSpec
+from hybrid_assistant.server import metrics
 from hybrid_assistant.server.engines.kv_cache import SlotKVCache
 from hybrid_assistant.server.engines.lora_bank import LoraBank
+from hybrid_assistant.server.engines.prefix_cache import Block, PrefixCache
 from hybrid_assistant.server.engines.types import ContinuationScore
 
 log = logging.getLogger(__name__)
@@ -30,6 +32,8 @@ class ModelRunner:
         max_tokens: int,
         model_name: str,
         aliases: set[str],
+        prefix_cache_bytes: int = 0,
+        prefix_block_tokens: int = 16,
     ) -> None:
         self.dtype = dtype
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, attn_implementation="sdpa")
@@ -53,8 +57,70 @@ class ModelRunner:
             max_tokens=max_tokens,
             dtype=dtype,
         )
+        self.prefix = PrefixCache(block_tokens=prefix_block_tokens, budget_bytes=prefix_cache_bytes)
         self.vocab_size = int(config.vocab_size)
         self.context_limit = int(getattr(config, "max_position_embeddings", max_tokens))
+
+    def remove_adapter(self, uid: int) -> None:
+        """Free an adapter's weights and the prefix blocks computed under it."""
+        self.bank.remove(uid)
+        self.prefix.drop_adapter(uid)
+
+    def _count_lookup(self, reused: int, prompt: int) -> None:
+        metrics.PREFIX_CACHE_TOKENS.labels(result="hit").inc(reused)
+        metrics.PREFIX_CACHE_TOKENS.labels(result="miss").inc(prompt - reused)
+
+    def restore_prefix(self, row: int, adapter_uid: int, prompt_ids: Sequence[int]) -> int:
+        """Copy the longest cached prefix of the prompt into ``row``; returns how many tokens it covers."""
+        blocks = self.prefix.lookup(adapter_uid, prompt_ids)
+        if self.prefix.enabled:
+            self._count_lookup(len(blocks) * self.prefix.block_tokens, len(prompt_ids))
+        if not blocks:
+            return 0
+        keys, values = _joined(blocks)
+        n = keys.shape[2]
+        self.cache.ensure_capacity(n)
+        for layer in range(self.cache.layers):
+            self.cache.keys[layer][row, :, :n] = keys[layer]
+            self.cache.values[layer][row, :, :n] = values[layer]
+        return n
+
+    def save_prefix(self, row: int, adapter_uid: int, prompt_ids: Sequence[int]) -> None:
+        """Keep the full blocks of a prompt that ``row`` has just read, for the next request."""
+        layers = range(self.cache.layers)
+        self._save_blocks(
+            adapter_uid,
+            prompt_ids,
+            lambda start, end: (
+                torch.stack([self.cache.keys[i][row, :, start:end] for i in layers]),
+                torch.stack([self.cache.values[i][row, :, start:end] for i in layers]),
+            ),
+        )
+
+    def _save_blocks(
+        self,
+        adapter_uid: int,
+        prompt_ids: Sequence[int],
+        read: Callable[[int, int], tuple[torch.Tensor, torch.Tensor]],
+    ) -> None:
+        missing = self.prefix.missing_blocks(adapter_uid, prompt_ids)
+        if not missing:
+            return
+        size = self.prefix.block_tokens
+        first = missing[0][0] * size
+        # One read of the span, then a copy per block: a block must not keep the span alive.
+        keys, values = read(first, (missing[-1][0] + 1) * size)
+        for index, key in missing:
+            start = index * size - first
+            self.prefix.insert(
+                key,
+                adapter_uid,
+                prompt_ids[index * size : (index + 1) * size],
+                keys[:, :, start : start + size].clone(),
+                values[:, :, start : start + size].clone(),
+            )
+        self.prefix.touch_chain([key for _, key in missing])
+        metrics.PREFIX_CACHE_BYTES.set(self.prefix.stats.bytes)
 
     @torch.inference_mode()
     def forward(
@@ -102,12 +168,35 @@ class ModelRunner:
         """
         from transformers import DynamicCache
 
-        self.bank.set_batch([adapter_uid], len(prompt_ids))
+        cache = DynamicCache(config=self.model.config)
+        # A Generate of the same prompt and adapter left its blocks: only the rest is computed.
+        blocks = self.prefix.lookup(adapter_uid, prompt_ids)
+        if self.prefix.enabled:
+            self._count_lookup(len(blocks) * self.prefix.block_tokens, len(prompt_ids))
+        reused = 0
+        if blocks:
+            keys, values = _joined(blocks)
+            reused = keys.shape[2]
+            for layer in range(keys.shape[0]):
+                cache.update(keys[layer][None].clone(), values[layer][None].clone(), layer)
+        self.bank.set_batch([adapter_uid], len(prompt_ids) - reused)
         try:
-            cache = DynamicCache(config=self.model.config)
-            out = self.model(input_ids=torch.tensor([prompt_ids]), past_key_values=cache, logits_to_keep=1)
+            out = self.model(
+                input_ids=torch.tensor([prompt_ids[reused:]]), past_key_values=cache, logits_to_keep=1
+            )
         finally:
             self.bank.clear_batch()
+        # Each full-attention layer of a DynamicCache holds (batch, kv_heads, tokens, head_dim)
+        # tensors as .keys/.values (getattr: the type union also names layers without them).
+        held = [(getattr(layer, "keys"), getattr(layer, "values")) for layer in cache.layers]  # noqa: B009
+        self._save_blocks(
+            adapter_uid,
+            prompt_ids,
+            lambda start, end: (
+                torch.stack([k[0, :, start:end] for k, _ in held]),
+                torch.stack([v[0, :, start:end] for _, v in held]),
+            ),
+        )
         first = torch.log_softmax(out.logits[0, -1].float(), dim=-1)
         rows = [list(c) for c in continuations if len(c) > 1]
         rest: torch.Tensor | None = None
@@ -145,3 +234,10 @@ class ModelRunner:
             greedy = bool((stacked.argmax(dim=-1) == targets).all())
             results.append(ContinuationScore(float(token_lp.sum()), len(continuation), greedy))
         return results
+
+
+def _joined(blocks: Sequence[Block]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keys and values of consecutive blocks as ``(layers, kv_heads, tokens, head_dim)`` each."""
+    if len(blocks) == 1:
+        return blocks[0].keys, blocks[0].values
+    return torch.cat([b.keys for b in blocks], dim=2), torch.cat([b.values for b in blocks], dim=2)

@@ -268,6 +268,21 @@ class Scheduler:
                 seq.row = len(self._decoding) + len(self._prefilling)
                 seq.scheduled_at = time.perf_counter()
                 self._prefilling.append(seq)
+                self._reuse_prefix(seq)
+
+    def _reuse_prefix(self, seq: SequenceState) -> None:
+        """Start a new row from the longest cached prefix of its prompt (the prefix cache)."""
+        try:
+            seq.cached = self.runner.restore_prefix(seq.row, seq.request.adapter_uid, seq.request.prompt_ids)
+        except Exception:  # a cache problem costs speed, never the answer: compute the prompt
+            log.exception("request %s: prefix cache restore failed", seq.request.request_id)
+            seq.cached = 0
+
+    def _keep_prefix(self, seq: SequenceState) -> None:
+        try:
+            self.runner.save_prefix(seq.row, seq.request.adapter_uid, seq.request.prompt_ids)
+        except Exception:
+            log.exception("request %s: prefix cache save failed", seq.request.request_id)
 
     # ------------------------------------------------------------------ steps
 
@@ -307,6 +322,7 @@ class Scheduler:
             if token is None:
                 self._fail_row(seq, _non_finite(seq))
                 continue
+            self._keep_prefix(seq)
             self._to_decoding(seq)
             self._accept(seq, token)
 

@@ -23,6 +23,7 @@ from hybrid_assistant.server.engines.types import (
     GenerationChunk,
     GenerationRequest,
     ModelInfo,
+    PrefixCacheInfo,
     SamplingParams,
 )
 from hybrid_assistant.server.errors import Unavailable
@@ -70,6 +71,8 @@ class TransformersEngine(LoadedModel):
             max_tokens=settings.max_total_tokens,
             model_name=resolved.name,
             aliases=set(resolved.aliases),
+            prefix_cache_bytes=int(settings.prefix_cache_mb * 2**20),
+            prefix_block_tokens=settings.prefix_cache_block_tokens,
         )
         max_context = min(settings.max_total_tokens, self._runner.context_limit)
         self._info = ModelInfo(
@@ -132,6 +135,22 @@ class TransformersEngine(LoadedModel):
     def resident_adapter_uids(self) -> set[int]:
         return set(self._runner.bank.uids) if self._runner else set()
 
+    def prefix_cache_info(self) -> PrefixCacheInfo:
+        if self._runner is None:
+            return PrefixCacheInfo(enabled=False)
+        cache = self._runner.prefix
+        stats = cache.stats
+        return PrefixCacheInfo(
+            enabled=cache.enabled,
+            hit_tokens=stats.hit_tokens,
+            miss_tokens=stats.miss_tokens,
+            blocks=stats.blocks,
+            bytes=stats.bytes,
+            budget_bytes=cache.budget_bytes,
+            block_tokens=cache.block_tokens,
+            evicted_blocks=stats.evicted_blocks,
+        )
+
     def _require_runner(self) -> ModelRunner:
         if self._runner is None:
             raise Unavailable("the model is still loading")
@@ -154,7 +173,7 @@ class TransformersEngine(LoadedModel):
     async def uninstall(self, uid: int) -> None:
         runner = self._require_runner()
         with contextlib.suppress(EngineStoppedError):  # shutting down: weights go with the process
-            await asyncio.wrap_future(self._require_scheduler().call(lambda: runner.bank.remove(uid)))
+            await asyncio.wrap_future(self._require_scheduler().call(lambda: runner.remove_adapter(uid)))
 
     # ------------------------------------------------------------------ generation
 

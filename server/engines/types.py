@@ -98,6 +98,25 @@ class ModelInfo:
         return f"max_total_tokens={self.max_context_tokens}"
 
 
+@dataclass(frozen=True)
+class PrefixCacheInfo:
+    """What the engine's prefix cache has done so far (GetServerInfo, the eval's run.json)."""
+
+    enabled: bool
+    hit_tokens: int = 0
+    miss_tokens: int = 0
+    blocks: int = 0
+    bytes: int = 0
+    budget_bytes: int = 0
+    block_tokens: int = 0
+    evicted_blocks: int = 0
+
+    @property
+    def hit_rate(self) -> float:
+        total = self.hit_tokens + self.miss_tokens
+        return self.hit_tokens / total if total else 0.0
+
+
 class Engine(Protocol):
     """What turns a prompt into tokens. Implementations: TransformersEngine, VllmEngine."""
 
@@ -128,6 +147,9 @@ class Engine(Protocol):
 
     def resident_adapter_uids(self) -> set[int]:
         """Adapter versions whose weights the engine holds now."""
+
+    def prefix_cache_info(self) -> PrefixCacheInfo:
+        """Hits and misses of the automatic prefix cache so far."""
 
     def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
         """Stream the answer. Closing the iterator early cancels the request within a step."""

@@ -49,9 +49,11 @@ from hybrid_assistant.server.engines.types import (
     GenerationRequest,
     GenerationTimings,
     ModelInfo,
+    PrefixCacheInfo,
     SamplingParams,
 )
 from hybrid_assistant.server.engines.vllm_settings import engine_kwargs
+from hybrid_assistant.server.engines.vllm_stats import PrefixCacheCounts, prefix_cache_logger
 from hybrid_assistant.server.errors import InvalidArgument, NotFound, ResourceExhausted, Unavailable
 from hybrid_assistant.server.model_store import model_fingerprint, resolve_model
 from hybrid_assistant.server.prompt import render_chat
@@ -86,6 +88,7 @@ class VllmEngine(LoadedModel):
         self._dead: BaseException | None = None
         self._closing = False
         self._watchdog: asyncio.Task[None] | None = None
+        self._prefix_counts = PrefixCacheCounts()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -121,7 +124,7 @@ class VllmEngine(LoadedModel):
         await self._warm_up()
 
     def _create(self, args: Any) -> None:
-        llm = AsyncLLM.from_engine_args(args)
+        llm = AsyncLLM.from_engine_args(args, stat_loggers=[prefix_cache_logger(self._prefix_counts)])
         if self._closing:  # the server stopped while vLLM was starting: do not leave it running
             llm.shutdown()
             raise Unavailable("the engine was closed while it was starting")
@@ -143,6 +146,12 @@ class VllmEngine(LoadedModel):
         if llm is not None:
             await asyncio.to_thread(llm.shutdown)
             del llm  # AsyncLLM.__del__ at interpreter exit is noisy
+
+    def prefix_cache_info(self) -> PrefixCacheInfo:
+        """vLLM's own automatic prefix caching (its KV blocks live in its cache; sizes not reported)."""
+        enabled = bool(self._llm is not None and self._llm.vllm_config.cache_config.enable_prefix_caching)
+        hits, misses = self._prefix_counts.snapshot()
+        return PrefixCacheInfo(enabled=enabled, hit_tokens=hits, miss_tokens=misses)
 
     def healthy(self) -> bool:
         return self._llm is not None and self._dead is None and not self._llm.errored

@@ -95,6 +95,19 @@ def test_server_info_health_and_reflection(shared_server: ServerThread) -> None:
     assert {"hybrid_assistant.v1.Assistant", "hybrid_assistant.v1.Adapters", "grpc.health.v1.Health"} <= names
 
 
+def test_server_info_counts_prefix_cache_hits(shared_server: ServerThread) -> None:
+    question = "A long shared instruction for every request. " * 8 + "Then: what is 2+2?"
+    with AssistantClient(shared_server.target) as client:
+        before = client.server_info().prefix_cache
+        for _ in range(2):
+            client.generate([pb.ChatMessage(role="user", content=question)], max_tokens=2)
+        after = client.server_info().prefix_cache
+    assert after.enabled and after.block_tokens == 16 and after.budget_bytes == 512 * 2**20
+    assert after.hit_tokens - before.hit_tokens >= 64  # the second request reused the first's prompt
+    assert after.miss_tokens > before.miss_tokens and 0 < after.hit_rate < 1
+    assert 0 < after.bytes <= after.budget_bytes and after.blocks > 0
+
+
 # ---------------------------------------------------------------- failure paths
 
 

@@ -223,7 +223,7 @@ class GetServerInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ServerInfo(_message.Message):
-    __slots__ = ("version", "engine", "model", "model_fingerprint", "max_context_tokens", "default_max_tokens", "index_fingerprint", "embedder", "dtype", "default_temperature", "default_top_p", "sampling_defaults_source")
+    __slots__ = ("version", "engine", "model", "model_fingerprint", "max_context_tokens", "default_max_tokens", "index_fingerprint", "embedder", "dtype", "default_temperature", "default_top_p", "sampling_defaults_source", "prefix_cache")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     ENGINE_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -236,6 +236,7 @@ class ServerInfo(_message.Message):
     DEFAULT_TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_TOP_P_FIELD_NUMBER: _ClassVar[int]
     SAMPLING_DEFAULTS_SOURCE_FIELD_NUMBER: _ClassVar[int]
+    PREFIX_CACHE_FIELD_NUMBER: _ClassVar[int]
     version: str
     engine: str
     model: str
@@ -248,7 +249,30 @@ class ServerInfo(_message.Message):
     default_temperature: float
     default_top_p: float
     sampling_defaults_source: str
-    def __init__(self, version: _Optional[str] = ..., engine: _Optional[str] = ..., model: _Optional[str] = ..., model_fingerprint: _Optional[str] = ..., max_context_tokens: _Optional[int] = ..., default_max_tokens: _Optional[int] = ..., index_fingerprint: _Optional[str] = ..., embedder: _Optional[str] = ..., dtype: _Optional[str] = ..., default_temperature: _Optional[float] = ..., default_top_p: _Optional[float] = ..., sampling_defaults_source: _Optional[str] = ...) -> None: ...
+    prefix_cache: PrefixCacheInfo
+    def __init__(self, version: _Optional[str] = ..., engine: _Optional[str] = ..., model: _Optional[str] = ..., model_fingerprint: _Optional[str] = ..., max_context_tokens: _Optional[int] = ..., default_max_tokens: _Optional[int] = ..., index_fingerprint: _Optional[str] = ..., embedder: _Optional[str] = ..., dtype: _Optional[str] = ..., default_temperature: _Optional[float] = ..., default_top_p: _Optional[float] = ..., sampling_defaults_source: _Optional[str] = ..., prefix_cache: _Optional[_Union[PrefixCacheInfo, _Mapping]] = ...) -> None: ...
+
+class PrefixCacheInfo(_message.Message):
+    __slots__ = ("enabled", "hit_tokens", "miss_tokens", "hit_rate", "blocks", "bytes", "budget_bytes", "block_tokens", "evicted_blocks")
+    ENABLED_FIELD_NUMBER: _ClassVar[int]
+    HIT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    MISS_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    HIT_RATE_FIELD_NUMBER: _ClassVar[int]
+    BLOCKS_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_BYTES_FIELD_NUMBER: _ClassVar[int]
+    BLOCK_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    EVICTED_BLOCKS_FIELD_NUMBER: _ClassVar[int]
+    enabled: bool
+    hit_tokens: int
+    miss_tokens: int
+    hit_rate: float
+    blocks: int
+    bytes: int
+    budget_bytes: int
+    block_tokens: int
+    evicted_blocks: int
+    def __init__(self, enabled: _Optional[bool] = ..., hit_tokens: _Optional[int] = ..., miss_tokens: _Optional[int] = ..., hit_rate: _Optional[float] = ..., blocks: _Optional[int] = ..., bytes: _Optional[int] = ..., budget_bytes: _Optional[int] = ..., block_tokens: _Optional[int] = ..., evicted_blocks: _Optional[int] = ...) -> None: ...
 
 class AdapterInfo(_message.Message):
     __slots__ = ("name", "path", "resident", "pinned", "rank", "target_modules", "base_model", "in_flight", "last_used_unix", "load_ms", "fingerprint", "metadata")
