@@ -81,6 +81,19 @@ class RunStats:
     failed: int = 0
     wall_s: float = 0.0
     server: dict[str, Any] = field(default_factory=dict)
+    # The server's prefix cache over this run (hit/miss prompt tokens): how much prompt work the
+    # arms' shared prefixes and Score-after-Generate saved. Empty when the server does not report it.
+    prefix_cache: dict[str, Any] = field(default_factory=dict)
+
+    def prefix_cache_note(self) -> str | None:
+        """One line for the report, or None when nothing was looked up."""
+        cache = self.prefix_cache
+        if not cache.get("hit_tokens", 0) + cache.get("miss_tokens", 0):
+            return None
+        return (
+            f"Server prefix cache while answering: {cache['hit_rate']:.0%} of prompt tokens reused "
+            f"({cache['hit_tokens']} of {cache['hit_tokens'] + cache['miss_tokens']}, Score included)."
+        )
 
 
 class EvalRunError(RuntimeError):
@@ -108,6 +121,7 @@ class Runner:
         self.cache = AnswerCache(config.cache_path)
         self.stats = RunStats()
         self._fingerprints: dict[str, str] = {}
+        self._prefix_before: pb.PrefixCacheInfo | None = None
 
     def _oracle(self, item: EvalItem) -> list[pb.Passage]:
         missing = [d for d in item.gold_doc_ids if d not in self.passages]
@@ -157,6 +171,7 @@ class Runner:
         missing = sorted({a.adapter for a in arms if a.adapter and a.adapter not in adapters})
         if missing:
             raise EvalRunError(f"adapters {missing} are not loaded on the server; loaded: {sorted(adapters)}")
+        self._prefix_before = info.prefix_cache
         self._fingerprints = {"model": info.model_fingerprint, "index": info.index_fingerprint}
         self._fingerprints.update({f"adapter:{n}": a.fingerprint for n, a in adapters.items()})
         self.stats.server = {
@@ -227,6 +242,23 @@ class Runner:
         self.cache.put(key, record)
         return record
 
+    async def _measure_prefix_cache(self, client: AsyncAssistantClient) -> None:
+        before = self._prefix_before
+        try:
+            after = (await client.server_info()).prefix_cache
+        except grpc.aio.AioRpcError:
+            return  # the answers are in; a lost statistic is not worth failing the run for
+        if before is None or not after.enabled:
+            return
+        # Other clients' traffic counts too: the figure is the server's, over this run's window.
+        hits, misses = after.hit_tokens - before.hit_tokens, after.miss_tokens - before.miss_tokens
+        self.stats.prefix_cache = {
+            "hit_tokens": hits,
+            "miss_tokens": misses,
+            "hit_rate": hits / (hits + misses) if hits + misses else 0.0,
+            "block_tokens": after.block_tokens,
+        }
+
     async def run(self, items: Sequence[EvalItem], arms: Sequence[Arm]) -> list[AnswerRecord]:
         """One record per (item, arm), in item-major order."""
         jobs = [(item, arm) for item in items for arm in arms]
@@ -247,6 +279,7 @@ class Runner:
             finally:
                 bar.close()
             self.stats.wall_s = time.perf_counter() - started
+            await self._measure_prefix_cache(client)
         self.stats.requests = len(jobs)
         return list(records)
 

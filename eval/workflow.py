@@ -146,6 +146,7 @@ class RunSummary:
             "failed": self.stats.failed,
             "phases_s": self.phases_s,
             "server": self.stats.server,
+            "prefix_cache": self.stats.prefix_cache,
         }
         if self.sequential_s_per_answer is not None:
             run["sequential_s_per_answer"] = self.sequential_s_per_answer
@@ -210,6 +211,9 @@ def run_eval(config: EvalConfig) -> RunSummary:
         embedder=embedder,
         n_resamples=config.resamples,
     )
+    note = runner.stats.prefix_cache_note()
+    if note:
+        analysis.notes.append(note)
     phases["analyse_s"] = time.perf_counter() - t1
     t2 = time.perf_counter()
     config.out.mkdir(parents=True, exist_ok=True)

@@ -140,6 +140,10 @@ def test_eval_cli_end_to_end(
     assert oracle["contexts"] == ["tower"]
     assert all(len(a["option_logprobs"]) == 2 for a in answers if a["item_id"] in ("q1", "q3"))
     assert "data:image/png;base64" in (out / "report.html").read_text()
+    # Score re-reads each option item's prompt right after its Generate: the prefix cache serves it.
+    cache = run["prefix_cache"]
+    assert cache["hit_tokens"] > 0 and 0 < cache["hit_rate"] < 1 and cache["block_tokens"] == 16
+    assert "prefix cache" in (out / "report.md").read_text()
 
     second = subprocess.run(cmd[:-2], env=env, capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, second.stderr[-3000:]
