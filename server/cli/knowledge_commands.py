@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from tqdm import tqdm
@@ -13,6 +13,9 @@ from hybrid_assistant.retrieval.loaders import DocumentLoader, LoadProblem
 from hybrid_assistant.retrieval.types import Document, IngestSummary
 from hybrid_assistant.server.cli.options import Connection, connection_options
 from hybrid_assistant.v1 import assistant_pb2 as pb
+
+if TYPE_CHECKING:
+    from hybrid_assistant.server.config import Settings
 
 
 def _report_problem(problem: LoadProblem) -> None:
@@ -44,6 +47,32 @@ def _as_pb(documents: Iterator[Document], bar: tqdm) -> Iterator[pb.Document]:
         yield pb.Document(id=d.id, text=d.text, metadata=dict(d.metadata), source=d.source)
 
 
+def _ingest_local(settings: Settings, documents: Iterator[Document]) -> IngestSummary:
+    """Into the data dir's index, or with database_url set straight into the shared PostgreSQL
+    store (no local cache needed: every replica follows the store within seconds)."""
+    from hybrid_assistant.retrieval.chunker import Chunker
+    from hybrid_assistant.retrieval.shared_ingest import ingest_shared
+    from hybrid_assistant.retrieval.shared_store import SharedStore
+    from hybrid_assistant.server.knowledge import make_embedder, open_knowledge_base
+
+    if settings.database_url is None:
+        with open_knowledge_base(settings) as kb:
+            return kb.ingest(list(documents), progress=True)
+    retrieval = settings.retrieval
+    store = SharedStore.open(settings.database_url.get_secret_value(), retrieval.change_retention)
+    try:
+        typer.echo(f"ingesting into the shared knowledge store {store.where}", err=True)
+        embedder = make_embedder(settings)
+        store.check_embedder(embedder.name, embedder.dimension)
+        chunker = Chunker(retrieval.chunk_size, retrieval.chunk_overlap)
+        summary, _ = ingest_shared(
+            store, embedder, chunker, documents, retrieval.embed_batch_size, progress=True
+        )
+        return summary
+    finally:
+        store.close()
+
+
 @connection_options(admin=True)
 def ingest(
     paths: Annotated[list[Path], typer.Argument(help=".txt, .md, .jsonl files or folders (recursive).")],
@@ -53,7 +82,11 @@ def ingest(
     ] = "path",
     local: Annotated[
         bool,
-        typer.Option("--local", help="Write the data dir's index directly (no server may be running on it)."),
+        typer.Option(
+            "--local",
+            help="Write the data dir's index directly (no server may be running on it); with "
+            "HA_DATABASE_URL set, write the shared PostgreSQL store (servers pick it up within seconds).",
+        ),
     ] = False,
     data_dir: Annotated[Path | None, typer.Option(help="Data directory for --local [HA_DATA_DIR].")] = None,
     connection: Connection = Connection(),
@@ -65,11 +98,9 @@ def ingest(
     documents = _with_ids(loader.iter_documents(paths), ids)
     if local:
         from hybrid_assistant.server.config import load_settings
-        from hybrid_assistant.server.knowledge import open_knowledge_base
 
         settings = load_settings(None, data_dir=data_dir)
-        with open_knowledge_base(settings) as kb:
-            summary = kb.ingest(list(documents), progress=True)
+        summary = _ingest_local(settings, documents)
         _summary(summary, loader)
         raise typer.Exit(1 if summary.errors else 0)
     with connection.connect() as client, tqdm(desc="documents sent", unit="doc") as bar:
