@@ -30,6 +30,10 @@ log = logging.getLogger(__name__)
 # One lock key for every component's migrations: components may depend on each other's tables.
 MIGRATION_LOCK = 0x4841_5343_4845_4D41  # "HASCHEMA"
 CONNECT_TIMEOUT_S = 5
+# The pool's own reconnection backs off exponentially without a cap (1, 2, 4 ... s up to this
+# timeout): after a long outage its next attempt could be minutes away. Giving up after 2 s
+# instead hands reconnection to demand: the next caller that waits grows the pool at once.
+RECONNECT_TIMEOUT_S = 2.0
 
 
 class DatabaseUnavailable(RuntimeError):
@@ -50,7 +54,7 @@ def redact(dsn: str) -> str:
     return parts._replace(netloc=netloc).geturl()
 
 
-def open_pool(dsn: str, *, name: str, max_size: int = 4, timeout_s: float = 10.0) -> ConnectionPool:
+def open_pool(dsn: str, *, name: str, max_size: int = 4, timeout_s: float = 5.0) -> ConnectionPool:
     """An open pool (waits for the first connection); DatabaseUnavailable if none comes in time."""
     pool = ConnectionPool(
         dsn,
@@ -60,6 +64,7 @@ def open_pool(dsn: str, *, name: str, max_size: int = 4, timeout_s: float = 10.0
         timeout=timeout_s,
         check=ConnectionPool.check_connection,
         kwargs={"connect_timeout": CONNECT_TIMEOUT_S},
+        reconnect_timeout=RECONNECT_TIMEOUT_S,
         open=False,
     )
     try:
