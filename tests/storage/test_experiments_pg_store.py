@@ -21,7 +21,9 @@ from hybrid_assistant.server.experiments.store import LogRecord
 from hybrid_assistant.testing.postgres import PostgresServer, PostgresUnavailable
 
 
-def record(request_id: str, *, at: float | None = None, experiment: str = "", subject: str = "u1") -> LogRecord:
+def record(
+    request_id: str, *, at: float | None = None, experiment: str = "", subject: str = "u1"
+) -> LogRecord:
     return LogRecord(
         request_id=request_id,
         time_unix=time.time() if at is None else at,
@@ -110,7 +112,7 @@ def test_feedback_is_durable_idempotent_and_refuses_a_change(store: PostgresLogS
     store.writer().insert([record("r1", experiment="e")])
     assert store.record_feedback("r1", "thumbs", 1.0, time.time(), None) is False
     assert store.record_feedback("r1", "thumbs", 1.0, time.time(), None) is True
-    with pytest.raises(AlreadyExists, match="already has thumbs = 1.0"):
+    with pytest.raises(AlreadyExists, match=r"already has thumbs = 1\.0"):
         store.record_feedback("r1", "thumbs", 0.0, time.time(), None)
     # Committed: another connection sees it.
     assert count(pg_dsn, "feedback") == 1
