@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from hybrid_assistant.server.cpu import cpu_info
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 # Open-ended requests for streaming benchmarks: each keeps a model busy for its max_tokens.
@@ -56,28 +58,12 @@ def table(rows: Sequence[dict[str, Any]], columns: Sequence[str], title: str = "
     return "\n".join(lines)
 
 
-def cpu_model_and_isa() -> tuple[str, list[str]]:
-    """The CPU's model name and the vector ISA flags that decide kernel speed (machines differ)."""
-    model, flags = platform.processor() or platform.machine(), set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                model = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
-                break
-    except OSError:
-        pass
-    wanted = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile")
-    return model, [f for f in wanted if f in flags]
-
-
 def machine() -> dict[str, Any]:
-    model, isa = cpu_model_and_isa()
+    cpu = cpu_info()
     return {
-        "cpu": model,
-        "cpu_isa": isa,
+        "cpu": cpu.model,
+        "cpu_isa": list(cpu.isa),
+        "cpu_torch_capability": cpu.torch_capability,
         "cores": os.cpu_count(),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),

@@ -25,6 +25,7 @@ from hybrid_assistant.server import metrics
 from hybrid_assistant.server.adapter_registry import AdapterRegistry
 from hybrid_assistant.server.assistant import AssistantCore
 from hybrid_assistant.server.auth import AdminTokenInterceptor
+from hybrid_assistant.server.cpu import cpu_info
 from hybrid_assistant.server.decode_guard import DecodeGuardInterceptor
 from hybrid_assistant.server.engines.factory import make_engine
 from hybrid_assistant.server.experiments.log_store import open_log_store
@@ -268,6 +269,7 @@ class App:
     def server_info(self) -> pb.ServerInfo:
         model = self.engine.model_info
         sampling = self.core.sampling_defaults
+        cpu = cpu_info()
         return pb.ServerInfo(
             version=_version(),
             engine=self.engine.name,
@@ -282,6 +284,9 @@ class App:
             default_top_p=sampling.top_p,
             sampling_defaults_source=sampling.source,
             prefix_cache=_prefix_cache_message(self.engine.prefix_cache_info()),
+            cpu=cpu.model,
+            cpu_features=list(cpu.isa),
+            cpu_torch_capability=cpu.torch_capability,
         )
 
 

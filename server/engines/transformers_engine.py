@@ -14,6 +14,7 @@ import torch
 from transformers import AutoTokenizer, GenerationConfig
 
 from hybrid_assistant.adapters.peft_format import AdapterSpec, BaseModelSpec, load_lora_weights
+from hybrid_assistant.server.cpu import cpu_info, dtype_warning
 from hybrid_assistant.server.engines.errors import EngineStoppedError
 from hybrid_assistant.server.engines.loaded import LoadedModel
 from hybrid_assistant.server.engines.model_runner import ModelRunner
@@ -62,6 +63,11 @@ class TransformersEngine(LoadedModel):
             torch.set_num_threads(settings.threads)
         resolved = resolve_model(settings.model_path, settings.model_name, settings.models_dir)
         started = time.perf_counter()
+        cpu = cpu_info()
+        log.info("CPU: %s", cpu.summary())
+        warning = dtype_warning(settings.dtype, cpu)
+        if warning:
+            log.warning("%s", warning)
         dtype = getattr(torch, settings.dtype)
         self._tokenizer = AutoTokenizer.from_pretrained(resolved.path)
         self._runner = ModelRunner(

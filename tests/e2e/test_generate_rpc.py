@@ -19,6 +19,7 @@ from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from hybrid_assistant.client import AssistantClient, AsyncAssistantClient
+from hybrid_assistant.server.cpu import ISA_FLAGS
 from hybrid_assistant.server.sampling_defaults import BUILTIN_TEMPERATURE, BUILTIN_TOP_P
 from hybrid_assistant.v1 import assistant_pb2 as pb
 from tests.helpers import ServerThread
@@ -87,6 +88,7 @@ def test_server_info_health_and_reflection(shared_server: ServerThread) -> None:
         assert info.engine == "transformers"
         assert info.model == "tiny-llama"
         assert len(info.model_fingerprint) == 64
+        assert info.cpu and info.cpu_torch_capability and set(info.cpu_features) <= set(ISA_FLAGS)
         status = client.health.Check(health_pb2.HealthCheckRequest(service="hybrid_assistant.v1.Assistant"))
         assert status.status == health_pb2.HealthCheckResponse.SERVING
         stub = reflection_pb2_grpc.ServerReflectionStub(client.channel)

@@ -223,7 +223,7 @@ class GetServerInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ServerInfo(_message.Message):
-    __slots__ = ("version", "engine", "model", "model_fingerprint", "max_context_tokens", "default_max_tokens", "index_fingerprint", "embedder", "dtype", "default_temperature", "default_top_p", "sampling_defaults_source", "prefix_cache")
+    __slots__ = ("version", "engine", "model", "model_fingerprint", "max_context_tokens", "default_max_tokens", "index_fingerprint", "embedder", "dtype", "default_temperature", "default_top_p", "sampling_defaults_source", "prefix_cache", "cpu", "cpu_features", "cpu_torch_capability")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     ENGINE_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -237,6 +237,9 @@ class ServerInfo(_message.Message):
     DEFAULT_TOP_P_FIELD_NUMBER: _ClassVar[int]
     SAMPLING_DEFAULTS_SOURCE_FIELD_NUMBER: _ClassVar[int]
     PREFIX_CACHE_FIELD_NUMBER: _ClassVar[int]
+    CPU_FIELD_NUMBER: _ClassVar[int]
+    CPU_FEATURES_FIELD_NUMBER: _ClassVar[int]
+    CPU_TORCH_CAPABILITY_FIELD_NUMBER: _ClassVar[int]
     version: str
     engine: str
     model: str
@@ -250,7 +253,10 @@ class ServerInfo(_message.Message):
     default_top_p: float
     sampling_defaults_source: str
     prefix_cache: PrefixCacheInfo
-    def __init__(self, version: _Optional[str] = ..., engine: _Optional[str] = ..., model: _Optional[str] = ..., model_fingerprint: _Optional[str] = ..., max_context_tokens: _Optional[int] = ..., default_max_tokens: _Optional[int] = ..., index_fingerprint: _Optional[str] = ..., embedder: _Optional[str] = ..., dtype: _Optional[str] = ..., default_temperature: _Optional[float] = ..., default_top_p: _Optional[float] = ..., sampling_defaults_source: _Optional[str] = ..., prefix_cache: _Optional[_Union[PrefixCacheInfo, _Mapping]] = ...) -> None: ...
+    cpu: str
+    cpu_features: _containers.RepeatedScalarFieldContainer[str]
+    cpu_torch_capability: str
+    def __init__(self, version: _Optional[str] = ..., engine: _Optional[str] = ..., model: _Optional[str] = ..., model_fingerprint: _Optional[str] = ..., max_context_tokens: _Optional[int] = ..., default_max_tokens: _Optional[int] = ..., index_fingerprint: _Optional[str] = ..., embedder: _Optional[str] = ..., dtype: _Optional[str] = ..., default_temperature: _Optional[float] = ..., default_top_p: _Optional[float] = ..., sampling_defaults_source: _Optional[str] = ..., prefix_cache: _Optional[_Union[PrefixCacheInfo, _Mapping]] = ..., cpu: _Optional[str] = ..., cpu_features: _Optional[_Iterable[str]] = ..., cpu_torch_capability: _Optional[str] = ...) -> None: ...
 
 class PrefixCacheInfo(_message.Message):
     __slots__ = ("enabled", "hit_tokens", "miss_tokens", "hit_rate", "blocks", "bytes", "budget_bytes", "block_tokens", "evicted_blocks")
