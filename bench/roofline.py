@@ -1,0 +1,171 @@
+"""The embedded engine's decode step against this machine's limits, all measured in one run.
+
+Measures the CPU's memory bandwidth (a stream copy of a 256 MiB tensor: bytes read + written)
+and its large-GEMM rate (2048 x 2048 x 2048 float32), then times decode steps of the model
+runner (no scheduler, no gRPC) at several batch sizes, with and without mixed adapters. For each
+step it prints:
+- memory-bound time: the bytes a step must read (every weight once, LM head included, the
+  adapters' A/B matrices, each row's cached keys/values) divided by the measured bandwidth;
+- compute-bound time: the step's FLOPs (2 x matmul parameters per row, attention over the
+  context) divided by the large-GEMM rate;
+- roofline time: the larger of the two, and the measured step time over it (1.0 = at the limit).
+
+    python bench/roofline.py                 # SmolLM2, rows 1/16/32, 0 and 4 adapters
+    python bench/roofline.py --quick         # fewer steps
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch
+
+from bench.harness import matmul_gflops, table, write_results
+
+ROWS = (1, 16, 32)
+CONTEXT = 128
+RANK = 8
+TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def stream_copy_gbps(mib: int = 256, seconds: float = 1.5) -> float:
+    """Sustained copy bandwidth (read + write bytes per second), all torch threads."""
+    src = torch.ones(mib * 2**20 // 4)
+    dst = torch.empty_like(src)
+    for _ in range(2):
+        dst.copy_(src)
+    count, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        dst.copy_(src)
+        count += 1
+    return 2 * src.numel() * 4 * count / (time.perf_counter() - started) / 1e9
+
+
+def model_shape(model_dir: Path) -> dict[str, int]:
+    config = json.loads((model_dir / "config.json").read_text())
+    heads = config["num_attention_heads"]
+    return {
+        "hidden": config["hidden_size"],
+        "inter": config["intermediate_size"],
+        "layers": config["num_hidden_layers"],
+        "heads": heads,
+        "kv": config["num_key_value_heads"],
+        "head_dim": config.get("head_dim") or config["hidden_size"] // heads,
+        "vocab": config["vocab_size"],
+    }
+
+
+def step_costs(shape: dict[str, int], rows: int, context: int, adapters: int) -> tuple[float, float]:
+    """(bytes read, FLOPs) of one decode step of ``rows`` rows at ``context`` cached tokens, fp32."""
+    h, i, layers, heads, kv, hd = (shape[k] for k in ("hidden", "inter", "layers", "heads", "kv", "head_dim"))
+    per_layer = h * heads * hd * 2 + h * kv * hd * 2 + 3 * h * i
+    matmul_params = layers * per_layer + h * shape["vocab"]  # the LM head reads the whole vocabulary
+    # LoRA: per targeted projection, A (r x in) and B (out x r), per adapter in the batch.
+    lora_params = adapters * layers * RANK * (2 * (h + heads * hd) + 2 * (h + kv * hd) + 3 * (h + i))
+    kv_bytes = rows * context * layers * 2 * kv * hd * 4
+    weight_bytes = (matmul_params + lora_params) * 4
+    attention_flops = rows * layers * 2 * 2 * context * heads * hd
+    flops = 2 * rows * matmul_params + attention_flops + 2 * rows * lora_params / max(1, adapters)
+    return weight_bytes + kv_bytes, flops
+
+
+def time_steps(runner: Any, rows: int, uids: list[int], steps: int) -> float:
+    """Median milliseconds of a decode step (``rows`` rows, one new token each, CONTEXT cached)."""
+    prompt = torch.randint(100, 20000, (rows, CONTEXT))
+    zeros = torch.zeros(rows, dtype=torch.int64)
+    runner.forward(0, prompt, zeros, torch.full((rows,), CONTEXT), uids, list(range(rows)))
+    lengths = torch.ones(rows, dtype=torch.int64)
+    times = []
+    for i in range(steps + 2):
+        starts = torch.full((rows,), CONTEXT + i, dtype=torch.int64)
+        tokens = torch.randint(100, 20000, (rows, 1))
+        started = time.perf_counter()
+        runner.forward(0, tokens, starts, lengths, uids, list(range(rows)))
+        if i >= 2:  # two warm-up steps
+            times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="5 steps per point instead of 20")
+    args = parser.parse_args()
+    steps = 5 if args.quick else 20
+
+    from bench.serve import make_adapters
+    from hybrid_assistant.adapters.peft_format import inspect_adapter, load_lora_weights
+    from hybrid_assistant.server.config import load_settings
+    from hybrid_assistant.server.engines.model_runner import ModelRunner
+    from hybrid_assistant.server.model_store import resolve_model
+
+    bandwidth = stream_copy_gbps()
+    gemm = matmul_gflops(2048, 2048, 2048, seconds=1.5)
+    settings = load_settings(None)
+    model_dir = resolve_model(None, None, settings.models_dir).path
+    shape = model_shape(model_dir)
+    decode_gemm = matmul_gflops(16, shape["hidden"], shape["inter"])
+    runner = ModelRunner(
+        model_dir,
+        dtype=torch.float32,
+        max_rows=max(ROWS),
+        max_tokens=CONTEXT + steps + 8,
+        model_name="SmolLM2-135M-Instruct",
+        aliases=set(),
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        for uid, path in enumerate(make_adapters(model_dir, Path(tmp), 4, RANK, TARGETS).values(), start=1):
+            spec = inspect_adapter(path, runner.base_spec, max_rank=64)
+            runner.bank.add(uid, load_lora_weights(spec, torch.float32))
+
+    results: list[dict[str, Any]] = []
+    for adapters in (0, 4):
+        for rows in ROWS:
+            uids = [1 + r % adapters for r in range(rows)] if adapters else [0] * rows
+            used = min(adapters, rows)
+            step_ms = time_steps(runner, rows, uids, steps)
+            read, flops = step_costs(shape, rows, CONTEXT, used)
+            memory_ms = read / (bandwidth * 1e9) * 1000
+            compute_ms = flops / (gemm * 1e9) * 1000
+            roof = max(memory_ms, compute_ms)
+            results.append(
+                {
+                    "rows": rows,
+                    "adapters": used,
+                    "step_ms": step_ms,
+                    "memory_bound_ms": memory_ms,
+                    "compute_bound_ms": compute_ms,
+                    "bound_by": "memory" if memory_ms >= compute_ms else "compute",
+                    "step_over_roofline": step_ms / roof,
+                    "tokens_per_s": rows / step_ms * 1000,
+                    "achieved_gflops": flops / (step_ms / 1000) / 1e9,
+                }
+            )
+    limits = {
+        "stream_copy_gbps": bandwidth,
+        "gemm_2048_gflops": gemm,
+        "gemm_decode_shape_gflops": decode_gemm,
+        "threads": torch.get_num_threads(),
+    }
+    print(table([limits], list(limits), "this machine's limits (measured now)"))
+    print()
+    columns = ["rows", "adapters", "step_ms", "memory_bound_ms", "compute_bound_ms", "bound_by"]
+    columns += ["step_over_roofline", "tokens_per_s", "achieved_gflops"]
+    print(table(results, columns, f"decode step, float32, {CONTEXT}-token context, rank-{RANK} adapters"))
+    payload = {"context": CONTEXT, "steps": steps, "limits": limits, "decode_steps": results}
+    path = write_results("roofline", payload)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
