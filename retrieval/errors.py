@@ -1,8 +1,9 @@
 """Domain exceptions of the retrieval package.
 
 The server maps these to status codes in one place (``server/errors.py``): ``InvalidQueryError``
-to ``INVALID_ARGUMENT``, the others to ``FAILED_PRECONDITION`` (``IndexLockedError``,
-``IncompatibleIndexError``, ``CorruptIndexError`` and ``EmbedderError`` are mostly start-up failures).
+to ``INVALID_ARGUMENT``, ``SharedStoreUnavailableError`` to ``UNAVAILABLE``, the others to
+``FAILED_PRECONDITION`` (``IndexLockedError``, ``IncompatibleIndexError`` (and its
+``SharedSchemaError``), ``CorruptIndexError`` and ``EmbedderError`` are mostly start-up failures).
 Invalid ``RetrievalSettings`` raise pydantic's ``ValidationError`` (a ``ValueError``).
 Every message shows the offending value.
 """
@@ -43,4 +44,4 @@ class SharedSchemaError(IncompatibleIndexError):
 
 
 class SharedStoreUnavailableError(RetrievalError):
-    """The shared PostgreSQL store cannot be reached; the write did not happen."""
+    """The shared PostgreSQL store cannot be reached (mapped to ``UNAVAILABLE``)."""

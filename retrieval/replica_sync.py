@@ -3,7 +3,8 @@ are a cache that follows the shared change sequence.
 
 Writes (``ingest``, ``delete``) go to the shared store in one transaction; the replica then
 applies the change to its own cache at once, so its next search sees it. Every other replica
-picks it up on its next poll (``sync_interval_s``, 1 s by default): it reads the documents
+picks it up when the write's notification arrives (LISTEN/NOTIFY), or at the latest on its next
+poll (``sync_interval_s``, 1 s by default): it reads the documents
 changed after the last change it applied, in one consistent snapshot, and applies their current
 state to the cache — chunk ids are the shared store's and never reused, so the id difference is
 the whole difference, and new chunks come with their stored embeddings. Nothing is re-embedded.
@@ -25,6 +26,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
+import psycopg
 
 from hybrid_assistant.retrieval.chunker import Chunk
 from hybrid_assistant.retrieval.embedder import Embedder
@@ -265,18 +267,47 @@ class ReplicaKnowledgeBase(KnowledgeBase):
             self._follower = None
 
     def _follow(self, interval: float) -> None:
+        """Sync when another replica's write commits (LISTEN/NOTIFY), and every ``interval``
+        regardless: a lost notification or a dropped listening connection only costs latency."""
+        listener: psycopg.Connection | None = None
         failing = False
-        while not self._stop.wait(interval):
+        try:
+            while not self._stop.is_set():
+                listener = self._wait_for_change(listener, interval)
+                if self._stop.is_set():
+                    break
+                try:
+                    self.sync()
+                except Exception:
+                    if not failing:  # once per outage, not once a second
+                        logger.warning("cannot follow the shared knowledge store; retrying", exc_info=True)
+                    failing = True
+                    continue
+                if failing:
+                    logger.info("following the shared knowledge store again (change %d)", self._applied_seq)
+                    failing = False
+        finally:
+            if listener is not None:
+                listener.close()
+
+    def _wait_for_change(
+        self, listener: psycopg.Connection | None, interval: float
+    ) -> psycopg.Connection | None:
+        """Wait up to ``interval`` for a change notification; returns the listener to reuse."""
+        assert self._store is not None
+        if listener is None:
             try:
-                self.sync()
-            except Exception:
-                if not failing:  # once per outage, not once a second
-                    logger.warning("cannot follow the shared knowledge store; retrying", exc_info=True)
-                failing = True
-                continue
-            if failing:
-                logger.info("following the shared knowledge store again (change %d)", self._applied_seq)
-                failing = False
+                listener = self._store.listen()
+            except psycopg.Error:
+                self._stop.wait(interval)
+                return None
+        try:
+            for _ in listener.notifies(timeout=interval, stop_after=1):
+                pass
+        except psycopg.Error:
+            listener.close()
+            return None
+        return listener
 
     # ------------------------------------------------------------------ state
 

@@ -36,8 +36,12 @@ logger = logging.getLogger(__name__)
 
 _BATCH = 5000  # ids per ``= ANY(%s)`` query
 _CONNECT_TIMEOUT_S = 10.0
+# How long a write waits for a pooled connection while the database is unreachable.
+_POOL_TIMEOUT_S = 5.0
 # Change rows kept for replicas that are behind; one further behind rebuilds from the stored state.
 DEFAULT_CHANGE_RETENTION = 100_000
+# NOTIFY channel: PostgreSQL delivers it when the writing transaction commits.
+CHANNEL = "knowledge_changes"
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,7 @@ class SharedStore:
     def __init__(self, dsn: str, change_retention: int = DEFAULT_CHANGE_RETENTION) -> None:
         # Use ``SharedStore.open``.
         self.where = describe_dsn(dsn)
+        self._dsn = dsn  # holds the password: never logged (``where`` is the printable form)
         self.change_retention = change_retention
         self._pool = ConnectionPool(
             dsn,
@@ -97,7 +102,7 @@ class SharedStore:
             kwargs={"autocommit": True},
             # A connection broken by a server restart is replaced when taken, not used.
             check=ConnectionPool.check_connection,
-            timeout=_CONNECT_TIMEOUT_S,
+            timeout=_POOL_TIMEOUT_S,
             name="knowledge",
             open=False,
         )
@@ -108,13 +113,16 @@ class SharedStore:
         """Connect and create or migrate the schema. Raises ``SharedStoreUnavailableError`` when the
         database cannot be reached, ``SharedSchemaError`` when its schema is newer than this code."""
         store = cls(dsn, change_retention)
-        store._pool.open()
+        # One direct connection first: an unreachable or misnamed database fails at once with
+        # the server's own reason, not after the pool's timeout with a generic one.
         try:
-            with store._connection() as conn:
+            with psycopg.connect(dsn, autocommit=True, connect_timeout=int(_CONNECT_TIMEOUT_S)) as conn:
                 store.kb_id = ensure_schema(conn)
-        except BaseException:
-            store.close()
-            raise
+        except psycopg.OperationalError as exc:
+            raise SharedStoreUnavailableError(
+                f"cannot open the shared knowledge store {store.where}: {exc}".strip()
+            ) from exc
+        store._pool.open()
         return store
 
     def close(self) -> None:
@@ -127,7 +135,8 @@ class SharedStore:
                 yield conn
         except (PoolTimeout, psycopg.OperationalError) as exc:
             raise SharedStoreUnavailableError(
-                f"the shared knowledge store {self.where} is unavailable ({exc}); nothing was written"
+                f"the shared knowledge store {self.where} is unavailable ({exc}); retry later "
+                "(ingest and delete are idempotent)"
             ) from exc
 
     # ------------------------------------------------------------------ identity
@@ -274,9 +283,19 @@ class SharedStore:
         cut = seq - self.change_retention
         if cut > 0 and conn.execute("DELETE FROM knowledge_changes WHERE seq <= %s", (cut,)).rowcount > 0:
             conn.execute("UPDATE knowledge_meta SET value = %s WHERE key = 'pruned_through'", (str(cut),))
-        conn.execute("SELECT pg_notify('knowledge_changes', %s)", (str(seq),))
+        conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, str(seq)))
 
     # ------------------------------------------------------------------ replica reads
+
+    def listen(self) -> psycopg.Connection:
+        """A connection of its own that receives a notification at each committed write."""
+        conn = psycopg.connect(self._dsn, autocommit=True, connect_timeout=int(_CONNECT_TIMEOUT_S))
+        try:
+            conn.execute(f"LISTEN {CHANNEL}")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
 
     @contextmanager
     def snapshot(self) -> Iterator[Snapshot]:

@@ -73,6 +73,7 @@ _MAPPING: dict[type[BaseException], grpc.StatusCode] = {
     retrieval_errors.IncompatibleIndexError: grpc.StatusCode.FAILED_PRECONDITION,
     retrieval_errors.CorruptIndexError: grpc.StatusCode.FAILED_PRECONDITION,
     retrieval_errors.EmbedderError: grpc.StatusCode.FAILED_PRECONDITION,
+    retrieval_errors.SharedStoreUnavailableError: grpc.StatusCode.UNAVAILABLE,
     engine_errors.QueueFullError: grpc.StatusCode.RESOURCE_EXHAUSTED,
     engine_errors.EngineStoppedError: grpc.StatusCode.UNAVAILABLE,
     # engine_errors.StepFailedError is left INTERNAL: a failed forward step is the server's fault.
