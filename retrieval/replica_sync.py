@@ -40,6 +40,7 @@ from hybrid_assistant.retrieval.types import DeleteSummary, Document, IngestSumm
 logger = logging.getLogger(__name__)
 
 _CHANGES_PER_PASS = 1000
+_FULL_SYNC_PAGE = 1000  # documents read per query during a full sync
 _KB_ID = "shared_kb_id"
 _SEQ = "shared_seq"
 
@@ -179,52 +180,28 @@ class ReplicaKnowledgeBase(KnowledgeBase):
         return ""
 
     def _apply(self, snap: Snapshot, ids: Sequence[str] | None, upto: int, reset: bool) -> None:
-        """Bring the cached documents ``ids`` (all when None) to the snapshot's state, in one commit."""
+        """Bring the cached documents ``ids`` (all when None) to the snapshot's state, in one commit.
+
+        A full sync goes page by page (memory stays one page of texts and embeddings) and ends
+        with a FAISS index rebuilt from the stored embeddings; an incremental one edits the index.
+        """
         docstore = self._docstore
-        remote = snap.documents(ids)
         docstore.begin()
         try:
-            removed: list[int] = []
-            if reset:  # ids of another database mean nothing here
+            if reset:  # chunk ids of another database mean nothing here
                 for doc_id in docstore.document_ids():
-                    removed.extend(docstore.delete_document(doc_id))
-            local_ids = docstore.document_ids() if ids is None else ids
-            targets = list(dict.fromkeys([*remote, *local_ids]))
-            new_chunks: list[tuple[str, RemoteChunk]] = []
-            doc_delta = 0
-            for doc_id in targets:
-                existed = docstore.document_state(doc_id) is not None
-                doc = remote.get(doc_id)
-                if doc is None:
-                    if existed:
-                        removed.extend(docstore.delete_document(doc_id))
-                        doc_delta -= 1
-                    continue
-                cached = set(docstore.chunk_ids_of(doc_id))
-                stale = sorted(cached - {c.id for c in doc.chunks})
-                docstore.delete_chunk_ids(stale)
-                removed.extend(stale)
-                docstore.put_document(
-                    doc_id,
-                    source=doc.source,
-                    metadata=json.loads(doc.metadata_json),
-                    content_hash=doc.content_hash,
-                    chunk_count=len(doc.chunks),
-                )
-                new_chunks.extend((doc_id, c) for c in doc.chunks if c.id not in cached)
-                doc_delta += not existed
-            add_ids = np.fromiter((c.id for _, c in new_chunks), dtype=np.int64, count=len(new_chunks))
-            vectors = snap.embeddings(add_ids.tolist(), self._embedder.dimension)
-            offset = 0
-            for doc_id, group in itertools.groupby(new_chunks, key=lambda pair: pair[0]):
-                chunks = [c for _, c in group]
-                docstore.insert_chunks_with_ids(
-                    doc_id,
-                    [c.id for c in chunks],
-                    [Chunk(c.ordinal, c.text, c.start, c.end) for c in chunks],
-                    vectors[offset : offset + len(chunks)],
-                )
-                offset += len(chunks)
+                    docstore.delete_document(doc_id)
+            if ids is None:
+                everything = sorted({*snap.document_ids(), *docstore.document_ids()})
+                changed = 0
+                for start in range(0, len(everything), _FULL_SYNC_PAGE):
+                    add_ids, _, removed, _ = self._apply_documents(
+                        snap, everything[start : start + _FULL_SYNC_PAGE]
+                    )
+                    changed += len(add_ids) + len(removed)
+            else:
+                add_ids, vectors, removed, doc_delta = self._apply_documents(snap, ids)
+                changed = len(add_ids) + len(removed)
             docstore.set_meta(_KB_ID, snap.kb_id)
             docstore.set_meta(_SEQ, str(upto))
             docstore.bump_generation()
@@ -240,8 +217,53 @@ class ReplicaKnowledgeBase(KnowledgeBase):
         if ids is None:
             self._save_index()
         else:
-            self._maybe_save(len(add_ids) + len(removed))
-        logger.debug("applied shared changes through %d: +%d -%d chunks", upto, len(add_ids), len(removed))
+            self._maybe_save(changed)
+        logger.debug("applied shared changes through %d: %d chunks added or removed", upto, changed)
+
+    def _apply_documents(
+        self, snap: Snapshot, ids: Sequence[str]
+    ) -> tuple[np.ndarray, np.ndarray, list[int], int]:
+        """Edit the docstore (inside the open transaction) to hold the snapshot's version of
+        ``ids``; returns (added chunk ids, their embeddings, removed chunk ids, document delta)."""
+        docstore = self._docstore
+        remote = snap.documents(ids)
+        removed: list[int] = []
+        new_chunks: list[tuple[str, RemoteChunk]] = []
+        doc_delta = 0
+        for doc_id in dict.fromkeys([*remote, *ids]):
+            existed = docstore.document_state(doc_id) is not None
+            doc = remote.get(doc_id)
+            if doc is None:
+                if existed:
+                    removed.extend(docstore.delete_document(doc_id))
+                    doc_delta -= 1
+                continue
+            cached = set(docstore.chunk_ids_of(doc_id))
+            stale = sorted(cached - {c.id for c in doc.chunks})
+            docstore.delete_chunk_ids(stale)
+            removed.extend(stale)
+            docstore.put_document(
+                doc_id,
+                source=doc.source,
+                metadata=json.loads(doc.metadata_json),
+                content_hash=doc.content_hash,
+                chunk_count=len(doc.chunks),
+            )
+            new_chunks.extend((doc_id, c) for c in doc.chunks if c.id not in cached)
+            doc_delta += not existed
+        add_ids = np.fromiter((c.id for _, c in new_chunks), dtype=np.int64, count=len(new_chunks))
+        vectors = snap.embeddings(add_ids.tolist(), self._embedder.dimension)
+        offset = 0
+        for doc_id, group in itertools.groupby(new_chunks, key=lambda pair: pair[0]):
+            chunks = [c for _, c in group]
+            docstore.insert_chunks_with_ids(
+                doc_id,
+                [c.id for c in chunks],
+                [Chunk(c.ordinal, c.text, c.start, c.end) for c in chunks],
+                vectors[offset : offset + len(chunks)],
+            )
+            offset += len(chunks)
+        return add_ids, vectors, removed, doc_delta
 
     def _commit_rebuilt(self) -> None:
         """Commit a full sync with a FAISS index rebuilt from the stored embeddings."""

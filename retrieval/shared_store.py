@@ -334,19 +334,19 @@ class Snapshot:
             return after, []
         return int(rows[-1][0]), list(dict.fromkeys(str(r[1]) for r in rows))
 
-    def documents(self, ids: Sequence[str] | None = None) -> dict[str, RemoteDocument]:
-        """The stored documents with these ids (all when None); absent ids are missing from the result."""
-        params = [list(ids)] if ids is not None else []
-        where, chunk_where = (
-            ("WHERE id = ANY(%s)", "WHERE document_id = ANY(%s)") if ids is not None else ("", "")
-        )
+    def document_ids(self) -> list[str]:
+        return [str(r[0]) for r in self._conn.execute("SELECT id FROM knowledge_documents")]
+
+    def documents(self, ids: Sequence[str]) -> dict[str, RemoteDocument]:
+        """The stored documents with these ids; absent ids are missing from the result."""
+        params = [list(ids)]
         docs = self._conn.execute(
-            f"SELECT id, source, metadata, content_hash FROM knowledge_documents {where}", params
+            "SELECT id, source, metadata, content_hash FROM knowledge_documents WHERE id = ANY(%s)", params
         ).fetchall()
         chunks: dict[str, list[RemoteChunk]] = {}
         for r in self._conn.execute(
             "SELECT id, document_id, ordinal, text, start_offset, end_offset FROM knowledge_chunks "
-            f"{chunk_where} ORDER BY document_id, ordinal",
+            "WHERE document_id = ANY(%s) ORDER BY document_id, ordinal",
             params,
         ):
             chunks.setdefault(r[1], []).append(RemoteChunk(int(r[0]), int(r[2]), r[3], int(r[4]), int(r[5])))

@@ -49,20 +49,18 @@ def make_embedder(settings: Settings) -> Embedder:
     return SentenceTransformerEmbedder(settings.embedder_path, batch_size=batch)
 
 
-def open_knowledge_base(settings: Settings, follow: bool = True) -> KnowledgeBase:
+def open_knowledge_base(settings: Settings) -> KnowledgeBase:
     """Open the knowledge base with the configured embedder (blocking).
 
     With ``database_url`` set, PostgreSQL holds the documents and this replica keeps a local
-    cache in the data dir that follows it (``follow``: in a background thread).
+    cache in the data dir that follows it in a background thread.
     """
     embedder = make_embedder(settings)
     if settings.database_url is not None:
         from hybrid_assistant.retrieval.replica_sync import ReplicaKnowledgeBase
 
         dsn = settings.database_url.get_secret_value()
-        return ReplicaKnowledgeBase.open_replica(
-            cache_dir(settings), embedder, dsn, settings.retrieval, follow=follow
-        )
+        return ReplicaKnowledgeBase.open_replica(cache_dir(settings), embedder, dsn, settings.retrieval)
     return KnowledgeBase.open(index_dir(settings), embedder, settings.retrieval)
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import psycopg
 import pytest
 
-from hybrid_assistant.retrieval import Document, HashingEmbedder, RetrievalSettings
+from hybrid_assistant.retrieval import Document, HashingEmbedder, RetrievalSettings, replica_sync
 from hybrid_assistant.retrieval.chunker import Chunker
 from hybrid_assistant.retrieval.errors import (
     IncompatibleIndexError,
@@ -155,10 +155,11 @@ def test_change_rows_past_the_retention_are_pruned(pg_dsn: str) -> None:
 
 
 def test_a_cold_replica_rebuilds_from_stored_embeddings_without_embedding(
-    store: SharedStore, pg_dsn: str, tmp_path: Path
+    store: SharedStore, pg_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     docs = [Document(f"doc{i}", f"{FERRY} Variant {i}.", {"n": str(i)}) for i in range(30)]
     ingest(store, *docs, Document("cats", CATS))
+    monkeypatch.setattr(replica_sync, "_FULL_SYNC_PAGE", 7)  # several pages, as with a big store
     embedder = CountingEmbedder()
     with ReplicaKnowledgeBase.open_replica(
         tmp_path / "cache", embedder, pg_dsn, SETTINGS, follow=False
