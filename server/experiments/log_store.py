@@ -6,8 +6,8 @@ Two backends keep requests, feedback and experiment definitions:
   directory, the embedded default (nothing to set up; one replica);
 - :class:`~hybrid_assistant.server.experiments.pg_store.PostgresLogStore` - PostgreSQL, chosen when
   ``database_url`` is set, shared by every replica (``shared`` is True: the experiment manager then
-  re-reads definitions every ``experiments_refresh_s``, and feedback waits for a row another
-  replica has not written yet).
+  re-reads definitions every ``experiments_refresh_s``, and feedback waits up to
+  ``feedback_wait_s`` for a row another replica has not written yet).
 
 A store raises :class:`~hybrid_assistant.server.errors.Unavailable` when its database cannot be
 reached: the request-log writer keeps the batch and retries, callers get UNAVAILABLE.
@@ -15,12 +15,17 @@ reached: the request-log writer keeps the batch and retries, callers get UNAVAIL
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, NamedTuple, Protocol
+
+from hybrid_assistant.server.database import redact
 
 if TYPE_CHECKING:
     from hybrid_assistant.server.config import Settings
     from hybrid_assistant.server.experiments.store import LogRecord
+
+log = logging.getLogger(__name__)
 
 
 class InsertResult(NamedTuple):
@@ -83,6 +88,7 @@ def open_log_store(settings: Settings) -> LogStore:
         return LogDatabase(settings.request_log_path)
     from hybrid_assistant.server.experiments.pg_store import PostgresLogStore
 
-    return PostgresLogStore.open(
-        settings.database_url.get_secret_value(), feedback_wait_s=settings.request_log.feedback_wait_s
-    )
+    dsn = settings.database_url.get_secret_value()
+    store = PostgresLogStore.open(dsn)
+    log.info("experiments, request log and feedback: PostgreSQL at %s", redact(dsn))
+    return store

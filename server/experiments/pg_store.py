@@ -9,11 +9,9 @@ Feedback references its request (``ON DELETE CASCADE``: retention takes feedback
 row (and the feedback that points at it) is never replaced; a conflicting row is reported back as
 a duplicate unless it is the very row feedback wrote first.
 
-**Feedback across replicas.** The replica that served a request writes its row asynchronously, in
-batches; feedback may reach another replica first. That replica waits for the row: it re-checks
-every :data:`FEEDBACK_POLL_S` for up to ``feedback_wait_s`` (the writer normally commits within
-milliseconds; the wait covers a busy writer), then answers NOT_FOUND. Feedback is never stored
-without its request, so NOT_FOUND still means an unknown id and a report joins nothing dangling.
+**Feedback** is never stored without its request (a foreign key), so NOT_FOUND means an unknown
+id and a report joins nothing dangling; the wait for a row another replica has not written yet is
+the service's (:meth:`~hybrid_assistant.server.experiments.service.ExperimentManager.record_feedback`).
 Every feedback is committed (``synchronous_commit`` on) before it is acknowledged.
 
 **Outages.** Connections come from a checked pool; a database that cannot be reached raises
@@ -24,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import fields
 from typing import Any
@@ -75,7 +72,6 @@ MIGRATIONS = (
     );
     """,
 )
-FEEDBACK_POLL_S = 0.05
 WRITER_CONNECT_TIMEOUT_S = 2.0  # the writer retries; a short wait keeps close() prompt
 LOOKUP_TIMEOUT_S = 1.0  # a request-id check on the serving path waits no longer than this
 POOL_SIZE = 8
@@ -151,12 +147,11 @@ class PostgresLogStore:
     backend = "postgresql"
     shared = True
 
-    def __init__(self, pool: ConnectionPool, feedback_wait_s: float) -> None:
+    def __init__(self, pool: ConnectionPool) -> None:
         self._pool = pool
-        self.feedback_wait_s = feedback_wait_s
 
     @classmethod
-    def open(cls, dsn: str, *, feedback_wait_s: float) -> PostgresLogStore:
+    def open(cls, dsn: str) -> PostgresLogStore:
         """Connect and migrate (SchemaTooNew, DatabaseUnavailable say why it cannot)."""
         pool = open_pool(dsn, name="experiments", max_size=POOL_SIZE)
         try:
@@ -165,7 +160,7 @@ class PostgresLogStore:
         except BaseException:
             pool.close()
             raise
-        return cls(pool, feedback_wait_s)
+        return cls(pool)
 
     def close(self) -> None:
         self._pool.close()
@@ -188,23 +183,16 @@ class PostgresLogStore:
     def record_feedback(
         self, request_id: str, metric: str, value: float, now: float, pending: LogRecord | None
     ) -> bool:
-        deadline = time.monotonic() + self.feedback_wait_s
-        while True:
-            with self.connection() as conn, conn.transaction():
-                if pending is not None:
-                    PostgresWriter._insert(conn, [pending])
-                # FOR SHARE: retention cannot delete the request under its new feedback.
-                found = conn.execute(
-                    "SELECT 1 FROM requests WHERE request_id = %s FOR SHARE", (request_id,)
-                ).fetchone()
-                if found:
-                    return _store_feedback(conn, request_id, metric, value, now)
-            if time.monotonic() >= deadline:
-                raise NotFound(
-                    f"request {request_id!r} is not in the request log (waited {self.feedback_wait_s:g} s "
-                    "for the replica that served it to write it)"
-                )
-            time.sleep(FEEDBACK_POLL_S)
+        with self.connection() as conn, conn.transaction():
+            if pending is not None:
+                PostgresWriter._insert(conn, [pending])
+            # FOR SHARE: retention cannot delete the request under its new feedback.
+            found = conn.execute(
+                "SELECT 1 FROM requests WHERE request_id = %s FOR SHARE", (request_id,)
+            ).fetchone()
+            if found is None:
+                raise NotFound(f"request {request_id[:MAX_ECHO_CHARS]!r} is not in the request log")
+            return _store_feedback(conn, request_id, metric, value, now)
 
     def save_experiment(self, name: str, definition: str, *, create: bool) -> None:
         with self.connection() as conn, conn.transaction():

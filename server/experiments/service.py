@@ -8,7 +8,14 @@ unset, or repeat exactly the arm's; anything else conflicts (INVALID_ARGUMENT), 
 would silently leave the test. An unknown experiment is NOT_FOUND; an arm's adapter that is not
 loaded is NOT_FOUND when a request uses it, like any unknown adapter.
 
-**Feedback** is keyed by (request id, metric): recording the same value again is idempotent
+**Feedback** for a request served by another replica (shared store) may arrive before that
+replica's writer has committed the row (it logs asynchronously, in batches): the feedback then
+waits for the row, re-checking with a short backoff for up to ``request_log.feedback_wait_s``
+(default 3 s; the writer normally commits within milliseconds), before NOT_FOUND. Feedback is
+never stored without its request, so NOT_FOUND keeps meaning an unknown id. Waiting, rather than
+accepting feedback for an unknown id and joining later, keeps that answer honest.
+
+Feedback is keyed by (request id, metric): recording the same value again is idempotent
 (``duplicate``); a different value is ALREADY_EXISTS - feedback is an observation of what happened,
 and letting a later call overwrite it silently would let double submissions (retries, a second
 tab) bias the comparison. A client whose users may change their answer records it under another
@@ -65,6 +72,8 @@ METRIC_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
 MAX_SUBJECT_KEY = 256
 _NO_RETRIEVAL = RetrievalInput()
 EXPORT_PAGE = 1000
+FEEDBACK_POLL_FIRST_S = 0.02
+FEEDBACK_POLL_MAX_S = 0.25
 
 
 class ExperimentManager:
@@ -291,10 +300,25 @@ class ExperimentManager:
         problems.raise_if_any()
         if self.request_log is None:
             raise FailedPrecondition("the request log is off on this server (request_log.enabled = false)")
-        pending = self.request_log.pending(request_id)
-        return await asyncio.to_thread(
-            self.db.record_feedback, request_id, metric, value, time.time(), pending
-        )
+        loop = asyncio.get_running_loop()
+        wait = self.settings.request_log.feedback_wait_s if self.db.shared else 0.0
+        deadline, delay = loop.time() + wait, FEEDBACK_POLL_FIRST_S
+        while True:
+            pending = self.request_log.pending(request_id)
+            try:
+                return await asyncio.to_thread(
+                    self.db.record_feedback, request_id, metric, value, time.time(), pending
+                )
+            except NotFound as exc:
+                if loop.time() >= deadline:
+                    if wait:
+                        raise NotFound(
+                            f"{exc} (waited {wait:g} s for the replica that served it to write it)"
+                        ) from None
+                    raise
+            # Waiting here, not in the store's thread: unknown ids cannot pin the thread pool.
+            await asyncio.sleep(min(delay, max(0.0, deadline - loop.time())))
+            delay = min(delay * 2, FEEDBACK_POLL_MAX_S)
 
     async def flush(self) -> None:
         """Let everything served so far reach the log (so a report includes it)."""

@@ -4,18 +4,22 @@ reports and exports, retention, atomic experiment updates, and a writer that rid
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
 
+from hybrid_assistant.server.config import load_settings
 from hybrid_assistant.server.database import SchemaTooNew
 from hybrid_assistant.server.errors import AlreadyExists, NotFound, Unavailable
 from hybrid_assistant.server.experiments.pg_store import MIGRATIONS, PostgresLogStore
 from hybrid_assistant.server.experiments.request_log import RequestLog
+from hybrid_assistant.server.experiments.service import ExperimentManager
 from hybrid_assistant.server.experiments.settings import RequestLogSettings
 from hybrid_assistant.server.experiments.store import LogRecord
 from hybrid_assistant.testing.postgres import PostgresServer, PostgresUnavailable
@@ -44,7 +48,7 @@ def record(
 
 @pytest.fixture
 def store(pg_dsn: str) -> Iterator[PostgresLogStore]:
-    store = PostgresLogStore.open(pg_dsn, feedback_wait_s=0.3)
+    store = PostgresLogStore.open(pg_dsn)
     yield store
     store.close()
 
@@ -62,7 +66,7 @@ def test_replicas_opening_together_migrate_once(pg_dsn: str) -> None:
 
     def open_one() -> None:
         try:
-            stores.append(PostgresLogStore.open(pg_dsn, feedback_wait_s=0))
+            stores.append(PostgresLogStore.open(pg_dsn))
         except BaseException as exc:
             errors.append(exc)
 
@@ -81,11 +85,11 @@ def test_replicas_opening_together_migrate_once(pg_dsn: str) -> None:
 
 
 def test_a_newer_schema_is_refused_with_a_clear_message(pg_dsn: str) -> None:
-    PostgresLogStore.open(pg_dsn, feedback_wait_s=0).close()
+    PostgresLogStore.open(pg_dsn).close()
     with psycopg.connect(pg_dsn) as conn:
         conn.execute("UPDATE schema_version SET version = 99 WHERE component = 'experiments'")
     with pytest.raises(SchemaTooNew, match=r"experiments schema is at version 99.*knows versions up to 1"):
-        PostgresLogStore.open(pg_dsn, feedback_wait_s=0)
+        PostgresLogStore.open(pg_dsn)
 
 
 def test_insert_never_replaces_a_row_and_reads_round_trip(store: PostgresLogStore, pg_dsn: str) -> None:
@@ -128,14 +132,21 @@ def test_feedback_writes_this_replicas_pending_row_with_it(store: PostgresLogSto
     assert store.writer().insert([pending]) == ([], [])
 
 
-def test_feedback_waits_for_a_row_another_replica_writes_late(pg_dsn: str) -> None:
-    serving = PostgresLogStore.open(pg_dsn, feedback_wait_s=0)
-    other = PostgresLogStore.open(pg_dsn, feedback_wait_s=3.0)
+def manager(store: PostgresLogStore, tmp_path: Path, wait_s: float) -> ExperimentManager:
+    settings = load_settings(
+        None, data_dir=tmp_path, database_url="postgresql://unused", request_log={"feedback_wait_s": wait_s}
+    )
+    return ExperimentManager(settings, store, RequestLog(store, settings.request_log))
+
+
+def test_feedback_waits_for_a_row_another_replica_writes_late(pg_dsn: str, tmp_path: Path) -> None:
+    serving = PostgresLogStore.open(pg_dsn)
+    other = PostgresLogStore.open(pg_dsn)
     try:
         late = threading.Timer(0.5, lambda: serving.writer().insert([record("late")]))
         late.start()
         started = time.monotonic()
-        assert other.record_feedback("late", "thumbs", 1.0, time.time(), None) is False
+        assert asyncio.run(manager(other, tmp_path, 3.0).record_feedback("late", "thumbs", 1.0)) is False
         assert 0.4 < time.monotonic() - started < 3.0
         late.join()
     finally:
@@ -143,11 +154,13 @@ def test_feedback_waits_for_a_row_another_replica_writes_late(pg_dsn: str) -> No
         other.close()
 
 
-def test_unknown_request_is_not_found_after_the_wait(store: PostgresLogStore) -> None:
-    started = time.monotonic()
-    with pytest.raises(NotFound, match=r"'ghost' is not in the request log \(waited 0.3 s"):
+def test_unknown_request_is_not_found_after_the_wait(store: PostgresLogStore, tmp_path: Path) -> None:
+    with pytest.raises(NotFound, match=r"'ghost' is not in the request log$"):
         store.record_feedback("ghost", "thumbs", 1.0, time.time(), None)
-    assert time.monotonic() - started >= 0.3
+    started = time.monotonic()
+    with pytest.raises(NotFound, match=r"'ghost' is not in the request log \(waited 0\.3 s"):
+        asyncio.run(manager(store, tmp_path, 0.3).record_feedback("ghost", "thumbs", 1.0))
+    assert 0.3 <= time.monotonic() - started < 2.0
 
 
 def test_export_pages_and_excluded_counts(store: PostgresLogStore) -> None:
@@ -172,7 +185,7 @@ def test_retention_deletes_requests_with_their_feedback(store: PostgresLogStore,
 
 
 def test_experiment_updates_from_many_replicas_lose_nothing(pg_dsn: str) -> None:
-    stores = [PostgresLogStore.open(pg_dsn, feedback_wait_s=0) for _ in range(3)]
+    stores = [PostgresLogStore.open(pg_dsn) for _ in range(3)]
     try:
         stores[0].save_experiment("e", json.dumps({"n": 0}), create=True)
         with pytest.raises(AlreadyExists):
@@ -204,7 +217,7 @@ def test_the_writer_rides_out_a_database_outage() -> None:
         pytest.skip(f"PostgreSQL unavailable: {exc}")
     try:
         dsn = server.create_database()
-        store = PostgresLogStore.open(dsn, feedback_wait_s=0)
+        store = PostgresLogStore.open(dsn)
         log = RequestLog(store, RequestLogSettings(queue_size=50, batch_size=20, retention_days=0))
         log.start()
         try:
