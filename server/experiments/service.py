@@ -132,7 +132,10 @@ class ExperimentManager:
     async def _refresh_forever(self) -> None:
         while True:
             await asyncio.sleep(self.settings.request_log.experiments_refresh_s)
-            await self.refresh()
+            try:
+                await self.refresh()
+            except Exception:  # a bad definition must not end the refreshes for good
+                log.exception("experiments: re-reading the shared definitions failed; retrying")
 
     async def refresh(self) -> None:
         """Re-read every definition (under the admin lock: a local change is never undone by an
