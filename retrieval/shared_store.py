@@ -38,6 +38,7 @@ _BATCH = 5000  # ids per ``= ANY(%s)`` query
 _CONNECT_TIMEOUT_S = 10.0
 # How long a write waits for a pooled connection while the database is unreachable.
 _POOL_TIMEOUT_S = 5.0
+_RECONNECT_GIVE_UP_S = 3.0
 # Change rows kept for replicas that are behind; one further behind rebuilds from the stored state.
 DEFAULT_CHANGE_RETENTION = 100_000
 # NOTIFY channel: PostgreSQL delivers it when the writing transaction commits.
@@ -103,6 +104,9 @@ class SharedStore:
             # A connection broken by a server restart is replaced when taken, not used.
             check=ConnectionPool.check_connection,
             timeout=_POOL_TIMEOUT_S,
+            # The pool retries a failed connection with doubling delays; giving up early (and
+            # starting afresh on the next request) keeps the wait after an outage to seconds.
+            reconnect_timeout=_RECONNECT_GIVE_UP_S,
             name="knowledge",
             open=False,
         )
@@ -184,37 +188,32 @@ class SharedStore:
         Raises :class:`WriteConflict` when a metadata-only update finds that another writer
         changed the document's text since the plan was made (the caller plans again).
         """
-        added = updated = chunks_added = chunks_removed = 0
-        seq = 0
+        ids = [change.document.id for change in plan.changes]
+        rechunked = [change.document.id for change in plan.changes if change.rechunk]
+        # Set-wise statements (one round trip each, not one per document): a big ingest holds the
+        # write lock, and so every other writer, for as short a time as possible.
         with self._connection() as conn, conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
             self._check_embedder(conn, embedder, dimension, claim=True)
-            states = _states(conn, [change.document.id for change in plan.changes])
-            offset = 0
+            states = _states(conn, ids)
             for change in plan.changes:
-                document = change.document
-                state = states.get(document.id)
+                state = states.get(change.document.id)
                 if not change.rechunk and (state is None or state.content_hash != change.content_hash):
-                    raise WriteConflict(document.id)
-                if state is None:
-                    added += 1
-                else:
-                    updated += 1
-                row = conn.execute(
-                    "INSERT INTO knowledge_changes (document_id, kind) VALUES (%s, 'upsert') RETURNING seq",
-                    (document.id,),
-                ).fetchone()
-                assert row is not None
-                seq = int(row[0])
-                if change.rechunk:
-                    deleted = conn.execute(
-                        "DELETE FROM knowledge_chunks WHERE document_id = %s", (document.id,)
-                    ).rowcount
-                    chunks_removed += max(deleted, 0)
-                    count = len(change.chunks)
-                else:
-                    count = state.chunk_count if state is not None else 0
-                conn.execute(
+                    raise WriteConflict(change.document.id)
+            seqs = {
+                str(r[1]): int(r[0])
+                for r in conn.execute(
+                    """INSERT INTO knowledge_changes (document_id, kind)
+                       SELECT id, 'upsert' FROM unnest(%s::text[]) WITH ORDINALITY AS t(id, n) ORDER BY n
+                       RETURNING seq, document_id""",
+                    (ids,),
+                )
+            }
+            chunks_removed = conn.execute(
+                "DELETE FROM knowledge_chunks WHERE document_id = ANY(%s)", (rechunked,)
+            ).rowcount
+            with conn.cursor() as cur:
+                cur.executemany(
                     """INSERT INTO knowledge_documents
                            (id, source, metadata, content_hash, chunk_count, seq, updated_at)
                        VALUES (%s, %s, %s, %s, %s, %s, now())
@@ -222,39 +221,31 @@ class SharedStore:
                            metadata = excluded.metadata, content_hash = excluded.content_hash,
                            chunk_count = excluded.chunk_count, seq = excluded.seq,
                            updated_at = excluded.updated_at""",
-                    (
-                        document.id,
-                        document.source,
-                        metadata_json(document.metadata),
-                        change.content_hash,
-                        count,
-                        seq,
-                    ),
+                    [
+                        (
+                            change.document.id,
+                            change.document.source,
+                            metadata_json(change.document.metadata),
+                            change.content_hash,
+                            len(change.chunks) if change.rechunk else states[change.document.id].chunk_count,
+                            seqs[change.document.id],
+                        )
+                        for change in plan.changes
+                    ],
                 )
-                if change.rechunk and change.chunks:
-                    part = vectors[offset : offset + len(change.chunks)]
-                    offset += len(change.chunks)
-                    chunks_added += len(change.chunks)
-                    with (
-                        conn.cursor() as cur,
-                        cur.copy(
-                            "COPY knowledge_chunks (document_id, ordinal, text, start_offset, end_offset, "
-                            "embedding) FROM STDIN"
-                        ) as copy,
-                    ):
-                        for chunk, vector in zip(change.chunks, part, strict=True):
-                            copy.write_row(
-                                (
-                                    document.id,
-                                    chunk.ordinal,
-                                    chunk.text,
-                                    chunk.start,
-                                    chunk.end,
-                                    _blob(vector),
-                                )
-                            )
+                with cur.copy(
+                    "COPY knowledge_chunks (document_id, ordinal, text, start_offset, end_offset, embedding) "
+                    "FROM STDIN"
+                ) as copy:
+                    rows = ((change.document.id, chunk) for change in plan.changes for chunk in change.chunks)
+                    for (doc_id, chunk), vector in zip(rows, vectors, strict=True):
+                        copy.write_row(
+                            (doc_id, chunk.ordinal, chunk.text, chunk.start, chunk.end, _blob(vector))
+                        )
+            seq = max(seqs.values())
             self._finish_write(conn, seq)
-        return WriteCounts(added, updated, chunks_added, chunks_removed, seq)
+        added = sum(doc_id not in states for doc_id in ids)
+        return WriteCounts(added, len(ids) - added, len(vectors), max(chunks_removed, 0), seq)
 
     def delete(self, ids: Sequence[str]) -> tuple[int, list[str], int]:
         """Delete documents (their chunks cascade); returns (deleted, not found, last seq)."""

@@ -193,8 +193,17 @@ def test_searches_go_on_while_the_database_is_down_and_following_resumes(
             a.ingest([Document("owls", OWLS)])
     finally:
         postgres.start()
-    a.ingest([Document("owls", OWLS)])  # the pool replaces the connections the restart broke
-    wait_for(lambda: top_document(b, "owls feathers night") == "owls", timeout=20)
+    # Back within seconds: the pool replaces the connections the restart broke.
+    wait_for(lambda: ingested(a, Document("owls", OWLS)), timeout=10)
+    wait_for(lambda: top_document(b, "owls feathers night") == "owls", timeout=10)
+
+
+def ingested(kb: ReplicaKnowledgeBase, document: Document) -> bool:
+    try:
+        kb.ingest([document])
+    except SharedStoreUnavailableError:
+        return False
+    return True
 
 
 def test_offline_cli_ingest_writes_the_shared_store(
