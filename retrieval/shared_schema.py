@@ -1,16 +1,19 @@
 """The knowledge tables in the shared PostgreSQL database, and their versioned migrations.
 
-Every replica runs :func:`ensure_schema` when it opens the shared store. Two replicas may start at
-the same moment, so the check and the migrations run in one transaction under a transaction-level
-advisory lock: the second waits, then finds the schema current. DDL is transactional in
-PostgreSQL, so a migration that fails leaves the previous version intact. A database migrated by
-newer code (a version this code does not know) is refused rather than guessed at.
+Every replica runs :func:`ensure_schema` when it opens the shared store. The protocol is the one
+``server/database.py`` uses for the other shared state (this package may not import ``server``,
+so it is repeated here, and must stay in step): one ``schema_version`` table with a row per
+component (this one is ``knowledge``), and the check plus the migrations in one transaction under
+the same transaction-level advisory lock, so two replicas starting at the same moment cannot both
+apply a step (the second waits, then finds the schema current). DDL is transactional in
+PostgreSQL, so a failed migration leaves the previous version intact. A version newer than this
+code knows is refused rather than guessed at.
 
-Tables (all prefixed ``knowledge_``, so they sit beside the other shared state):
+Tables (prefixed ``knowledge_``, beside the other shared state):
 
-* ``knowledge_meta`` — key/value: ``schema_version``, ``kb_id`` (identity of this shared store;
-  a replica cache built from another database is rebuilt), ``embedder``/``dimension``,
-  ``pruned_through`` (highest change sequence pruned).
+* ``knowledge_meta`` — key/value: ``kb_id`` (identity of this shared store; a replica cache built
+  from another database is rebuilt), ``embedder``/``dimension``, ``pruned_through`` (highest
+  change sequence pruned).
 * ``knowledge_documents`` — one row per document; ``seq`` is the change that last wrote it.
 * ``knowledge_chunks`` — chunk text, offsets and the embedding (little-endian float32 ``bytea``);
   ids come from a sequence and are never reused, and every replica cache keeps them.
@@ -29,13 +32,16 @@ from hybrid_assistant.retrieval.errors import SharedSchemaError
 
 logger = logging.getLogger(__name__)
 
-# Advisory-lock keys (any bigint unique to this use): schema migrations, and knowledge writes.
-SCHEMA_LOCK = 0x68616B6E0001
+COMPONENT = "knowledge"
+# server/database.py's MIGRATION_LOCK: every component's migrations take the same lock.
+MIGRATION_LOCK = 0x4841_5343_4845_4D41
+# Serialises knowledge writes, so that change-sequence order is commit order (shared_store).
 WRITE_LOCK = 0x68616B6E0002
 
 _MIGRATIONS: tuple[str, ...] = (
-    # 1: documents, chunks with embeddings, the change sequence.
+    # 1: meta, documents, chunks with embeddings, the change sequence.
     """
+    CREATE TABLE knowledge_meta (key text PRIMARY KEY, value text NOT NULL);
     CREATE TABLE knowledge_documents (
         id text PRIMARY KEY,
         source text NOT NULL,
@@ -69,27 +75,30 @@ SCHEMA_VERSION = len(_MIGRATIONS)
 def ensure_schema(conn: psycopg.Connection) -> str:
     """Create or migrate the knowledge tables; returns the store's ``kb_id``.
 
-    Raises :class:`SharedSchemaError` when the database holds a newer schema version.
+    Raises :class:`SharedSchemaError` when the database holds a newer knowledge schema.
     """
     with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
-        conn.execute("CREATE TABLE IF NOT EXISTS knowledge_meta (key text PRIMARY KEY, value text NOT NULL)")
-        row = conn.execute("SELECT value FROM knowledge_meta WHERE key = 'schema_version'").fetchone()
-        version = int(row[0]) if row is not None else 0
-        if version > SCHEMA_VERSION:
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_version ("
+            "component TEXT PRIMARY KEY, version INTEGER NOT NULL, updated_at TIMESTAMPTZ NOT NULL)"
+        )
+        row = conn.execute("SELECT version FROM schema_version WHERE component = %s", (COMPONENT,)).fetchone()
+        found = int(row[0]) if row is not None else 0
+        if found > SCHEMA_VERSION:
             raise SharedSchemaError(
-                f"the shared knowledge store has schema version {version}; this code knows versions up to "
-                f"{SCHEMA_VERSION}: upgrade hybrid-assistant on this replica (a newer release migrated "
-                "the database)"
+                f"the database's {COMPONENT} schema is at version {found}, but this hybrid-assistant "
+                f"knows versions up to {SCHEMA_VERSION}: a newer release migrated it. Run that release "
+                "(or newer) on every replica, or point database_url at another database"
             )
-        for number in range(version + 1, SCHEMA_VERSION + 1):
-            logger.info("migrating the shared knowledge store to schema version %d", number)
-            conn.execute(_MIGRATIONS[number - 1])
-        if version < SCHEMA_VERSION:
+        for version in range(found, SCHEMA_VERSION):
+            conn.execute(_MIGRATIONS[version].encode())
+            logger.info("database: %s schema migrated to version %d", COMPONENT, version + 1)
+        if found < SCHEMA_VERSION:
             conn.execute(
-                """INSERT INTO knowledge_meta VALUES ('schema_version', %s)
-                   ON CONFLICT (key) DO UPDATE SET value = excluded.value""",
-                (str(SCHEMA_VERSION),),
+                "INSERT INTO schema_version VALUES (%s, %s, now()) ON CONFLICT (component) "
+                "DO UPDATE SET version = EXCLUDED.version, updated_at = EXCLUDED.updated_at",
+                (COMPONENT, SCHEMA_VERSION),
             )
         conn.execute(
             "INSERT INTO knowledge_meta VALUES ('kb_id', %s) ON CONFLICT (key) DO NOTHING",

@@ -249,25 +249,25 @@ class SharedStore:
 
     def delete(self, ids: Sequence[str]) -> tuple[int, list[str], int]:
         """Delete documents (their chunks cascade); returns (deleted, not found, last seq)."""
-        deleted = 0
-        not_found: list[str] = []
-        seq = 0
+        wanted = list(dict.fromkeys(ids))
         with self._connection() as conn, conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
-            for doc_id in dict.fromkeys(ids):
-                if conn.execute("DELETE FROM knowledge_documents WHERE id = %s", (doc_id,)).rowcount < 1:
-                    not_found.append(doc_id)
-                    continue
-                deleted += 1
+            gone = {
+                str(r[0])
+                for r in conn.execute(
+                    "DELETE FROM knowledge_documents WHERE id = ANY(%s) RETURNING id", (wanted,)
+                )
+            }
+            seq = 0
+            if gone:
                 row = conn.execute(
-                    "INSERT INTO knowledge_changes (document_id, kind) VALUES (%s, 'delete') RETURNING seq",
-                    (doc_id,),
-                ).fetchone()
-                assert row is not None
-                seq = int(row[0])
-            if deleted:
+                    """INSERT INTO knowledge_changes (document_id, kind)
+                       SELECT id, 'delete' FROM unnest(%s::text[]) AS t(id) RETURNING seq""",
+                    (sorted(gone),),
+                ).fetchall()
+                seq = max(int(r[0]) for r in row)
                 self._finish_write(conn, seq)
-        return deleted, not_found, seq
+        return len(gone), [doc_id for doc_id in wanted if doc_id not in gone], seq
 
     def _finish_write(self, conn: psycopg.Connection, seq: int) -> None:
         """Prune change rows past the retention, and wake listening replicas at commit."""

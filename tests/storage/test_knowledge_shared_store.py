@@ -77,8 +77,8 @@ def test_schema_is_created_once_by_replicas_starting_together(pg_dsn: str) -> No
     try:
         assert errors == []
         assert len({s.kb_id for s in stores}) == 1
-        assert rows(pg_dsn, "SELECT value FROM knowledge_meta WHERE key = 'schema_version'") == [
-            (str(SCHEMA_VERSION),)
+        assert rows(pg_dsn, "SELECT version FROM schema_version WHERE component = 'knowledge'") == [
+            (SCHEMA_VERSION,)
         ]
     finally:
         for s in stores:
@@ -89,9 +89,9 @@ def test_a_newer_schema_version_is_refused_with_a_clear_message(pg_dsn: str) -> 
     SharedStore.open(pg_dsn).close()
     with psycopg.connect(pg_dsn) as conn:
         conn.execute(
-            "UPDATE knowledge_meta SET value = %s WHERE key = 'schema_version'", (str(SCHEMA_VERSION + 1),)
+            "UPDATE schema_version SET version = %s WHERE component = 'knowledge'", (SCHEMA_VERSION + 1,)
         )
-    with pytest.raises(SharedSchemaError, match=rf"schema version {SCHEMA_VERSION + 1}.*upgrade"):
+    with pytest.raises(SharedSchemaError, match=rf"knowledge schema is at version {SCHEMA_VERSION + 1}"):
         SharedStore.open(pg_dsn)
 
 
