@@ -1,5 +1,6 @@
-"""Two real server processes on one PostgreSQL: an Ingest RPC through replica A is retrievable
-through replica B within seconds, and a Delete through B leaves A (each keeps its own cache)."""
+"""Real server processes on one PostgreSQL: an Ingest RPC through replica A is retrievable
+through replica B within seconds, a Delete through B leaves A (each keeps its own cache), and a
+replica refuses a knowledge schema newer than it knows."""
 
 from __future__ import annotations
 
@@ -7,9 +8,12 @@ import time
 from pathlib import Path
 
 import grpc
+import psycopg
 
 from hybrid_assistant.client import AssistantClient
 from hybrid_assistant.process import ServerProcess
+from hybrid_assistant.retrieval.shared_schema import SCHEMA_VERSION
+from hybrid_assistant.retrieval.shared_store import SharedStore
 
 TOKEN = "replica-token"
 LIGHTHOUSE = "The Brannock lighthouse was painted cobalt blue in 1911 by keeper Ilse Varn."
@@ -79,3 +83,19 @@ def test_ingest_via_one_replica_is_retrievable_via_the_other(
     finally:
         for s in servers:
             s.stop()
+
+
+def test_a_replica_refuses_to_start_on_a_newer_knowledge_schema(
+    tiny_model_dir: Path, pg_dsn: str, tmp_path: Path
+) -> None:
+    SharedStore.open(pg_dsn).close()
+    with psycopg.connect(pg_dsn) as conn:
+        conn.execute("UPDATE schema_version SET version = version + 1 WHERE component = 'knowledge'")
+    server = start(tiny_model_dir, tmp_path / "data", pg_dsn, tmp_path / "refused.log")
+    try:
+        assert server.proc.wait(timeout=120) == 1
+    finally:
+        server.stop()
+    log = (tmp_path / "refused.log").read_text()
+    assert f"knowledge schema is at version {SCHEMA_VERSION + 1}" in log, log[-3000:]
+    assert "Run that release (or newer) on every replica" in log
