@@ -6,7 +6,8 @@ those embeddings, saved atomically with the docstore generation it reflects in i
 On open the cache's ids are reconciled with the docstore's (ids are never reused and a chunk's
 embedding never changes, so the id difference is the whole difference); a missing or
 incompatible cache is rebuilt from the stored embeddings, never by re-embedding. A crash at any
-point therefore leaves the last committed state.
+point therefore leaves the last committed state. (With a shared PostgreSQL store, this class is
+the replica's cache and PostgreSQL the source of truth: see ``replica_sync``.)
 
 Concurrency: writers (ingest, delete) are serialised by a mutex and do their slow work —
 chunking, embedding, SQL inserts, index rebuilds — without blocking searches. Only the commit

@@ -4,10 +4,10 @@ are a cache that follows the shared change sequence.
 Writes (``ingest``, ``delete``) go to the shared store in one transaction; the replica then
 applies the change to its own cache at once, so its next search sees it. Every other replica
 picks it up when the write's notification arrives (LISTEN/NOTIFY), or at the latest on its next
-poll (``sync_interval_s``, 1 s by default): it reads the documents
-changed after the last change it applied, in one consistent snapshot, and applies their current
-state to the cache — chunk ids are the shared store's and never reused, so the id difference is
-the whole difference, and new chunks come with their stored embeddings. Nothing is re-embedded.
+poll (``sync_interval_s``, 1 s by default): it reads the documents changed after the last change
+it applied, in one consistent snapshot, and applies their current state to the cache — chunk ids
+are the shared store's and never reused, so the id difference is the whole difference, and new
+chunks come with their stored embeddings. Nothing is re-embedded.
 
 A cache that starts cold, belongs to another database, or fell behind further than the change
 rows kept (``change_retention``) is brought to the snapshot's full state instead, and its FAISS
