@@ -93,6 +93,10 @@ class Settings(BaseSettings):
     ones get RESOURCE_EXHAUSTED before any of it is parsed."""
     prefill_chunk_tokens: int = Field(512, ge=16)
     """Prompt tokens processed per scheduler step; bounds how long a long prompt stalls decoding."""
+    forward_path: Literal["auto", "transformers"] = "auto"
+    """The embedded engine's forward pass. auto: the lean one (q/k/v and gate/up fused into one GEMM
+    each, no module dispatch) for Llama-shaped models, Hugging Face's modules for others;
+    transformers: always Hugging Face's modules (the reference the lean one is tested against)."""
     prefix_cache_mb: float = Field(512.0, ge=0)
     """Memory for the embedded engine's prefix cache: keys/values of prompt prefixes kept for
     requests that start the same way (the eval's arms, a shared system prompt). 0 turns it off."""

@@ -15,6 +15,7 @@ from transformers import AutoModelForCausalLM
 from hybrid_assistant.adapters.peft_format import BaseModelSpec
 from hybrid_assistant.server import metrics
 from hybrid_assistant.server.engines.kv_cache import SlotKVCache
+from hybrid_assistant.server.engines.lean_forward import LeanDecoder, unsupported
 from hybrid_assistant.server.engines.lora_bank import LoraBank
 from hybrid_assistant.server.engines.prefix_cache import Block, PrefixCache
 from hybrid_assistant.server.engines.types import ContinuationScore
@@ -34,6 +35,7 @@ class ModelRunner:
         aliases: set[str],
         prefix_cache_bytes: int = 0,
         prefix_block_tokens: int = 16,
+        lean: bool = True,
     ) -> None:
         self.dtype = dtype
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, attn_implementation="sdpa")
@@ -47,6 +49,14 @@ class ModelRunner:
         self.base_spec = BaseModelSpec.from_model(model, model_name, aliases)
         self.bank = LoraBank(dtype)
         LoraBank.wrap(model, self.bank, sorted(self.base_spec.linear_shapes))
+        # The lean forward (fused projections, no module dispatch) where the model allows it;
+        # Hugging Face's modules otherwise, and always for Score.
+        self.lean: LeanDecoder | None = None
+        why_not = unsupported(model) if lean else "turned off (forward_path=transformers)"
+        if why_not is None:
+            self.lean = LeanDecoder(model, self.bank)
+        else:
+            log.info("lean forward not used: %s; running the Hugging Face modules", why_not)
         config = model.config
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
         self.cache = SlotKVCache(
@@ -142,19 +152,22 @@ class ModelRunner:
         positions = starts[:, None] + torch.arange(new_tokens)[None, :]
         self.bank.set_batch(row_uids, new_tokens)
         try:
-            out = self.decoder(
-                input_ids=tokens,
-                attention_mask=mask,
-                position_ids=positions,
-                past_key_values=self.cache,
-                use_cache=True,
-            )
+            if self.lean is not None:
+                states = self.lean(tokens, positions, mask, self.cache)
+            else:
+                states = self.decoder(
+                    input_ids=tokens,
+                    attention_mask=mask,
+                    position_ids=positions,
+                    past_key_values=self.cache,
+                    use_cache=True,
+                ).last_hidden_state
         finally:
             self.bank.clear_batch()
         if not logits_rows:
             return torch.empty(0, self.vocab_size)
         index = torch.tensor(list(logits_rows), dtype=torch.int64)
-        hidden = out.last_hidden_state[index, lengths[index] - 1]
+        hidden = states[index, lengths[index] - 1]
         return self.lm_head(hidden).float()
 
     @torch.inference_mode()

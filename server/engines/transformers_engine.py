@@ -79,6 +79,7 @@ class TransformersEngine(LoadedModel):
             aliases=set(resolved.aliases),
             prefix_cache_bytes=int(settings.prefix_cache_mb * 2**20),
             prefix_block_tokens=settings.prefix_cache_block_tokens,
+            lean=settings.forward_path == "auto",
         )
         max_context = min(settings.max_total_tokens, self._runner.context_limit)
         self._info = ModelInfo(

@@ -1,0 +1,192 @@
+"""A lean forward pass for Llama-shaped models: fused projections, no Hugging Face module dispatch.
+
+Two changes to the work of a step, nothing else:
+- q/k/v and gate/up are each one GEMM over weights concatenated at load time (fewer, larger
+  GEMMs: a decode step's projections are skinny, and each call has a fixed cost). The model's
+  own Linear modules keep working: their weights become views into the fused tensors, so memory
+  is not doubled and the Hugging Face path (Score, the fallback) reads the same numbers.
+- the layer loop calls tensor functions directly instead of nested ``nn.Module`` calls with
+  their hooks and keyword plumbing, on the 30 layers of every step.
+Everything numerical is Hugging Face's own: its RMSNorm formula, its rotary embedding module,
+``apply_rotary_pos_emb`` and its SDPA attention function, so greedy answers stay those of
+``generate`` (tests/engine_contract.py checks both paths).
+
+LoRA deltas land on their slice of a fused output: the bank's per-row masked A/B product for,
+say, ``k_proj`` is added to the k columns of the qkv output, for adapters that target any
+subset of the projections.
+
+Only plain Llama layers qualify (:func:`unsupported` says why not); anything else runs the
+Hugging Face modules, which stay the fallback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hybrid_assistant.server.engines.lora_bank import LoraBank
+
+
+def unsupported(model: nn.Module) -> str | None:
+    """Why the lean path cannot run ``model`` exactly, or None when it can."""
+    config: Any = getattr(model, "config", None)
+    if config is None or config.model_type != "llama":
+        return f"model type {getattr(config, 'model_type', '?')!r} (the lean path knows 'llama')"
+    if getattr(config, "attention_bias", False) or getattr(config, "mlp_bias", False):
+        return "projections with biases"
+    if config._attn_implementation != "sdpa":
+        return f"attention implementation {config._attn_implementation!r} (the lean path uses sdpa)"
+    if getattr(config, "pretraining_tp", 1) != 1:
+        return "pretraining_tp > 1"
+    return None
+
+
+def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    # LlamaRMSNorm, operation for operation (float32 statistics, cast back, then the weight).
+    dtype = x.dtype
+    h = x.to(torch.float32)
+    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * h.to(dtype)
+
+
+def _base_linear(module: nn.Module) -> nn.Linear:
+    base = getattr(module, "base", module)  # a LoraLinear wraps the model's Linear
+    assert isinstance(base, nn.Linear)
+    return base
+
+
+def _fuse(modules: Sequence[nn.Module]) -> tuple[torch.Tensor, list[int]]:
+    """One weight for several Linears with the same input; theirs become views of it."""
+    linears = [_base_linear(m) for m in modules]
+    fused = torch.cat([lin.weight.detach() for lin in linears]).contiguous()
+    sizes = [lin.out_features for lin in linears]
+    start = 0
+    for lin, size in zip(linears, sizes, strict=True):
+        lin.weight = nn.Parameter(fused[start : start + size], requires_grad=False)
+        start += size
+    return fused, sizes
+
+
+@dataclass
+class _Layer:
+    index: int
+    attention: nn.Module  # Hugging Face's, for its attention function's arguments
+    in_norm: tuple[torch.Tensor, float]
+    post_norm: tuple[torch.Tensor, float]
+    qkv: torch.Tensor
+    qkv_sizes: list[int]
+    qkv_paths: list[str]
+    o: torch.Tensor
+    o_path: str
+    gate_up: torch.Tensor
+    gate_up_sizes: list[int]
+    gate_up_paths: list[str]
+    down: torch.Tensor
+    down_path: str
+    act: Callable[[torch.Tensor], torch.Tensor]
+    head_dim: int
+    scaling: float
+
+
+class LeanDecoder:
+    def __init__(self, model: nn.Module, bank: LoraBank) -> None:
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+        from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+        self._attend = sdpa_attention_forward
+        self._rotate = apply_rotary_pos_emb
+        self.bank = bank
+        inner: Any = getattr(model, "model")  # noqa: B009 - LlamaForCausalLM's decoder stack
+        self.embed = inner.embed_tokens
+        self.rotary = inner.rotary_emb
+        self.norm = (inner.norm.weight, float(inner.norm.variance_epsilon))
+        self.layers: list[_Layer] = []
+        for i, layer in enumerate(inner.layers):
+            attn, mlp = layer.self_attn, layer.mlp
+            prefix = f"model.layers.{i}"
+            qkv, qkv_sizes = _fuse([attn.q_proj, attn.k_proj, attn.v_proj])
+            gate_up, gate_up_sizes = _fuse([mlp.gate_proj, mlp.up_proj])
+            self.layers.append(
+                _Layer(
+                    index=i,
+                    attention=attn,
+                    in_norm=(layer.input_layernorm.weight, float(layer.input_layernorm.variance_epsilon)),
+                    post_norm=(
+                        layer.post_attention_layernorm.weight,
+                        float(layer.post_attention_layernorm.variance_epsilon),
+                    ),
+                    qkv=qkv,
+                    qkv_sizes=qkv_sizes,
+                    qkv_paths=[f"{prefix}.self_attn.{p}_proj" for p in "qkv"],
+                    o=_base_linear(attn.o_proj).weight,
+                    o_path=f"{prefix}.self_attn.o_proj",
+                    gate_up=gate_up,
+                    gate_up_sizes=gate_up_sizes,
+                    gate_up_paths=[f"{prefix}.mlp.gate_proj", f"{prefix}.mlp.up_proj"],
+                    down=_base_linear(mlp.down_proj).weight,
+                    down_path=f"{prefix}.mlp.down_proj",
+                    act=mlp.act_fn,
+                    head_dim=int(attn.head_dim),
+                    scaling=float(attn.scaling),
+                )
+            )
+
+    def _lora(self, x: torch.Tensor, y: torch.Tensor, paths: Sequence[str], sizes: Sequence[int]) -> None:
+        """Add each path's adapter deltas to its column slice of ``y`` (rows of ``x``)."""
+        start = 0
+        for path, size in zip(paths, sizes, strict=True):
+            active = self.bank.active_for(path)
+            if active is not None:
+                # Masked, not multiplied by 0: one adapter's overflow must not reach other rows.
+                xa = (x @ active.a_cat.t()).masked_fill_(self.bank.mask_for(active.owner), 0.0)
+                y[:, start : start + size].addmm_(xa, active.bt_cat)
+            start += size
+
+    def __call__(
+        self, tokens: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, cache: Any
+    ) -> torch.Tensor:
+        """Final hidden states ``(rows, T, hidden)`` for ``tokens`` at ``positions``."""
+        hidden = self.embed(tokens)
+        cos, sin = self.rotary(hidden, positions)
+        for layer in self.layers:
+            hidden = self._layer(layer, hidden, cos, sin, mask, cache)
+        return _rms_norm(hidden, *self.norm)
+
+    def _layer(
+        self,
+        layer: _Layer,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        mask: torch.Tensor,
+        cache: Any,
+    ) -> torch.Tensor:
+        rows, length, width = x.shape
+        flat = _rms_norm(x, *layer.in_norm).reshape(-1, width)
+        qkv = F.linear(flat, layer.qkv)
+        self._lora(flat, qkv, layer.qkv_paths, layer.qkv_sizes)
+        q, k, v = (
+            part.reshape(rows, length, -1, layer.head_dim).transpose(1, 2)
+            for part in qkv.split(layer.qkv_sizes, dim=-1)
+        )
+        q, k = self._rotate(q, k, cos, sin)
+        k, v = cache.update(k, v, layer.index)
+        attended, _ = self._attend(layer.attention, q, k, v, mask, dropout=0.0, scaling=layer.scaling)
+        attended = attended.reshape(rows * length, -1).contiguous()
+        out = F.linear(attended, layer.o)
+        self._lora(attended, out, [layer.o_path], [width])
+        x = x + out.view(rows, length, width)
+
+        flat = _rms_norm(x, *layer.post_norm).reshape(-1, width)
+        gate_up = F.linear(flat, layer.gate_up)
+        self._lora(flat, gate_up, layer.gate_up_paths, layer.gate_up_sizes)
+        gate, up = gate_up.split(layer.gate_up_sizes, dim=-1)
+        inner = layer.act(gate) * up
+        down = F.linear(inner, layer.down)
+        self._lora(inner, down, [layer.down_path], [width])
+        return x + down.view(rows, length, width)

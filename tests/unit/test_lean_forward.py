@@ -1,0 +1,91 @@
+"""The lean forward (fused q/k/v and gate/up, no module dispatch) against Hugging Face's modules.
+
+Same model, same cache layout, same batches: logits agree to float32 rounding and every greedy
+token is the same, with adapters targeting any subset of the fused projections mixed in one batch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, Qwen2Config
+
+from hybrid_assistant.adapters.peft_format import inspect_adapter, load_lora_weights
+from hybrid_assistant.server.engines.lean_forward import unsupported
+from hybrid_assistant.server.engines.model_runner import ModelRunner
+from hybrid_assistant.testing.models import build_adapter
+
+# Adapters over every combination that splits a fused GEMM differently.
+TARGETS = {
+    1: ("q_proj", "v_proj"),
+    2: ("k_proj", "gate_proj"),
+    3: ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
+    4: ("up_proj", "down_proj"),
+}
+
+
+def _runner(model_dir: Path, adapters: dict[int, Path], *, lean: bool) -> ModelRunner:
+    runner = ModelRunner(
+        model_dir, dtype=torch.float32, max_rows=8, max_tokens=128, model_name="tiny",
+        aliases={str(model_dir)}, lean=lean,
+    )  # fmt: skip
+    for uid, path in adapters.items():
+        spec = inspect_adapter(path, runner.base_spec, max_rank=64)
+        runner.bank.add(uid, load_lora_weights(spec, torch.float32))
+    return runner
+
+
+@pytest.fixture(scope="module")
+def lean_adapters(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
+    root = tmp_path_factory.mktemp("lean-adapters")
+    return {
+        uid: build_adapter(tiny_model_dir, root / f"a{uid}", seed=uid, rank=4, targets=targets)
+        for uid, targets in TARGETS.items()
+    }
+
+
+def test_lean_and_hugging_face_paths_agree(tiny_model_dir: Path, lean_adapters: dict[int, Path]) -> None:
+    lean = _runner(tiny_model_dir, lean_adapters, lean=True)
+    reference = _runner(tiny_model_dir, lean_adapters, lean=False)
+    assert lean.lean is not None and reference.lean is None
+    torch.manual_seed(0)
+    rows, uids = 6, [0, 1, 2, 3, 4, 1]
+    lengths = torch.tensor([9, 4, 12, 7, 12, 1])
+    prompt = torch.randint(5, 300, (rows, 12))
+    zeros = torch.zeros(rows, dtype=torch.int64)
+    everyone = list(range(rows))
+    # A prefill of prompts of different lengths (padding included), then decode steps.
+    got = lean.forward(0, prompt, zeros, lengths, uids, everyone)
+    want = reference.forward(0, prompt, zeros, lengths, uids, everyone)
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+    starts = lengths.clone()
+    for _ in range(6):
+        tokens = got.argmax(-1, keepdim=True)
+        assert torch.equal(tokens, want.argmax(-1, keepdim=True))
+        ones = torch.ones(rows, dtype=torch.int64)
+        got = lean.forward(0, tokens, starts, ones, uids, everyone)
+        want = reference.forward(0, tokens, starts, ones, uids, everyone)
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+        starts += 1
+
+
+def test_fused_weights_are_shared_not_copied(tiny_model_dir: Path) -> None:
+    runner = _runner(tiny_model_dir, {}, lean=True)
+    assert runner.lean is not None
+    layer = runner.lean.layers[0]
+    attention = runner.model.model.layers[0].self_attn
+    q = attention.q_proj.base.weight  # wrapped by the LoRA bank
+    assert q.untyped_storage().data_ptr() == layer.qkv.untyped_storage().data_ptr()
+    assert torch.equal(layer.qkv[: q.shape[0]], q)
+
+
+def test_other_architectures_use_the_hugging_face_modules() -> None:
+    config = Qwen2Config(
+        vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+        num_key_value_heads=1,
+    )  # fmt: skip
+    model = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa")
+    reason = unsupported(model)
+    assert reason is not None and "qwen2" in reason
