@@ -10,7 +10,7 @@ import typer
 from tqdm import tqdm
 
 from hybrid_assistant.retrieval.loaders import DocumentLoader, LoadProblem
-from hybrid_assistant.retrieval.types import Document, IngestSummary
+from hybrid_assistant.retrieval.types import DeleteSummary, Document, IngestSummary
 from hybrid_assistant.server.cli.options import Connection, connection_options
 from hybrid_assistant.v1 import assistant_pb2 as pb
 
@@ -125,14 +125,43 @@ def stats(
 @connection_options(admin=True)
 def delete(
     ids: Annotated[list[str], typer.Argument(help="Document ids.")],
+    local: Annotated[
+        bool,
+        typer.Option(
+            "--local",
+            help="Delete from the data dir's index directly (no server may be running on it); with "
+            "HA_DATABASE_URL set, from the shared PostgreSQL store.",
+        ),
+    ] = False,
+    data_dir: Annotated[Path | None, typer.Option(help="Data directory for --local [HA_DATA_DIR].")] = None,
     connection: Connection = Connection(),
 ) -> None:
     """Delete documents by id."""
-    with connection.connect() as client:
-        reply = client.delete_documents(ids)
-    typer.echo(
-        f"deleted {reply.deleted}" + (f"; not found: {', '.join(reply.not_found)}" if reply.not_found else "")
-    )
+    if local:
+        from hybrid_assistant.server.config import load_settings
+
+        summary = _delete_local(load_settings(None, data_dir=data_dir), ids)
+        deleted, not_found = summary.deleted, list(summary.not_found)
+    else:
+        with connection.connect() as client:
+            reply = client.delete_documents(ids)
+        deleted, not_found = reply.deleted, list(reply.not_found)
+    typer.echo(f"deleted {deleted}" + (f"; not found: {', '.join(not_found)}" if not_found else ""))
+
+
+def _delete_local(settings: Settings, ids: list[str]) -> DeleteSummary:
+    from hybrid_assistant.retrieval.shared_ingest import delete_shared
+    from hybrid_assistant.retrieval.shared_store import SharedStore
+    from hybrid_assistant.server.knowledge import open_knowledge_base
+
+    if settings.database_url is None:
+        with open_knowledge_base(settings) as kb:
+            return kb.delete(ids)
+    store = SharedStore.open(settings.database_url.get_secret_value(), settings.retrieval.change_retention)
+    try:
+        return delete_shared(store, ids)[0]
+    finally:
+        store.close()
 
 
 @connection_options()

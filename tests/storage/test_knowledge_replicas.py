@@ -206,7 +206,7 @@ def ingested(kb: ReplicaKnowledgeBase, document: Document) -> bool:
     return True
 
 
-def test_offline_cli_ingest_writes_the_shared_store(
+def test_offline_cli_ingest_and_delete_write_the_shared_store(
     pg_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     (tmp_path / "kb").mkdir()
@@ -221,4 +221,26 @@ def test_offline_cli_ingest_writes_the_shared_store(
         assert result.exit_code == 0, result.output
         assert "added" in result.output
         wait_for(lambda: top_document(server, "ferry pier") == "ferry")
+        result = CliRunner().invoke(
+            app, ["knowledge", "delete", "ferry", "nope", "--local", "--data-dir", str(tmp_path / "d")]
+        )
+        assert result.exit_code == 0, result.output
+        assert "deleted 1; not found: nope" in result.output
+        wait_for(lambda: server.stats().documents == 0)
     assert not (tmp_path / "d" / "index").exists()  # no local index was written
+
+
+def test_offline_cli_delete_without_a_database_edits_the_local_index(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "kb").mkdir()
+    (tmp_path / "kb" / "ferry.md").write_text(FERRY)
+    monkeypatch.delenv("HA_DATABASE_URL", raising=False)
+    monkeypatch.setenv("HA_EMBEDDER", "hashing")
+    data = ["--local", "--data-dir", str(tmp_path / "d")]
+    runner = CliRunner()
+    assert runner.invoke(app, ["ingest", str(tmp_path / "kb"), "--ids", "stem", *data]).exit_code == 0
+    result = runner.invoke(app, ["knowledge", "delete", "ferry", *data])
+    assert result.exit_code == 0, result.output
+    assert "deleted 1" in result.output
+    assert "deleted 0; not found: ferry" in runner.invoke(app, ["knowledge", "delete", "ferry", *data]).output
