@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from hybrid_assistant.retrieval.chunker import Chunker
 from hybrid_assistant.retrieval.embedder import Embedder
 from hybrid_assistant.retrieval.errors import SharedStoreUnavailableError
-from hybrid_assistant.retrieval.ingest import embed_plan, plan_ingest
+from hybrid_assistant.retrieval.ingest import document_problem, embed_plan, plan_ingest
 from hybrid_assistant.retrieval.shared_store import SharedStore, StateLookup, WriteConflict
 from hybrid_assistant.retrieval.types import DeleteSummary, Document, IngestSummary
 
@@ -46,10 +46,20 @@ def ingest_shared(
     progress: bool = False,
 ) -> tuple[IngestSummary, SharedWrite]:
     """Add new documents, replace changed ones, skip unchanged ones; one transaction."""
-    docs = list(documents)
+    received = 0
+    rejected: list[str] = []
+    docs: list[Document] = []
+    for document in documents:  # invalid ones never reach a query (a lone surrogate cannot be sent)
+        received += 1
+        problem = document_problem(document) or _nul_problem(document)
+        if problem:
+            rejected.append(problem)
+        else:
+            docs.append(document)
     for attempt in range(1, _ATTEMPTS + 1):
-        ids = list(dict.fromkeys(d.id for d in docs if isinstance(d.id, str)))
+        ids = list(dict.fromkeys(d.id for d in docs))
         plan = plan_ingest(docs, StateLookup(store.document_states(ids)), chunker)
+        plan.received, plan.errors = received, [*rejected, *plan.errors]
         if not plan.changes:
             summary = IngestSummary(
                 received=plan.received, unchanged=plan.unchanged, errors=tuple(plan.errors)
@@ -79,7 +89,30 @@ def ingest_shared(
     )
 
 
+def _nul_problem(document: Document) -> str | None:
+    """PostgreSQL text cannot hold NUL characters (SQLite can): name such a document, skip it."""
+    fields = [document.id, document.text, document.source, *document.metadata, *document.metadata.values()]
+    if any("\x00" in field for field in fields):
+        return (
+            f"document {document.id[:200]!r}: contains a NUL character (\\x00), "
+            "which PostgreSQL text cannot store"
+        )
+    return None
+
+
+def _storable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates: possible from Python callers, not from gRPC
+        return False
+    return "\x00" not in text
+
+
 def delete_shared(store: SharedStore, ids: Iterable[str]) -> tuple[DeleteSummary, SharedWrite]:
-    deleted, not_found, seq = store.delete(list(ids))
+    wanted = list(dict.fromkeys(ids))
+    # An id PostgreSQL cannot store is not there (and a query with it would be refused).
+    deleted, missing, seq = store.delete([i for i in wanted if _storable(i)])
+    gone = set(wanted) - set(missing)
+    not_found = [i for i in wanted if i not in gone or not _storable(i)]
     logger.info("shared delete (change %d): %d documents; not found: %s", seq, deleted, not_found)
     return DeleteSummary(deleted, tuple(not_found)), SharedWrite(seq)

@@ -175,3 +175,23 @@ def test_a_cold_replica_rebuilds_from_stored_embeddings_without_embedding(
         assert rows(pg_dsn, f"SELECT text FROM knowledge_chunks WHERE id = {hits[0].chunk_id}") == [
             (hits[0].text,)
         ]
+
+
+def test_documents_postgresql_cannot_store_fail_alone(store: SharedStore, pg_dsn: str) -> None:
+    chunker = Chunker(SETTINGS.chunk_size, SETTINGS.chunk_overlap)
+    hostile = [
+        Document("nul-text", "before\x00after"),
+        Document("nul-meta", CATS, {"k": "v\x00"}),
+        Document("nul\x00id", CATS),
+        Document("surrogate\ud800", CATS),
+        Document("x" * 5000, CATS),
+        Document("", CATS),
+        Document("good", FERRY),
+    ]
+    summary, write = ingest_shared(store, HashingEmbedder(), chunker, hostile, batch_size=8)
+    assert (summary.received, summary.added, len(summary.errors)) == (7, 1, 6)
+    assert sum("NUL character" in e for e in summary.errors) == 3
+    assert write.seq > 0
+    assert rows(pg_dsn, "SELECT id FROM knowledge_documents") == [("good",)]
+    deleted, _ = delete_shared(store, ["nul\x00id", "surrogate\ud800", "good", "good"])
+    assert (deleted.deleted, deleted.not_found) == (1, ("nul\x00id", "surrogate\ud800"))
