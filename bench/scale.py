@@ -3,24 +3,28 @@
 Three measurements in one run, on one throwaway PostgreSQL cluster
 (:class:`hybrid_assistant.testing.postgres.PostgresServer`) and real server processes:
 
-1. **Serving throughput** with 1, 2 and 3 replicas on one PostgreSQL, and 1 replica on the default
-   SQLite. A client round-robins requests across the replicas; every configuration gets the same
-   traffic (the same streams, requests and prompts; greedy, ``ignore_eos`` and a fixed
-   ``max_tokens``, so every request makes the same number of tokens). Each replica gets
-   ``max(1, cores // N)`` torch threads (``HA_THREADS``) so that N replicas do not oversubscribe
-   the cores. Repetitions run the configurations in alternating order (ABBA...), so drift on a
-   shared machine hits all of them. On a machine with few cores the replicas share the same
-   cores: the ratio to 1 replica then shows the coordination overhead of the shared store, not
-   hardware scale-out (which needs a machine, or a CPU budget, per replica).
+1. **Serving throughput** with 1, 2 and 3 replicas on one PostgreSQL, against the same replica
+   counts on the default SQLite (each replica its own file, nothing shared: the control that
+   separates what the shared store costs from what splitting the machine into N processes costs;
+   1 replica on SQLite is the obvious alternative). A client round-robins requests across the
+   replicas; every configuration gets the same traffic (the same streams, requests and prompts;
+   greedy, ``ignore_eos`` and a fixed ``max_tokens``, so every request makes the same number of
+   tokens). Each replica gets ``max(1, cores // N)`` torch threads (``HA_THREADS``) so that N
+   replicas do not oversubscribe the cores. Repetitions run the configurations in alternating
+   order (ABBA...), so drift on a shared machine hits all of them. On a machine with few cores
+   the replicas share the same cores: the ratio to 1 replica is then no hardware scale-out (that
+   needs a machine, or a CPU budget, per replica) but the cost of splitting the same cores, and
+   PostgreSQL/SQLite at the same N is the shared store's coordination cost.
 2. **The shared store's write capacity**, in-process, both backends on the same disk: request-log
    rows/s through the real writer (:class:`~hybrid_assistant.server.experiments.request_log.RequestLog`,
    batched as in serving; 1 and 3 writers, as 1 and 3 replicas would write) and durable feedback
-   writes/s (one commit each; 1 and 4 callers). From it: how many replicas one PostgreSQL carries
-   at the per-replica request rate measured in 1 (rows/s capacity / requests/s per replica).
+   writes/s (one commit each; 1 and 4 callers), in blocks that alternate the backends. From it:
+   how many replicas one PostgreSQL carries at the per-replica request rate measured in 1
+   (rows/s capacity / requests/s per replica).
 3. **Request-log overhead on serving**: the same traffic on one replica with the log on SQLite and
    on PostgreSQL (paired per repetition, ABBA order), as a ratio.
 
-    python bench/scale.py            # 12 streams x 1 request x 24 tokens, 4 repetitions (~10 min on 2 cores)
+    python bench/scale.py            # 12 streams x 1 request x 24 tokens, 6 repetitions (~6 min on 2 cores)
     python bench/scale.py --quick    # a smoke run
 
 Results: bench/results/scale.json (``scale-quick.json`` with --quick).
@@ -113,31 +117,73 @@ def feedback_per_s(store: Any, request_ids: Sequence[str], callers: int) -> floa
     return len(request_ids) / (time.perf_counter() - started)
 
 
-def store_capacity(work: Path, pg_dsn: str, rows: int, feedback: int) -> list[dict[str, Any]]:
+CAPACITY = (
+    "log_rows_per_s_1_writer",
+    "log_rows_per_s_3_writers",
+    "feedback_per_s_1_caller",
+    "feedback_per_s_4_callers",
+)
+
+
+def store_capacity(work: Path, pg_dsn: str, rows: int, feedback: int, blocks: int) -> dict[str, Any]:
+    """Each measurement in ``blocks`` blocks, the backends taking turns (ABBA), because the disk's
+    fsync time moves a lot on a shared machine: per backend the median block and the range, and
+    PostgreSQL/SQLite as the median of the paired per-block ratios."""
     from hybrid_assistant.server.config import load_settings
     from hybrid_assistant.server.experiments.log_store import open_log_store
 
     # Opened as the server opens them: the setting database_url picks the backend.
-    settings = {
-        "sqlite": load_settings(None, data_dir=work / "capacity"),
-        "postgresql": load_settings(None, data_dir=work / "capacity", database_url=pg_dsn),
+    stores = {
+        "sqlite": open_log_store(load_settings(None, data_dir=work / "capacity")),
+        "postgresql": open_log_store(load_settings(None, data_dir=work / "capacity", database_url=pg_dsn)),
     }
-    out = []
-    for backend, backend_settings in settings.items():
-        store = open_log_store(backend_settings)
-        assert store.backend == backend, store.backend
-        try:
-            row = {"backend": backend}
-            row["log_rows_per_s_1_writer"] = log_rows_per_s(store, rows, 1, "a")
-            row["log_rows_per_s_3_writers"] = log_rows_per_s(store, rows, 3, "b")
-            ids = [f"aw0-{i}" for i in range(feedback)]
-            row["feedback_per_s_1_caller"] = feedback_per_s(store, ids[: feedback // 2], 1)
-            row["feedback_per_s_4_callers"] = feedback_per_s(store, ids[feedback // 2 :], 4)
-        finally:
+    runs: list[dict[str, Any]] = []
+    try:
+        for backend, store in stores.items():
+            assert store.backend == backend, store.backend
+        for block in range(blocks):
+            for backend in list(stores) if block % 2 == 0 else list(reversed(stores)):
+                store = stores[backend]
+                ids = [f"{block}aw0-{i}" for i in range(2 * feedback)]
+                run = {
+                    "block": block,
+                    "backend": backend,
+                    "log_rows_per_s_1_writer": log_rows_per_s(store, rows, 1, f"{block}a"),
+                    "log_rows_per_s_3_writers": log_rows_per_s(store, rows, 3, f"{block}b"),
+                    "feedback_per_s_1_caller": feedback_per_s(store, ids[:feedback], 1),
+                    "feedback_per_s_4_callers": feedback_per_s(store, ids[feedback:], 4),
+                }
+                runs.append(run)
+                print(table([run], list(run)), flush=True)
+    finally:
+        for store in stores.values():
             store.close()
-        out.append(row)
-        print(table([row], list(row)), flush=True)
-    return out
+    summary: list[dict[str, Any]] = []
+    for backend in stores:
+        mine = [r for r in runs if r["backend"] == backend]
+        row: dict[str, Any] = {"backend": backend}
+        for key in CAPACITY:
+            values = [r[key] for r in mine]
+            row |= {key: median(values), f"{key}_min": min(values), f"{key}_max": max(values)}
+        summary.append(row)
+    by = {(r["block"], r["backend"]): r for r in runs}
+    ratio: dict[str, Any] = {"backend": "postgresql/sqlite"}
+    for key in CAPACITY:
+        paired = [by[(b, "postgresql")][key] / by[(b, "sqlite")][key] for b in range(blocks)]
+        ratio |= {key: median(paired), f"{key}_min": min(paired), f"{key}_max": max(paired)}
+    return {"runs": runs, "summary": [*summary, ratio]}
+
+
+def _spans(row: dict[str, Any], keys: Sequence[str], first: str) -> dict[str, Any]:
+    """A row for a printed table: each value with its range in one cell."""
+
+    def cell(key: str) -> str:
+        if key not in row:
+            return "-"
+        digits = 2 if row[key] < 100 else 0
+        return f"{row[key]:.{digits}f} ({row[f'{key}_min']:.{digits}f}-{row[f'{key}_max']:.{digits}f})"
+
+    return {first: row[first], **{key: cell(key) for key in keys}}
 
 
 # ---------------------------------------------------------------------------------- 1 and 3. serving
@@ -271,7 +317,11 @@ def summarize(rows: list[dict[str, Any]], cores: int) -> list[dict[str, Any]]:
             "requests_per_s": sum(r["requests"] for r in mine) / sum(r["wall_s"] for r in mine),
         }
         scaling = [tps[(rep, config)] / tps[(rep, f"{backend}-1")] for rep in reps]
-        row |= {"vs_1_replica": median(scaling), "vs_1_min": min(scaling), "vs_1_max": max(scaling)}
+        row |= {
+            "vs_1_replica": median(scaling),
+            "vs_1_replica_min": min(scaling),
+            "vs_1_replica_max": max(scaling),
+        }
         if backend == "pg":
             store = [tps[(rep, config)] / tps[(rep, f"sqlite-{n}")] for rep in reps]
             row |= {
@@ -284,21 +334,9 @@ def summarize(rows: list[dict[str, Any]], cores: int) -> list[dict[str, Any]]:
 
 
 def _shown(row: dict[str, Any]) -> dict[str, Any]:
-    """A summary row for the printed table: each ratio with its range in one cell."""
-
-    def span(key: str, low: str, high: str) -> str:
-        return f"{row[key]:.2f} ({row[low]:.2f}-{row[high]:.2f})" if key in row else "-"
-
-    return {
-        "config": row["config"],
-        "replicas": row["replicas"],
-        "threads_each": row["threads_each"],
-        "tokens_per_s": row["tokens_per_s"],
-        "ttft_p50_ms": row["ttft_p50_ms"],
-        "requests_per_s": row["requests_per_s"],
-        "vs_1_replica": span("vs_1_replica", "vs_1_min", "vs_1_max"),
-        "pg_vs_sqlite": span("pg_vs_sqlite", "pg_vs_sqlite_min", "pg_vs_sqlite_max"),
-    }
+    """A serving summary row for the printed table: each ratio with its range in one cell."""
+    plain = ("config", "replicas", "threads_each", "tokens_per_s", "ttft_p50_ms", "requests_per_s")
+    return {**{k: row[k] for k in plain}, **_spans(row, ("vs_1_replica", "pg_vs_sqlite"), "config")}
 
 
 def main() -> None:
@@ -309,14 +347,15 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=12)
     parser.add_argument("--per-stream", type=int, default=1, help="streams x per-stream: a multiple of 6")
     parser.add_argument("--max-tokens", type=int, default=24)
-    parser.add_argument("--reps", type=int, default=4, help="even: ABBA order")
-    parser.add_argument("--log-rows", type=int, default=60_000, help="rows for the writer-capacity test")
-    parser.add_argument("--feedback", type=int, default=600, help="feedback writes per backend")
+    parser.add_argument("--reps", type=int, default=6, help="even: ABBA order")
+    parser.add_argument("--log-rows", type=int, default=10_000, help="rows per writer-capacity block")
+    parser.add_argument("--feedback", type=int, default=150, help="feedback writes per block")
+    parser.add_argument("--blocks", type=int, default=4, help="store-capacity blocks (even: ABBA order)")
     parser.add_argument("--model-path", type=Path, default=None, help="default: SmolLM2 from the data dir")
     args = parser.parse_args()
     if args.quick:
         args.streams, args.per_stream, args.max_tokens, args.reps = 4, 3, 8, 2
-        args.log_rows, args.feedback = 6_000, 100
+        args.log_rows, args.feedback, args.blocks = 2_000, 30, 2
 
     from hybrid_assistant.server.config import load_settings
     from hybrid_assistant.server.model_store import resolve_model
@@ -324,7 +363,8 @@ def main() -> None:
 
     cores = os.cpu_count() or 1
     model_dir = args.model_path or resolve_model(None, None, load_settings().models_dir).path
-    results: dict[str, Any] = {"model": str(model_dir), "ignore_eos": True}
+    # Other work on the machine moves every figure here: its load is recorded beside them.
+    results: dict[str, Any] = {"model": str(model_dir), "ignore_eos": True, "load_avg_start": os.getloadavg()}
     results.update({k: v for k, v in vars(args).items() if k != "model_path"})
     postgres = PostgresServer.start_new()
     results["postgresql"] = postgres.bin_dir.parts[-2] if postgres.bin_dir.parts[-3] == "postgresql" else "?"
@@ -333,7 +373,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory(dir=postgres.root.parent) as tmp:  # same disk as the cluster
             work = Path(tmp)
             capacity_dsn = postgres.create_database("capacity")
-            capacity = store_capacity(work, capacity_dsn, args.log_rows, args.feedback)
+            capacity = store_capacity(work, capacity_dsn, args.log_rows, args.feedback, args.blocks)
             serve_dsn = postgres.create_database("serve")
             replicas = layout(cores)
             servers = start_servers(work, model_dir, serve_dsn, cores, replicas)
@@ -359,11 +399,12 @@ def main() -> None:
     finally:
         postgres.remove()
 
+    results["load_avg_end"] = os.getloadavg()
     summary = summarize(rows, cores)
     pg1 = next(s for s in summary if s["config"] == "pg-1")
     per_replica_rps = pg1["requests_per_s"]
-    pg_cap = next(c for c in capacity if c["backend"] == "postgresql")
-    sq_cap = next(c for c in capacity if c["backend"] == "sqlite")
+    cap = {row["backend"]: row for row in capacity["summary"]}
+    pg_cap, ratio = cap["postgresql"], cap["postgresql/sqlite"]
     log_capacity = max(pg_cap["log_rows_per_s_1_writer"], pg_cap["log_rows_per_s_3_writers"])
     feedback_capacity = max(pg_cap["feedback_per_s_1_caller"], pg_cap["feedback_per_s_4_callers"])
     by = {(r["rep"], r["config"]): r["tokens_per_s"] for r in rows}
@@ -374,8 +415,8 @@ def main() -> None:
         "pg_feedback_per_s": feedback_capacity,
         "replicas_by_log_rows": log_capacity / per_replica_rps,
         "replicas_if_every_request_gets_feedback": feedback_capacity / per_replica_rps,
-        "pg_vs_sqlite_log_rows": pg_cap["log_rows_per_s_1_writer"] / sq_cap["log_rows_per_s_1_writer"],
-        "pg_vs_sqlite_feedback": pg_cap["feedback_per_s_1_caller"] / sq_cap["feedback_per_s_1_caller"],
+        "pg_vs_sqlite_log_rows": ratio["log_rows_per_s_1_writer"],
+        "pg_vs_sqlite_feedback": ratio["feedback_per_s_1_caller"],
     }
     overhead = {
         "pg_vs_sqlite_tokens_per_s_median": median(paired),
@@ -396,12 +437,16 @@ def main() -> None:
         "isolates the store."
     )
     print(f"\n{note}")
+    start, end = results["load_avg_start"][0], results["load_avg_end"][0]
+    print(f"1-minute load average: {start:.1f} at the start, {end:.1f} at the end ({cores} cores)")
     title = (
         f"1. serving: {total} requests x {args.max_tokens} tokens per run, {args.streams} streams, "
         f"round-robin; median (min-max) over {args.reps} paired repetitions"
     )
     print(table([_shown(row) for row in summary], list(_shown(summary[0])), title))
-    print("\n" + table(capacity, list(capacity[0]), "2. store write capacity (in-process, same disk)"))
+    title = f"2. store write capacity (in-process, same disk); median (min-max) of {args.blocks} ABBA blocks"
+    shown = [_spans(row, CAPACITY, "backend") for row in capacity["summary"]]
+    print("\n" + table(shown, list(shown[0]), title))
     print("\n" + table([carry], list(carry), "   replicas one PostgreSQL carries at the measured rate"))
     title = "3. request log on PostgreSQL vs SQLite, 1 replica (paired, ABBA)"
     print("\n" + table([overhead], list(overhead), title))
