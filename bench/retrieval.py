@@ -49,6 +49,7 @@ from hybrid_assistant.retrieval import (  # noqa: E402
     KnowledgeBase,
     RetrievalSettings,
     SentenceTransformerEmbedder,
+    lexical,
     load_documents,
 )
 from hybrid_assistant.retrieval.vector_index import VectorIndex  # noqa: E402
@@ -299,6 +300,15 @@ def timed(call: Callable[[str], object], queries: Sequence[str]) -> list[float]:
     return samples
 
 
+def fts5_top5(kb: KnowledgeBase, query: str) -> list[tuple[int, float]]:
+    with kb._docstore.reading() as conn:
+        return lexical.search(conn, query, 5)
+
+
+def memory_top5(kb: KnowledgeBase, query: str) -> list[int]:
+    return [i for i, _ in kb._docstore.lexical.search(lexical.query_words(query), 5)]
+
+
 def bench_latency(
     real: SentenceTransformerEmbedder, seeds: np.ndarray, sizes: Sequence[int], queries: int, rounds: int
 ) -> dict[str, Any]:
@@ -338,6 +348,14 @@ def bench_latency(
                     search = partial(kb.search, top_k=5, mode=mode)
                     config[mode] = best_round(partial(timed, search, texts), rounds)
                     rows.append([size, index_type, mode, config[mode]["p50_ms"], config[mode]["p99_ms"]])
+                # The obvious alternative, in the same run: the same BM25 query on FTS5 (what
+                # lexical search ran before the in-memory index), and whether the two agree.
+                config["lexical_fts5"] = best_round(partial(timed, partial(fts5_top5, kb), texts), rounds)
+                p50, p99 = config["lexical_fts5"]["p50_ms"], config["lexical_fts5"]["p99_ms"]
+                rows.append([size, index_type, "lexical, FTS5 scan", p50, p99])
+                config["lexical_same_top5_as_fts5"] = float(
+                    np.mean([memory_top5(kb, q) == [i for i, _ in fts5_top5(kb, q)] for q in texts])
+                )
                 kb.close()
                 # Reopen: now the saved index matches the docstore and only has to be read.
                 start = time.perf_counter()

@@ -16,12 +16,14 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from hybrid_assistant.retrieval.chunker import Chunk
 from hybrid_assistant.retrieval.errors import CorruptIndexError
 from hybrid_assistant.retrieval.lexical import FTS_SCHEMA
+from hybrid_assistant.retrieval.lexical_index import LexicalIndex
 
 logger = logging.getLogger(__name__)
 
@@ -115,6 +117,22 @@ class Docstore:
             raise CorruptIndexError(
                 f"docstore {str(path)!r} has schema version {version!r}, this code reads {SCHEMA_VERSION!r}"
             )
+        # Lexical queries are answered from memory (lexical_index); FTS5 stays the stored truth.
+        # Chunk changes of the open write transaction wait here until it commits.
+        self.lexical = LexicalIndex()
+        self._lexical_pending: list[tuple[str, list[Any]]] = []
+        self._load_lexical()
+
+    def _load_lexical(self, batch: int = 20_000) -> None:
+        last = 0
+        while True:
+            rows = self._writer.execute(
+                "SELECT id, text FROM chunks WHERE id > ? ORDER BY id LIMIT ?", (last, batch)
+            ).fetchall()
+            if not rows:
+                return
+            self.lexical.add((int(r[0]), str(r[1])) for r in rows)
+            last = int(rows[-1][0])
 
     # ------------------------------------------------------------------ connections
 
@@ -169,8 +187,15 @@ class Docstore:
 
     def commit(self) -> None:
         self._writer.execute("COMMIT")
+        pending, self._lexical_pending = self._lexical_pending, []
+        for kind, items in pending:
+            if kind == "add":
+                self.lexical.add(items)
+            else:
+                self.lexical.remove(items)
 
     def rollback(self) -> None:
+        self._lexical_pending = []
         if self._writer.in_transaction:
             self._writer.execute("ROLLBACK")
 
@@ -188,7 +213,9 @@ class Docstore:
     def delete_chunks(self, document_id: str) -> list[int]:
         """Delete a document's chunks; returns their ids."""
         rows = self._writer.execute("DELETE FROM chunks WHERE document_id = ? RETURNING id", (document_id,))
-        return [int(r[0]) for r in rows]
+        removed = [int(r[0]) for r in rows]
+        self._lexical_pending.append(("remove", removed))
+        return removed
 
     def delete_document(self, document_id: str) -> list[int]:
         """Delete a document, its metadata and chunks; returns the removed chunk ids."""
@@ -244,6 +271,7 @@ class Docstore:
                 for chunk_id, c, v in zip(ids, chunks, vectors, strict=True)
             ],
         )
+        self._lexical_pending.append(("add", [(int(i), c.text) for i, c in zip(ids, chunks, strict=True)]))
 
     def chunk_ids_of(self, document_id: str) -> list[int]:
         rows = self._writer.execute("SELECT id FROM chunks WHERE document_id = ?", (document_id,))
@@ -251,6 +279,7 @@ class Docstore:
 
     def delete_chunk_ids(self, ids: Sequence[int]) -> None:
         self._writer.executemany("DELETE FROM chunks WHERE id = ?", [(int(i),) for i in ids])
+        self._lexical_pending.append(("remove", [int(i) for i in ids]))
 
     def document_ids(self) -> list[str]:
         return [str(r[0]) for r in self._writer.execute("SELECT id FROM documents")]

@@ -21,6 +21,7 @@ import hashlib
 import logging
 import threading
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO
 
@@ -34,7 +35,7 @@ from hybrid_assistant.retrieval.errors import EmptyIndexError
 from hybrid_assistant.retrieval.index_cache import UNSAVED, build_from_docstore, load_index
 from hybrid_assistant.retrieval.ingest import IngestPlan, embed_plan, plan_ingest
 from hybrid_assistant.retrieval.rwlock import ReadWriteLock
-from hybrid_assistant.retrieval.search import rank, validate_search
+from hybrid_assistant.retrieval.search import SearchRequest, rank, rank_lexical, validate_search
 from hybrid_assistant.retrieval.settings import RetrievalSettings
 from hybrid_assistant.retrieval.types import (
     DeleteSummary,
@@ -53,6 +54,8 @@ DOCSTORE_FILE = "docstore.sqlite3"
 # last save; a stale file only costs adding the difference on the next open.
 _SAVE_ALWAYS_BYTES = 256 * 1024 * 1024
 _SAVE_CHANGED_SHARE = 0.05
+# Lexical rankings of hybrid searches, run beside the query's embedding.
+_LEXICAL_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="lexical-search")
 
 
 class KnowledgeBase:
@@ -297,17 +300,33 @@ class KnowledgeBase:
         exact value. Raises ``InvalidQueryError`` and ``EmptyIndexError``.
         """
         request = validate_search(query, top_k, mode, min_score, metadata_filter, self.settings)
+        # Hybrid: the lexical ranking runs on another thread while this one embeds the query
+        # (the slow part; the embedder and numpy both release the GIL). Its result is taken before
+        # this thread's read lock (waiting for it while holding one could deadlock behind a
+        # writer) and used only if no write committed since; otherwise it is ranked again below,
+        # so both rankings always see one version of the index.
+        pending = _LEXICAL_POOL.submit(self._lexical, request) if request.mode == "hybrid" else None
         query_vector = None
         if request.mode != "lexical":  # embedded before taking the lock: it is the slow part
             query_vector = check_embeddings(self._embedder, self._embedder.embed([request.query]), 1)
+        early = pending.result() if pending is not None else None
         with self._rw.read():
             self._check_open()
             if not self._chunks:
                 raise EmptyIndexError(
                     f"the knowledge base in {str(self.directory)!r} has no documents: ingest some first"
                 )
+            sparse = early[1] if early is not None and early[0] == self._generation else None
             with self._docstore.reading() as conn:
-                ranked = rank(conn, self._docstore, self._index, request, query_vector, self.settings)
+                ranked = rank(
+                    conn,
+                    self._docstore,
+                    self._index,
+                    request,
+                    query_vector,
+                    self.settings,
+                    sparse,
+                )
                 ranked = [(i, score) for i, score in ranked if score >= request.min_score][: request.top_k]
                 rows = self._docstore.fetch_chunks(conn, [chunk_id for chunk_id, _ in ranked])
         return [
@@ -324,6 +343,11 @@ class KnowledgeBase:
             for chunk_id, score in ranked
             if (row := rows.get(chunk_id)) is not None
         ]
+
+    def _lexical(self, request: SearchRequest) -> tuple[int, list[tuple[int, float]]]:
+        """(the index generation it saw, the lexical ranking)."""
+        with self._rw.read(), self._docstore.reading() as conn:
+            return self._generation, rank_lexical(conn, self._docstore, request, self.settings)
 
     # ------------------------------------------------------------------ state
 

@@ -42,17 +42,24 @@ _STOPWORD_TEXT = """a about above after again all am an and any are as at be bec
 STOPWORDS = frozenset(_STOPWORD_TEXT.split())
 
 
+def query_words(query: str) -> list[str]:
+    """The words a lexical query searches for: distinct, case-folded, stopwords out (unless the
+    query has nothing else), at most 64."""
+    words = list(dict.fromkeys(w.lower() for w in _WORD.findall(query)))
+    content = [w for w in words if w not in STOPWORDS] or words
+    return content[:_MAX_TERMS]
+
+
 def match_expression(query: str) -> str | None:
     """An FTS5 MATCH expression: the query's words, each quoted, joined with OR.
 
     Quoting makes every word a literal term, so user text can never be parsed as FTS5 syntax
     (``AND``, ``NEAR``, ``*``, column filters). Returns None when the query has no words.
     """
-    words = list(dict.fromkeys(w.lower() for w in _WORD.findall(query)))
-    content = [w for w in words if w not in STOPWORDS] or words
-    if not content:
+    words = query_words(query)
+    if not words:
         return None
-    return " OR ".join(f'"{w}"' for w in content[:_MAX_TERMS])
+    return " OR ".join(f'"{w}"' for w in words)
 
 
 def search(

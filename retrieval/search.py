@@ -88,6 +88,26 @@ def _short(value: object) -> str:
     return text if len(text) <= _ECHO else f"{text[:_ECHO]}... ({len(text)} characters)"
 
 
+def depth(request: SearchRequest, settings: RetrievalSettings) -> int:
+    """How many candidates each ranking contributes (hybrid fuses more than it returns)."""
+    if request.mode != "hybrid":
+        return request.top_k
+    return max(settings.hybrid_candidates, 2 * request.top_k)
+
+
+def rank_lexical(
+    conn: sqlite3.Connection, docstore: Docstore, request: SearchRequest, settings: RetrievalSettings
+) -> list[tuple[int, float]]:
+    """BM25 ranking from the docstore's in-memory index (FTS5's ranking, without its full scan)."""
+    allowed = None
+    if request.metadata_filter:
+        allowed = docstore.chunk_ids_matching(conn, request.metadata_filter)
+        if not len(allowed):
+            return []
+    words = lexical.query_words(request.query)
+    return docstore.lexical.search(words, depth(request, settings), allowed)
+
+
 def rank(
     conn: sqlite3.Connection,
     docstore: Docstore,
@@ -95,17 +115,19 @@ def rank(
     request: SearchRequest,
     query_vector: np.ndarray | None,
     settings: RetrievalSettings,
+    sparse: list[tuple[int, float]] | None = None,
 ) -> list[tuple[int, float]]:
-    """Chunk ids and scores, best first, before ``min_score`` and ``top_k`` are applied."""
+    """Chunk ids and scores, best first, before ``min_score`` and ``top_k`` are applied.
+
+    ``sparse``: the lexical ranking when the caller already has it (computed concurrently)."""
     mode = request.mode
-    depth = request.top_k if mode != "hybrid" else max(settings.hybrid_candidates, 2 * request.top_k)
     dense: list[tuple[int, float]] = []
     if query_vector is not None:
-        dense = _dense(conn, docstore, index, query_vector, depth, request.metadata_filter)
+        dense = _dense(conn, docstore, index, query_vector, depth(request, settings), request.metadata_filter)
     if mode == "dense":
         return dense
-    restrict = Docstore.filter_subquery(request.metadata_filter) if request.metadata_filter else None
-    sparse = lexical.search(conn, request.query, depth, restrict)
+    if sparse is None:
+        sparse = rank_lexical(conn, docstore, request, settings)
     if mode == "lexical":
         return sparse
     fused = reciprocal_rank_fusion([[i for i, _ in dense], [i for i, _ in sparse]], k=settings.rrf_k)

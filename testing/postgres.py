@@ -19,7 +19,6 @@ import socket
 import subprocess
 import tempfile
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 _START_TIMEOUT_S = 60
@@ -133,12 +132,3 @@ def _primary_group(user: str) -> int:
     import pwd
 
     return pwd.getpwnam(user).pw_gid
-
-
-@contextlib.contextmanager
-def running_postgres() -> Iterator[PostgresServer]:
-    server = PostgresServer.start_new()
-    try:
-        yield server
-    finally:
-        server.remove()
