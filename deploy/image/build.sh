@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build the CPU image without a Docker daemon or a registry: buildah (daemonless, as root, chroot
-# isolation, vfs storage) builds the repository's Dockerfile exactly as `docker build --target cpu`
-# would, with two build args swapped for local sources:
+# isolation) builds the repository's Dockerfile exactly as `docker build --target cpu` would, with
+# two build args swapped for local sources:
 #   BASE_IMAGE       python:3.11-slim cannot be pulled here, so a Debian bookworm root filesystem made
 #                    by mmdebstrap (python3 + venv, CA certificates) becomes a local image first;
 #   TORCH_INDEX_URL  download.pytorch.org is unreachable here, so the same torch==2.13.0 CPU wheel and
@@ -11,12 +11,18 @@
 # Idempotent: the base is made only when missing, the wheels only once, and --layers reuses every
 # step whose inputs did not change.
 #
+# Storage: overlay (layers are diffs) where the kernel offers it, as here. vfs works anywhere (inside
+# a container too) but stores every layer, and every step's working container, as a full copy of the
+# file system: with --layers this build then needs ~60 GB, so under vfs the steps run without
+# --layers (one container per stage, ~8 GB at peak) and every build starts from scratch.
+#
 # pip inside the build trusts the base's CA certificates; behind a TLS-intercepting proxy (as here) the
 # CA bundle pip uses on the host goes in as the build secret pip_cert (never stored in a layer).
 #
 # Environment: IMAGE, BASE_IMAGE, CONTEXT (default: this checkout), WORK (scratch, default build/image),
 # TORCH_INDEX_PORT, SUITE, MIRROR (default: the host's apt sources), PIP_CERT_FILE (default: pip's
-# configured cert, if any). Needs root.
+# configured cert, if any), STORAGE_DRIVER (overlay, or vfs), LAYERS (true; false under vfs).
+# Needs root.
 #
 #   deploy/image/build.sh          # base (if missing), then the image
 #   deploy/image/build.sh base     # the base only
@@ -31,9 +37,13 @@ SUITE=${SUITE:-bookworm}
 MIRROR=${MIRROR:-}
 TORCH=torch==2.13.0
 PIP_CERT_FILE=${PIP_CERT_FILE:-${PIP_CERT:-$(python3 -m pip config get global.cert 2>/dev/null || true)}}
-# vfs: works on any filesystem (overlay on overlay does not, and this may run inside a container).
-export STORAGE_DRIVER=vfs
-BUILDAH=(buildah --storage-driver vfs)
+export STORAGE_DRIVER=${STORAGE_DRIVER:-overlay}
+if [[ "$STORAGE_DRIVER" == vfs ]]; then
+    LAYERS=${LAYERS:-false}
+else
+    LAYERS=${LAYERS:-true}
+fi
+BUILDAH=(buildah --storage-driver "$STORAGE_DRIVER")
 
 log() { printf '== %s\n' "$*" >&2; }
 
@@ -140,7 +150,7 @@ main() {
     log "buildah bud --target cpu -> $IMAGE (context $CONTEXT)"
     local start=$SECONDS
     # --format docker keeps HEALTHCHECK (the OCI image config has no field for it).
-    "${BUILDAH[@]}" bud --isolation chroot --layers --force-rm --format docker --target cpu \
+    "${BUILDAH[@]}" bud --isolation chroot --layers="$LAYERS" --force-rm --format docker --target cpu \
         --secret "$(cert_secret)" \
         --build-arg BASE_IMAGE="$BASE_IMAGE" \
         --build-arg TORCH_INDEX_URL="http://127.0.0.1:$TORCH_INDEX_PORT/" \
