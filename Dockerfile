@@ -11,7 +11,7 @@
 # the official slim image. `make image` passes a base built from Debian packages instead.
 ARG BASE_IMAGE=python:3.11-slim
 # Where the CPU build of torch comes from: a PEP 503 index that also carries torch's dependencies,
-# as PyTorch's own CPU index does. `make image` serves a local one built from pip's wheel cache.
+# as PyTorch's own CPU index does. `make image` serves a local one of the wheels pip finds here.
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 
 # ---------------------------------------------------------------- CPU build stage

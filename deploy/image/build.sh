@@ -11,15 +11,17 @@
 # Idempotent: the base is made only when missing, the wheels only once, and --layers reuses every
 # step whose inputs did not change.
 #
-# Storage: overlay (layers are diffs) where the kernel offers it, as here. vfs works anywhere (inside
-# a container too) but stores every layer, and every step's working container, as a full copy of the
-# file system: with --layers this build then needs ~60 GB, so under vfs the steps run without
-# --layers (one container per stage, ~8 GB at peak) and every build starts from scratch.
+# Storage: overlay by default (layers are diffs; the kernel here has native overlay). Where it is
+# refused (e.g. inside a container), STORAGE_DRIVER=vfs works anywhere but stores every layer, and
+# every step's working container, as a full copy of the file system: with --layers this build then
+# needs ~60 GB, so under vfs the steps run without --layers (one container per stage, ~8 GB at peak)
+# and every build starts from scratch.
 #
 # pip inside the build trusts the base's CA certificates; behind a TLS-intercepting proxy (as here) the
 # CA bundle pip uses on the host goes in as the build secret pip_cert (never stored in a layer).
 #
 # Environment: IMAGE, BASE_IMAGE, CONTEXT (default: this checkout), WORK (scratch, default build/image),
+# TORCH_INDEX_URL (set: use that index, e.g. https://download.pytorch.org/whl/cpu, and serve none),
 # TORCH_INDEX_PORT, SUITE, MIRROR (default: the host's apt sources), PIP_CERT_FILE (default: pip's
 # configured cert, if any), STORAGE_DRIVER (overlay, or vfs), LAYERS (true; false under vfs).
 # Needs root.
@@ -145,15 +147,19 @@ main() {
     if [[ "${1:-}" == base ]]; then
         return
     fi
-    build_torch_index
-    serve_torch_index
+    local torch_index=${TORCH_INDEX_URL:-}
+    if [[ -z "$torch_index" ]]; then
+        build_torch_index
+        serve_torch_index
+        torch_index="http://127.0.0.1:$TORCH_INDEX_PORT/"
+    fi
     log "buildah bud --target cpu -> $IMAGE (context $CONTEXT)"
     local start=$SECONDS
     # --format docker keeps HEALTHCHECK (the OCI image config has no field for it).
     "${BUILDAH[@]}" bud --isolation chroot --layers="$LAYERS" --force-rm --format docker --target cpu \
         --secret "$(cert_secret)" \
         --build-arg BASE_IMAGE="$BASE_IMAGE" \
-        --build-arg TORCH_INDEX_URL="http://127.0.0.1:$TORCH_INDEX_PORT/" \
+        --build-arg TORCH_INDEX_URL="$torch_index" \
         -f "$CONTEXT/Dockerfile" -t "$IMAGE" "$CONTEXT"
     log "built $IMAGE in $((SECONDS - start)) s; size: $("${BUILDAH[@]}" images --format '{{.Size}}' "$IMAGE")"
 }
