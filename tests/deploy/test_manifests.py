@@ -9,9 +9,11 @@ is downloaded here.
 from __future__ import annotations
 
 import importlib.util
+import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -126,10 +128,15 @@ def _compose_env() -> dict[str, str]:
     return {k: ("stand-in" if "${" in v else v) for k, v in env.items()}
 
 
+def _unknown_settings(names: Iterable[str]) -> list[str]:
+    """HA_X or HA_X__Y names whose X is not a Settings field (pydantic-settings would ignore them)."""
+    fields = Settings.model_fields
+    return sorted(n for n in names if n.removeprefix("HA_").split("__")[0].lower() not in fields)
+
+
 @pytest.mark.parametrize("env", [_k8s_env(), _compose_env()], ids=["kubernetes", "compose"])
 def test_the_manifests_set_real_settings(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
-    unknown = [k for k in env if k.removeprefix("HA_").split("__")[0].lower() not in Settings.model_fields]
-    assert unknown == []
+    assert _unknown_settings(env) == []
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     settings = Settings()
@@ -137,3 +144,10 @@ def test_the_manifests_set_real_settings(env: dict[str, str], monkeypatch: pytes
     assert settings.adapter_roots == [Path("/adapters")]
     assert settings.database_url is not None
     assert settings.admin_token is not None
+
+
+def test_the_dockerfile_sets_real_settings() -> None:
+    # Both stages and the comments that tell users what to set.
+    names = set(re.findall(r"\b(HA_[A-Z0-9_]+)=", (ROOT / "Dockerfile").read_text()))
+    assert "HA_LISTEN" in names
+    assert _unknown_settings(names) == []
