@@ -21,6 +21,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from hybrid_assistant.retrieval.errors import RetrievalError
 from hybrid_assistant.server import metrics
 from hybrid_assistant.server.adapter_registry import AdapterRegistry
 from hybrid_assistant.server.assistant import AssistantCore
@@ -184,7 +185,10 @@ class App:
             for preload in self.settings.preload_adapters:
                 await self.registry.load(preload.name, preload.path, replace=True, pin=preload.pin)
         except Exception as exc:
-            log.exception("warm-up failed; the server will exit")
+            if isinstance(exc, RetrievalError):  # the operator's to fix (locked, incompatible, unreachable)
+                log.error("warm-up failed: %s; the server will exit", exc)
+            else:
+                log.exception("warm-up failed; the server will exit")
             self.warm_error = exc
             self.exit_code = 1
             await self.stop(grace=0)

@@ -130,8 +130,8 @@ class Settings(BaseSettings):
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
     """Chunking, index type and search settings (HA_RETRIEVAL__INDEX_TYPE=hnsw, ...)."""
     request_log: RequestLogSettings = Field(default_factory=RequestLogSettings)
-    """The SQLite log of served requests and their feedback ([request_log] in TOML,
-    HA_REQUEST_LOG__RETENTION_DAYS=90, ...)."""
+    """The log of served requests and their feedback, SQLite or PostgreSQL with database_url ([request_log]
+    in TOML, HA_REQUEST_LOG__RETENTION_DAYS=90, ...)."""
     experiments: list[ExperimentConfig] = Field(default_factory=list)
     """A/B experiments created at start-up if not stored yet ([[experiments]] in TOML)."""
     vllm: VllmSettings = Field(default_factory=VllmSettings)
