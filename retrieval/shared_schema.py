@@ -1,13 +1,9 @@
 """The knowledge tables in the shared PostgreSQL database, and their versioned migrations.
 
-Every replica runs :func:`ensure_schema` when it opens the shared store. The protocol is the one
-``server/database.py`` uses for the other shared state (this package may not import ``server``,
-so it is repeated here, and must stay in step): one ``schema_version`` table with a row per
-component (this one is ``knowledge``), and the check plus the migrations in one transaction under
-the same transaction-level advisory lock, so two replicas starting at the same moment cannot both
-apply a step (the second waits, then finds the schema current). DDL is transactional in
-PostgreSQL, so a failed migration leaves the previous version intact. A version newer than this
-code knows is refused rather than guessed at.
+Every replica runs :func:`ensure_schema` when it opens the shared store: the migrations follow
+:mod:`hybrid_assistant.pg_schema`, the protocol every component of the shared database uses (a
+``schema_version`` row per component, this one ``knowledge``; one transaction under one advisory
+lock; a newer version refused, here as :class:`SharedSchemaError`).
 
 Tables (prefixed ``knowledge_``, beside the other shared state):
 
@@ -28,13 +24,12 @@ import uuid
 
 import psycopg
 
+from hybrid_assistant.pg_schema import migrate
 from hybrid_assistant.retrieval.errors import SharedSchemaError
 
 logger = logging.getLogger(__name__)
 
 COMPONENT = "knowledge"
-# server/database.py's MIGRATION_LOCK: every component's migrations take the same lock.
-MIGRATION_LOCK = 0x4841_5343_4845_4D41
 # Serialises knowledge writes, so that change-sequence order is commit order (shared_store).
 WRITE_LOCK = 0x68616B6E0002
 
@@ -77,29 +72,8 @@ def ensure_schema(conn: psycopg.Connection) -> str:
 
     Raises :class:`SharedSchemaError` when the database holds a newer knowledge schema.
     """
+    migrate(conn, COMPONENT, _MIGRATIONS, too_new=SharedSchemaError)
     with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS schema_version ("
-            "component TEXT PRIMARY KEY, version INTEGER NOT NULL, updated_at TIMESTAMPTZ NOT NULL)"
-        )
-        row = conn.execute("SELECT version FROM schema_version WHERE component = %s", (COMPONENT,)).fetchone()
-        found = int(row[0]) if row is not None else 0
-        if found > SCHEMA_VERSION:
-            raise SharedSchemaError(
-                f"the database's {COMPONENT} schema is at version {found}, but this hybrid-assistant "
-                f"knows versions up to {SCHEMA_VERSION}: a newer release migrated it. Run that release "
-                "(or newer) on every replica, or point database_url at another database"
-            )
-        for version in range(found, SCHEMA_VERSION):
-            conn.execute(_MIGRATIONS[version].encode())
-            logger.info("database: %s schema migrated to version %d", COMPONENT, version + 1)
-        if found < SCHEMA_VERSION:
-            conn.execute(
-                "INSERT INTO schema_version VALUES (%s, %s, now()) ON CONFLICT (component) "
-                "DO UPDATE SET version = EXCLUDED.version, updated_at = EXCLUDED.updated_at",
-                (COMPONENT, SCHEMA_VERSION),
-            )
         conn.execute(
             "INSERT INTO knowledge_meta VALUES ('kb_id', %s) ON CONFLICT (key) DO NOTHING",
             (uuid.uuid4().hex,),

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import psycopg
-from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from hybrid_assistant.pg_schema import redact
 from hybrid_assistant.retrieval.docstore import DocumentState, metadata_json
 from hybrid_assistant.retrieval.errors import (
     CorruptIndexError,
@@ -78,22 +78,12 @@ class WriteConflict(Exception):
     """Another writer changed a document's text between planning and writing a metadata-only update."""
 
 
-def describe_dsn(dsn: str) -> str:
-    """The DSN without its password, for messages and logs."""
-    try:
-        parts = conninfo_to_dict(dsn)
-    except psycopg.ProgrammingError:
-        return "<unparsable DSN>"
-    user, host = parts.get("user", ""), parts.get("host", "localhost")
-    return f"postgresql://{user}@{host}:{parts.get('port', 5432)}/{parts.get('dbname', '')}"
-
-
 class SharedStore:
     """A connection pool on the shared database and the knowledge store's reads and writes."""
 
     def __init__(self, dsn: str, change_retention: int = DEFAULT_CHANGE_RETENTION) -> None:
         # Use ``SharedStore.open``.
-        self.where = describe_dsn(dsn)
+        self.where = redact(dsn)
         self._dsn = dsn  # holds the password: never logged (``where`` is the printable form)
         self.change_retention = change_retention
         self._pool = ConnectionPool(

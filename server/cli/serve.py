@@ -104,8 +104,9 @@ def serve(
     for root in settings.resolved_adapter_roots:
         root.mkdir(parents=True, exist_ok=True)
 
+    from hybrid_assistant.pg_schema import SchemaTooNew
     from hybrid_assistant.server.app import App, ListenError  # heavy imports only once the config is valid
-    from hybrid_assistant.server.database import DatabaseUnavailable, SchemaTooNew
+    from hybrid_assistant.server.database import DatabaseUnavailable
 
     try:
         code = asyncio.run(App(settings).serve_forever())

@@ -19,7 +19,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
-from hybrid_assistant.server.database import redact
+from hybrid_assistant.pg_schema import redact
 
 if TYPE_CHECKING:
     from hybrid_assistant.server.config import Settings

@@ -29,7 +29,8 @@ from typing import Any
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from hybrid_assistant.server.database import migrate, open_pool
+from hybrid_assistant.pg_schema import migrate
+from hybrid_assistant.server.database import open_pool
 from hybrid_assistant.server.errors import AlreadyExists, NotFound, Unavailable
 from hybrid_assistant.server.experiments.log_store import InsertResult
 from hybrid_assistant.server.experiments.store import LogRecord

@@ -15,8 +15,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from hybrid_assistant.pg_schema import SchemaTooNew
 from hybrid_assistant.server.config import load_settings
-from hybrid_assistant.server.database import SchemaTooNew
 from hybrid_assistant.server.errors import AlreadyExists, NotFound, Unavailable
 from hybrid_assistant.server.experiments.pg_store import MIGRATIONS, PostgresLogStore
 from hybrid_assistant.server.experiments.request_log import RequestLog
