@@ -26,6 +26,8 @@ EXPECTED = {
     retrieval_errors.IncompatibleIndexError: Code.FAILED_PRECONDITION,
     retrieval_errors.CorruptIndexError: Code.FAILED_PRECONDITION,
     retrieval_errors.EmbedderError: Code.FAILED_PRECONDITION,
+    retrieval_errors.SharedSchemaError: Code.FAILED_PRECONDITION,  # as IncompatibleIndexError, its base
+    retrieval_errors.SharedStoreUnavailableError: Code.UNAVAILABLE,
     engine_errors.QueueFullError: Code.RESOURCE_EXHAUSTED,
     engine_errors.EngineStoppedError: Code.UNAVAILABLE,
 }
