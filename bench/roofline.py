@@ -8,7 +8,9 @@ step it prints:
   adapters' A/B matrices, each row's cached keys/values) divided by the measured bandwidth;
 - compute-bound time: the step's FLOPs (2 x matmul parameters per row, attention over the
   context) divided by the large-GEMM rate;
-- roofline time: the larger of the two, and the measured step time over it (1.0 = at the limit).
+- roofline time: the larger of the two, and the measured step time over it (1.0 = at the limit);
+- the same step on Hugging Face's modules (``forward_path=transformers``), the alternative to the
+  lean forward the engine runs by default.
 
     python bench/roofline.py                 # SmolLM2, rows 1/16/32, 0 and 4 adapters
     python bench/roofline.py --quick         # fewer steps
@@ -115,25 +117,35 @@ def main() -> None:
     model_dir = resolve_model(None, None, settings.models_dir).path
     shape = model_shape(model_dir)
     decode_gemm = matmul_gflops(16, shape["hidden"], shape["inter"])
-    runner = ModelRunner(
-        model_dir,
-        dtype=torch.float32,
-        max_rows=max(ROWS),
-        max_tokens=CONTEXT + steps + 8,
-        model_name="SmolLM2-135M-Instruct",
-        aliases=set(),
-    )
+    # The lean forward (the default) and Hugging Face's modules (the alternative), same weights.
+    runners = {
+        lean: ModelRunner(
+            model_dir,
+            dtype=torch.float32,
+            max_rows=max(ROWS),
+            max_tokens=CONTEXT + 2 * steps + 16,
+            model_name="SmolLM2-135M-Instruct",
+            aliases=set(),
+            lean=lean,
+        )
+        for lean in (True, False)
+    }
     with tempfile.TemporaryDirectory() as tmp:
-        for uid, path in enumerate(make_adapters(model_dir, Path(tmp), 4, RANK, TARGETS).values(), start=1):
-            spec = inspect_adapter(path, runner.base_spec, max_rank=64)
-            runner.bank.add(uid, load_lora_weights(spec, torch.float32))
+        made = make_adapters(model_dir, Path(tmp), 4, RANK, TARGETS)
+        for runner in runners.values():
+            for uid, path in enumerate(made.values(), start=1):
+                spec = inspect_adapter(path, runner.base_spec, max_rank=64)
+                runner.bank.add(uid, load_lora_weights(spec, torch.float32))
 
     results: list[dict[str, Any]] = []
     for adapters in (0, 4):
         for rows in ROWS:
             uids = [1 + r % adapters for r in range(rows)] if adapters else [0] * rows
             used = min(adapters, rows)
-            step_ms = time_steps(runner, rows, uids, steps)
+            # Which path goes first alternates between points, so drift hits both.
+            order = (False, True) if len(results) % 2 else (True, False)
+            timed = {lean: time_steps(runners[lean], rows, uids, steps) for lean in order}
+            step_ms, hf_ms = timed[True], timed[False]
             read, flops = step_costs(shape, rows, CONTEXT, used)
             memory_ms = read / (bandwidth * 1e9) * 1000
             compute_ms = flops / (gemm * 1e9) * 1000
@@ -143,6 +155,8 @@ def main() -> None:
                     "rows": rows,
                     "adapters": used,
                     "step_ms": step_ms,
+                    "hf_modules_step_ms": hf_ms,
+                    "lean_speedup": hf_ms / step_ms,
                     "memory_bound_ms": memory_ms,
                     "compute_bound_ms": compute_ms,
                     "bound_by": "memory" if memory_ms >= compute_ms else "compute",
@@ -159,7 +173,8 @@ def main() -> None:
     }
     print(table([limits], list(limits), "this machine's limits (measured now)"))
     print()
-    columns = ["rows", "adapters", "step_ms", "memory_bound_ms", "compute_bound_ms", "bound_by"]
+    columns = ["rows", "adapters", "step_ms", "hf_modules_step_ms", "lean_speedup", "memory_bound_ms"]
+    columns += ["compute_bound_ms", "bound_by"]
     columns += ["step_over_roofline", "tokens_per_s", "achieved_gflops"]
     print(table(results, columns, f"decode step, float32, {CONTEXT}-token context, rank-{RANK} adapters"))
     payload = {"context": CONTEXT, "steps": steps, "limits": limits, "decode_steps": results}
