@@ -80,6 +80,23 @@ class LogStore(Protocol):
     ) -> list[tuple[LogRecord, dict[str, float]]]: ...
 
 
+def export_filters(
+    experiment: str, since: float, until: float, after: tuple[float, str], mark: str
+) -> tuple[list[str], list[object]]:
+    """WHERE terms and their arguments of an export page, for either backend's placeholder."""
+    where = [f"(time_unix, request_id) > ({mark}, {mark})"]
+    args: list[object] = [*after]
+    for term, value, wanted in (
+        ("experiment = ", experiment, bool(experiment)),
+        ("time_unix >= ", since, since > 0),
+        ("time_unix < ", until, until > 0),
+    ):
+        if wanted:
+            where.append(term + mark)
+            args.append(value)
+    return where, args
+
+
 def open_log_store(settings: Settings) -> LogStore:
     """PostgreSQL when ``database_url`` is set (migrated on open), else the SQLite file."""
     if settings.database_url is None:

@@ -32,7 +32,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from hybrid_assistant.pg_schema import migrate
 from hybrid_assistant.server.database import open_pool
 from hybrid_assistant.server.errors import AlreadyExists, NotFound, Unavailable
-from hybrid_assistant.server.experiments.log_store import InsertResult
+from hybrid_assistant.server.experiments.log_store import InsertResult, export_filters
 from hybrid_assistant.server.experiments.store import LogRecord
 from hybrid_assistant.server.validation import MAX_ECHO_CHARS
 
@@ -259,17 +259,7 @@ class PostgresLogStore:
     def export_page(
         self, experiment: str, since: float, until: float, after: tuple[float, str], limit: int
     ) -> list[tuple[LogRecord, dict[str, float]]]:
-        where = ["(time_unix, request_id) > (%s, %s)"]
-        args: list[object] = [*after]
-        if experiment:
-            where.append("experiment = %s")
-            args.append(experiment)
-        if since > 0:
-            where.append("time_unix >= %s")
-            args.append(since)
-        if until > 0:
-            where.append("time_unix < %s")
-            args.append(until)
+        where, args = export_filters(experiment, since, until, after, "%s")
         query = (
             f"SELECT {_COLUMNS}, (SELECT json_object_agg(metric, value) FROM feedback f "
             f"WHERE f.request_id = requests.request_id) FROM requests WHERE {' AND '.join(where)} "

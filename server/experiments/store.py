@@ -28,7 +28,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from hybrid_assistant.server.errors import AlreadyExists, NotFound
-from hybrid_assistant.server.experiments.log_store import InsertResult
+from hybrid_assistant.server.experiments.log_store import InsertResult, export_filters
 from hybrid_assistant.server.validation import MAX_ECHO_CHARS
 
 SCHEMA_VERSION = 1
@@ -319,17 +319,7 @@ class LogDatabase:
         self, experiment: str, since: float, until: float, after: tuple[float, str], limit: int
     ) -> list[tuple[LogRecord, dict[str, float]]]:
         """Requests (with their feedback) in time order, after the ``(time, id)`` key; keyset pages."""
-        where = ["(time_unix, request_id) > (?, ?)"]
-        args: list[object] = [*after]
-        if experiment:
-            where.append("experiment = ?")
-            args.append(experiment)
-        if since > 0:
-            where.append("time_unix >= ?")
-            args.append(since)
-        if until > 0:
-            where.append("time_unix < ?")
-            args.append(until)
+        where, args = export_filters(experiment, since, until, after, "?")
         sql = (
             f"SELECT {_COLUMNS}, (SELECT json_group_object(metric, value) FROM feedback f "
             f"WHERE f.request_id = requests.request_id) FROM requests WHERE {' AND '.join(where)} "

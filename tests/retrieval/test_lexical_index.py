@@ -94,3 +94,18 @@ def test_compaction_keeps_rankings() -> None:
     assert len(index) == 1500 and all(i % 2 for i, _ in after)
     assert {i for i, _ in before if i % 2} <= {i for i, _ in index.search(["word3", "filler"], 3000)}
     assert index.search(["nothing"], 5) == [] and index.search([], 5) == []
+
+
+def test_hostile_queries_answer_normally(open_kb: Callable[..., KnowledgeBase]) -> None:
+    kb = open_kb()
+    kb.ingest([Document(id="a", text="The heron fishes at dawn near the ferry.")])
+    hostile = [
+        " ".join(f"w{i}" for i in range(20_000)),  # far past the 64-term cap
+        'e\u0301\u0301\u0301 \u202e\u200b \ud7ff \U0001f600 \x00 NEAR AND OR * "',  # marks, controls, syntax
+        "the and of to",  # stopwords only: searched as they are, as FTS5 is
+        "___ --- ...",  # no words at all
+    ]
+    for query in hostile:
+        for mode in ("lexical", "hybrid"):
+            kb.search(query, mode=mode)  # type: ignore[arg-type]
+    assert kb.search("heron", mode="lexical")[0].document_id == "a"

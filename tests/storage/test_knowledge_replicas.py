@@ -9,7 +9,6 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import numpy as np
 import psycopg
 import pytest
 from typer.testing import CliRunner
@@ -25,23 +24,12 @@ from hybrid_assistant.retrieval.errors import SharedStoreUnavailableError
 from hybrid_assistant.retrieval.replica_sync import ReplicaKnowledgeBase
 from hybrid_assistant.server.cli import app
 from hybrid_assistant.testing.postgres import PostgresServer
+from tests.storage.helpers import CountingEmbedder
 
 SETTINGS = RetrievalSettings(chunk_size=64, chunk_overlap=0, sync_interval_s=0.25)
 FERRY = "The ferry to the island leaves at noon from pier seven. Tickets are sold on board."
 CATS = "Cats sleep most of the day. They hunt at dusk and dawn."
 OWLS = "Owls fly silently at night. Their feathers muffle every wingbeat."
-
-
-class CountingEmbedder(HashingEmbedder):
-    """The real hashing embedder, counting the texts it is asked to embed."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.texts = 0
-
-    def embed(self, texts: list[str]) -> np.ndarray:
-        self.texts += len(texts)
-        return super().embed(texts)
 
 
 def replica(

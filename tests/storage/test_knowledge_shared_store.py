@@ -7,7 +7,6 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import psycopg
 import pytest
 
@@ -23,22 +22,11 @@ from hybrid_assistant.retrieval.shared_ingest import delete_shared, ingest_share
 from hybrid_assistant.retrieval.shared_schema import SCHEMA_VERSION
 from hybrid_assistant.retrieval.shared_store import SharedStore
 from hybrid_assistant.testing.postgres import PostgresServer
+from tests.storage.helpers import CountingEmbedder
 
 SETTINGS = RetrievalSettings(chunk_size=64, chunk_overlap=0)
 FERRY = "The ferry to the island leaves at noon from pier seven. Tickets are sold on board."
 CATS = "Cats sleep most of the day. They hunt at dusk and dawn."
-
-
-class CountingEmbedder(HashingEmbedder):
-    """The real hashing embedder, counting the texts it is asked to embed."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.texts = 0
-
-    def embed(self, texts: list[str]) -> np.ndarray:
-        self.texts += len(texts)
-        return super().embed(texts)
 
 
 def ingest(store: SharedStore, *documents: Document, embedder: HashingEmbedder | None = None) -> int:
