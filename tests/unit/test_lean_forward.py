@@ -79,6 +79,9 @@ def test_fused_weights_are_shared_not_copied(tiny_model_dir: Path) -> None:
     q = attention.q_proj.base.weight  # wrapped by the LoRA bank
     assert q.untyped_storage().data_ptr() == layer.qkv.untyped_storage().data_ptr()
     assert torch.equal(layer.qkv[: q.shape[0]], q)
+    model = runner.model
+    if model.config.tie_word_embeddings:  # copied out of the file's mapping, still one weight
+        assert model.get_output_embeddings().weight is model.get_input_embeddings().weight
 
 
 def test_other_architectures_use_the_hugging_face_modules() -> None:
