@@ -42,9 +42,6 @@ class Settings(BaseSettings):
         env_nested_delimiter="__",
         use_attribute_docstrings=True,
         extra="forbid",
-        # Errors name the field and say what is wrong; they never quote the value back, so a
-        # malformed database_url or admin_token is not printed (serve echoes config errors).
-        hide_input_in_errors=True,
     )
 
     listen: str = "127.0.0.1:50051"
@@ -139,24 +136,6 @@ class Settings(BaseSettings):
     """A/B experiments created at start-up if not stored yet ([[experiments]] in TOML)."""
     vllm: VllmSettings = Field(default_factory=VllmSettings)
     """vLLM engine knobs, used when engine = "vllm" (HA_VLLM__KV_CACHE_MEMORY_BYTES=..., [vllm] in TOML)."""
-
-    @field_validator("database_url")
-    @classmethod
-    def _check_database_url(cls, value: SecretStr | None) -> SecretStr | None:
-        # A malformed DSN is a configuration error at once, not a 5 s connection timeout later;
-        # psycopg's own message is not echoed (it can quote the DSN, password included).
-        if value is not None:
-            from psycopg import ProgrammingError
-            from psycopg.conninfo import conninfo_to_dict
-
-            try:
-                conninfo_to_dict(value.get_secret_value())
-            except ProgrammingError:
-                raise ValueError(
-                    "database_url is not a PostgreSQL connection string "
-                    "(postgresql://user:password@host:5432/dbname or 'host=... dbname=...')"
-                ) from None
-        return value
 
     @field_validator("listen")
     @classmethod

@@ -35,10 +35,6 @@ def test_file_then_env_then_overrides(monkeypatch: pytest.MonkeyPatch, tmp_path:
 
 
 def test_bad_values_name_the_field(tmp_path: Path) -> None:
-    with pytest.raises(ValidationError, match="database_url is not a PostgreSQL connection string") as bad:
-        load_settings(None, data_dir=tmp_path, database_url="postgresql://u:hunter2@h:5432/d extra=")
-    assert "hunter2" not in str(bad.value)
-    assert load_settings(None, data_dir=tmp_path, database_url="host=db dbname=x").database_url is not None
     with pytest.raises(ValidationError, match="listen must be host:port"):
         load_settings(listen="nohost")
     with pytest.raises(ValidationError, match="max_prompt_tokens"):
