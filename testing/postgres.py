@@ -83,17 +83,26 @@ class PostgresServer:
         return server
 
     def _command(self, tool: str, *args: str) -> None:
-        group = _primary_group(self._run_as) if self._run_as is not None else None
+        # The account switch is setpriv's job, not subprocess's ``user=``: with ``user=`` Python
+        # must fork() the whole test process, and a fork() of a process with live gRPC threads
+        # runs gRPC's at-fork handlers in the child, which CI saw die with SIGBUS before exec.
+        # Without ``user=`` Python uses vfork(), which runs no handlers and copies nothing.
+        prefix: list[str] = []
+        if self._run_as is not None:
+            prefix = [
+                _setpriv(),
+                f"--reuid={self._run_as}",
+                f"--regid={_primary_group(self._run_as)}",
+                "--clear-groups",
+                "--",
+            ]
         subprocess.run(
-            [str(self.bin_dir / tool), *args],
+            [*prefix, str(self.bin_dir / tool), *args],
             check=True,
             capture_output=True,
             text=True,
             timeout=_START_TIMEOUT_S,
             cwd=self.root,
-            user=self._run_as,
-            group=group,
-            extra_groups=None if self._run_as is None else [],
         )
 
     def start(self) -> None:
@@ -126,6 +135,13 @@ class PostgresServer:
         with contextlib.suppress(subprocess.CalledProcessError, OSError, subprocess.TimeoutExpired):
             self.stop("immediate")
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _setpriv() -> str:
+    found = shutil.which("setpriv")
+    if found is None:
+        raise PostgresUnavailable("setpriv (util-linux) is needed to run PostgreSQL as an unprivileged user")
+    return found
 
 
 def _primary_group(user: str) -> int:
