@@ -262,7 +262,7 @@ def _factorial(
         )
         if effects["context"].n == 0:
             continue
-        out.append(FactorialResult(fset.name, fset.adapter, fset.context, list(fset.arms), metric, effects))
+        out.append(FactorialResult(fset.name, fset.lever, fset.context, list(fset.arms), metric, effects))
     return out
 
 

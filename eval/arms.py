@@ -5,9 +5,15 @@ first)::
 
     base                       the base model, no context
     adapter:NAME               a LoRA adapter, no context
+    prompt                     the style spec's ``description`` as a system instruction
+    fewshot@K                  K style exemplars as earlier chat turns (never the asked item)
     rag | rag@K                retrieval from the server's index (top K; server default if absent)
     oracle                     the caller hands over the item's gold passages (retrieval's ceiling)
-    adapter:NAME+rag@K, adapter:NAME+oracle, ...
+    adapter:NAME+rag@K, prompt+rag, fewshot@4+oracle, adapter:NAME+prompt, ...
+
+Two kinds of part: a **style lever** (an adapter, ``prompt``, ``fewshot@K``, or several of them)
+and a **context** (none, ``rag``/``rag@K`` or ``oracle``). The canonical name lists the adapter,
+then ``prompt``, then ``fewshot@K``, then the context.
 
 ``parse_arms("base,adapter:style,rag,adapter:style+rag,oracle")`` parses a comma-separated list.
 Adapter names follow the server's rule: 1-64 letters, digits, ``.``, ``_`` or ``-``.
@@ -21,6 +27,9 @@ from dataclasses import dataclass
 
 _ADAPTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _RAG = re.compile(r"^rag(?:@(\d+))?$")
+_FEWSHOT = re.compile(r"^fewshot@(\d+)$")
+#: More exemplars than this would crowd the prompt of a small model; larger K is refused.
+MAX_FEWSHOT = 64
 
 
 class ArmError(ValueError):
@@ -33,13 +42,16 @@ class ArmError(ValueError):
 
 @dataclass(frozen=True)
 class Arm:
-    """One way of answering: an adapter (or none) and a context source (none, retrieval, oracle)."""
+    """One way of answering: a style lever (adapter, instruction, exemplars; or none) and a
+    context source (none, retrieval, oracle)."""
 
     name: str
     adapter: str | None = None
     retrieval: bool = False
     oracle: bool = False
     top_k: int | None = None
+    prompt: bool = False  # the style spec's description as a system message
+    fewshot: int = 0  # style exemplars as earlier chat turns
 
     def __post_init__(self) -> None:
         problems = []
@@ -49,8 +61,10 @@ class Arm:
             problems.append(f"arm {self.name!r}: top_k {self.top_k!r} needs retrieval and must be >= 1")
         if self.adapter is not None and not _ADAPTER_NAME.match(self.adapter):
             problems.append(f"arm {self.name!r}: adapter name {self.adapter!r} is not allowed")
-        if not problems and self.name != canonical_name(self.adapter, self.context, self.top_k):
-            expected = canonical_name(self.adapter, self.context, self.top_k)
+        if not 0 <= self.fewshot <= MAX_FEWSHOT:
+            problems.append(f"arm {self.name!r}: fewshot {self.fewshot!r} must be from 1 to {MAX_FEWSHOT}")
+        expected = canonical_name(self.adapter, self.context, self.top_k, prompt=self.prompt, fewshot=self.fewshot)
+        if not problems and self.name != expected:
             problems.append(f"arm name {self.name!r} is not canonical; expected {expected!r}")
         if problems:
             raise ArmError(problems)
@@ -63,10 +77,23 @@ class Arm:
         retrieval: bool = False,
         oracle: bool = False,
         top_k: int | None = None,
+        prompt: bool = False,
+        fewshot: int = 0,
     ) -> Arm:
         context = "oracle" if oracle else "rag" if retrieval else "none"
-        name = canonical_name(adapter, context, top_k)
-        return cls(name, adapter, retrieval, oracle, top_k)
+        name = canonical_name(adapter, context, top_k, prompt=prompt, fewshot=fewshot)
+        return cls(name, adapter, retrieval, oracle, top_k, prompt, fewshot)
+
+    @property
+    def style_lever(self) -> str:
+        """The style part of the name: ``""`` (none), ``"adapter:x"``, ``"prompt"``, ``"fewshot@4"``,
+        or a combination such as ``"adapter:x+prompt"``."""
+        return canonical_name(self.adapter, prompt=self.prompt, fewshot=self.fewshot).removeprefix("base")
+
+    @property
+    def prompted(self) -> bool:
+        """Whether the request carries style instructions or exemplars in its messages."""
+        return self.prompt or self.fewshot > 0
 
     @property
     def context(self) -> str:
@@ -93,8 +120,19 @@ class Arm:
         return "+".join(parts) or "base"
 
 
-def canonical_name(adapter: str | None, context: str = "none", top_k: int | None = None) -> str:
+def canonical_name(
+    adapter: str | None,
+    context: str = "none",
+    top_k: int | None = None,
+    *,
+    prompt: bool = False,
+    fewshot: int = 0,
+) -> str:
     parts = [f"adapter:{adapter}"] if adapter else []
+    if prompt:
+        parts.append("prompt")
+    if fewshot:
+        parts.append(f"fewshot@{fewshot}")
     if context == "rag":
         parts.append("rag" if top_k is None else f"rag@{top_k}")
     elif context == "oracle":
@@ -111,10 +149,26 @@ def _parse_one(spec: str) -> tuple[Arm | None, list[str]]:
     adapter: str | None = None
     context = "none"
     top_k: int | None = None
+    prompt = False
+    fewshot = 0
     problems: list[str] = []
     for part in (p.strip() for p in text.split("+")):
         rag = _RAG.match(part)
-        if part.startswith("adapter:"):
+        shots = _FEWSHOT.match(part)
+        if part == "prompt":
+            if prompt:
+                problems.append(f"{text!r}: 'prompt' given twice")
+            prompt = True
+        elif shots or part.startswith("fewshot"):
+            if fewshot:
+                problems.append(f"{text!r}: more than one fewshot@K")
+            elif not shots:
+                problems.append(f"{text!r}: {part!r} needs a number of exemplars, as in fewshot@4")
+            elif not 1 <= int(shots.group(1)) <= MAX_FEWSHOT:
+                problems.append(f"{text!r}: fewshot@K needs K from 1 to {MAX_FEWSHOT}")
+            else:
+                fewshot = int(shots.group(1))
+        elif part.startswith("adapter:"):
             name = part.removeprefix("adapter:")
             if adapter is not None:
                 problems.append(f"{text!r}: more than one adapter")
@@ -134,11 +188,20 @@ def _parse_one(spec: str) -> tuple[Arm | None, list[str]]:
             problems.append(f"{text!r}: 'base' cannot be combined with other parts")
         else:
             problems.append(
-                f"{text!r}: unknown part {part!r} (expected base, adapter:NAME, rag, rag@K or oracle)"
+                f"{text!r}: unknown part {part!r} "
+                "(expected base, adapter:NAME, prompt, fewshot@K, rag, rag@K or oracle)"
             )
     if problems:
         return None, problems
-    return Arm.make(adapter, retrieval=context == "rag", oracle=context == "oracle", top_k=top_k), []
+    arm = Arm.make(
+        adapter,
+        retrieval=context == "rag",
+        oracle=context == "oracle",
+        top_k=top_k,
+        prompt=prompt,
+        fewshot=fewshot,
+    )
+    return arm, []
 
 
 def parse_arm(spec: str) -> Arm:
@@ -176,50 +239,52 @@ def parse_arms(specs: str | Sequence[str]) -> list[Arm]:
 
 @dataclass(frozen=True)
 class FactorialSet:
-    """A 2x2 design: adapter (off/on) x context (off/on), four arms answering the same items.
+    """A 2x2 design: style lever (off/on) x context (off/on), four arms answering the same items.
 
-    ``context`` is the context label (``rag``, ``rag@3`` or ``oracle``). The effects are
-    computed by :func:`eval.stats.factorial_effects`.
+    ``lever`` is the style part of an arm's name (``adapter:x``, ``prompt``, ``fewshot@4``...);
+    ``context`` is the context label (``rag``, ``rag@3`` or ``oracle``). The effects are computed
+    by :func:`eval.stats.factorial_effects`.
     """
 
-    adapter: str
+    lever: str
     context: str
     base: str  # neither factor
-    adapter_arm: str  # adapter only
+    lever_arm: str  # style lever only
     context_arm: str  # context only
-    both: str  # adapter and context
+    both: str  # lever and context
 
     @property
     def name(self) -> str:
-        return f"adapter:{self.adapter} x {self.context}"
+        return f"{self.lever} x {self.context}"
 
     @property
     def arms(self) -> tuple[str, str, str, str]:
-        return (self.base, self.adapter_arm, self.context_arm, self.both)
+        return (self.base, self.lever_arm, self.context_arm, self.both)
 
 
 def factorial_sets(arms: Sequence[Arm]) -> list[FactorialSet]:
-    """Every complete 2x2 among ``arms``: for each adapter A and context C (``rag``, ``rag@K``,
-    ``oracle``), the set {base, adapter:A, C, adapter:A+C} when all four are present.
+    """Every complete 2x2 among ``arms``: for each style lever L (an adapter, ``prompt``,
+    ``fewshot@K`` or a combination) and context C (``rag``, ``rag@K``, ``oracle``), the set
+    {base, L, C, L+C} when all four are present.
 
-    Ordered by first appearance of the adapter, then of the context, in ``arms``.
+    Ordered by first appearance of the lever, then of the context, in ``arms``.
     """
-    names = {a.name for a in arms}
-    adapters = list(dict.fromkeys(a.adapter for a in arms if a.adapter))
+    by_name = {a.name: a for a in arms}
+    levers = list(dict.fromkeys(a.style_lever for a in arms if a.style_lever))
     contexts = list(dict.fromkeys(a.context_label for a in arms if a.context_label))
     sets = []
-    if "base" not in names:
+    if "base" not in by_name:
         return []
-    for adapter in adapters:
+    for lever in levers:
         for context in contexts:
             candidate = FactorialSet(
-                adapter=adapter,
+                lever=lever,
                 context=context,
                 base="base",
-                adapter_arm=f"adapter:{adapter}",
+                lever_arm=lever,
                 context_arm=context,
-                both=f"adapter:{adapter}+{context}",
+                both=f"{lever}+{context}",
             )
-            if all(n in names for n in candidate.arms):
+            if all(n in by_name for n in candidate.arms):
                 sets.append(candidate)
     return sets

@@ -54,10 +54,10 @@ def test_factorial_sets() -> None:
         "base,adapter:style,rag,adapter:style+rag,oracle,adapter:knowledge,adapter:knowledge+rag,adapter:knowledge+oracle"
     )
     sets = factorial_sets(arms)
-    assert [(s.adapter, s.context) for s in sets] == [
-        ("style", "rag"),
-        ("knowledge", "rag"),
-        ("knowledge", "oracle"),
+    assert [(s.lever, s.context) for s in sets] == [
+        ("adapter:style", "rag"),
+        ("adapter:knowledge", "rag"),
+        ("adapter:knowledge", "oracle"),
     ]
     assert sets[2].arms == ("base", "adapter:knowledge", "oracle", "adapter:knowledge+oracle")
     assert factorial_sets(parse_arms("adapter:s,rag,adapter:s+rag")) == []  # no base
