@@ -63,7 +63,9 @@ class Arm:
             problems.append(f"arm {self.name!r}: adapter name {self.adapter!r} is not allowed")
         if not 0 <= self.fewshot <= MAX_FEWSHOT:
             problems.append(f"arm {self.name!r}: fewshot {self.fewshot!r} must be from 1 to {MAX_FEWSHOT}")
-        expected = canonical_name(self.adapter, self.context, self.top_k, prompt=self.prompt, fewshot=self.fewshot)
+        expected = canonical_name(
+            self.adapter, self.context, self.top_k, prompt=self.prompt, fewshot=self.fewshot
+        )
         if not problems and self.name != expected:
             problems.append(f"arm name {self.name!r} is not canonical; expected {expected!r}")
         if problems:
