@@ -398,22 +398,45 @@ def load_style_spec(path: str | Path) -> StyleSpec:
     return parse_style_spec(obj, str(path))
 
 
-def load_exemplars(path: str | Path) -> list[str]:
-    """Read style exemplars (JSONL of ``{"question", "output"}``); returns the outputs."""
+@dataclass(frozen=True)
+class Exemplar:
+    """One style exemplar: the question it answers (None when the file gives none) and the output."""
+
+    question: str | None
+    output: str
+
+
+def load_style_exemplars(path: str | Path) -> list[Exemplar]:
+    """Read style exemplars (JSONL of ``{"question", "output"}``), in file order.
+
+    ``output`` is required; ``question`` is optional (an exemplar without one still serves the
+    similarity metric, but cannot be a few-shot turn). Every problem is reported at once.
+    """
     path = Path(path)
-    outputs: list[str] = []
+    exemplars: list[Exemplar] = []
     problems: list[str] = []
     for lineno, obj in _json_lines(path, problems):
-        output = obj.get("output") if isinstance(obj, dict) else None
+        if not isinstance(obj, dict):
+            problems.append(f"line {lineno}: expected a JSON object, got {obj!r}")
+            continue
+        output, question = obj.get("output"), obj.get("question")
         if not isinstance(output, str) or not output.strip():
             problems.append(f"line {lineno}: 'output' must be a non-empty string, got {output!r}")
             continue
-        outputs.append(output)
-    if not outputs and not problems:
+        if question is not None and (not isinstance(question, str) or not question.strip()):
+            problems.append(f"line {lineno}: 'question' must be a non-empty string, got {question!r}")
+            continue
+        exemplars.append(Exemplar(question, output))
+    if not exemplars and not problems:
         problems.append("no exemplars")
     if problems:
         raise DatasetError(str(path), problems)
-    return outputs
+    return exemplars
+
+
+def load_exemplars(path: str | Path) -> list[str]:
+    """Read style exemplars (JSONL of ``{"question", "output"}``); returns the outputs."""
+    return [e.output for e in load_style_exemplars(path)]
 
 
 def stratified_subset(items: Sequence[EvalItem], count: int) -> list[EvalItem]:

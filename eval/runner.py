@@ -2,9 +2,12 @@
 
 Requests run concurrently (so the server batches them), with a progress bar; UNAVAILABLE and
 RESOURCE_EXHAUSTED are retried with backoff; answers are cached (eval/cache.py). Every arm
-uses the same decoding settings and the server's one prompt builder: only the adapter and
-the context change. A request that still fails becomes a record with ``error`` set, scored as
-wrong by the analysis, never dropped.
+uses the same decoding settings and the server's one prompt builder: only the style lever
+(adapter, instruction, exemplars) and the context change. A request that still fails becomes a
+record with ``error`` set, scored as wrong by the analysis, never dropped.
+
+Prompting arms change only the messages sent (:mod:`hybrid_assistant.eval.prompting`); the
+answer cache keys on the messages actually sent.
 
 TLS: ``tls`` trusts the system roots; ``tls_ca`` (implies TLS) a private CA or self-signed server
 certificate; ``tls_client_cert``/``tls_client_key`` present a client certificate (mutual TLS). The
@@ -26,7 +29,8 @@ from tqdm import tqdm
 from hybrid_assistant.client import AsyncAssistantClient, tls_options
 from hybrid_assistant.eval.arms import Arm
 from hybrid_assistant.eval.cache import AnswerCache, cache_key
-from hybrid_assistant.eval.dataset import EvalItem
+from hybrid_assistant.eval.dataset import EvalItem, Exemplar, StyleSpec
+from hybrid_assistant.eval.prompting import arm_messages, prompting_problems
 from hybrid_assistant.eval.records import AnswerRecord
 from hybrid_assistant.v1 import assistant_pb2 as pb
 
@@ -114,10 +118,19 @@ async def _with_retries(call: Any, retries: int) -> Any:
 
 
 class Runner:
-    def __init__(self, config: RunConfig, passages: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        config: RunConfig,
+        passages: Mapping[str, str] | None = None,
+        *,
+        style: StyleSpec | None = None,
+        exemplars: Sequence[Exemplar] = (),
+    ) -> None:
         self._client_kwargs = config.client_kwargs()  # first: a bad TLS file opens nothing
         self.config = config
         self.passages = dict(passages or {})
+        self.style = style
+        self.exemplars = tuple(exemplars)
         self.cache = AnswerCache(config.cache_path)
         self.stats = RunStats()
         self._fingerprints: dict[str, str] = {}
@@ -140,12 +153,16 @@ class Runner:
             options["passages"] = self._oracle(item)
         return options
 
-    def _key(self, item: EvalItem, arm: Arm, options: dict[str, Any]) -> str:
+    def messages(self, item: EvalItem, arm: Arm) -> list[dict[str, str]]:
+        """The messages this runner sends for ``item`` under ``arm``."""
+        return arm_messages(item, arm, self.style, self.exemplars)
+
+    def _key(self, item: EvalItem, arm: Arm, messages: list[dict[str, str]], options: dict[str, Any]) -> str:
         return cache_key(
             {
                 "v": RUNNER_VERSION,
                 "arm": arm.name,
-                "messages": item.chat_messages(),
+                "messages": messages,
                 "options": list(item.options or ()),
                 "oracle": [p.text for p in options.get("passages", [])],
                 "model": self._fingerprints["model"],
@@ -190,13 +207,13 @@ class Runner:
 
     async def _ask(self, client: AsyncAssistantClient, item: EvalItem, arm: Arm) -> AnswerRecord:
         options = self._request_options(item, arm)
-        key = self._key(item, arm, options)
+        messages = self.messages(item, arm)
+        key = self._key(item, arm, messages, options)
         cached = self.cache.get(key)
         if cached is not None:
             self.stats.cached += 1
             return cached
         cfg = self.config
-        messages = item.chat_messages()
         try:
             started = time.perf_counter()
             reply = await _with_retries(
@@ -261,6 +278,9 @@ class Runner:
 
     async def run(self, items: Sequence[EvalItem], arms: Sequence[Arm]) -> list[AnswerRecord]:
         """One record per (item, arm), in item-major order."""
+        problems = prompting_problems(items, arms, self.style, self.exemplars)
+        if problems:
+            raise EvalRunError("; ".join(problems))
         jobs = [(item, arm) for item in items for arm in arms]
         limit = asyncio.Semaphore(self.config.concurrency)
         bar = tqdm(total=len(jobs), desc="answers", unit="ans", disable=not self.config.progress)
@@ -290,13 +310,16 @@ async def sequential_probe(
     arms: Sequence[Arm],
     sample: int,
     passages: Mapping[str, str] | None = None,
+    *,
+    style: StyleSpec | None = None,
+    exemplars: Sequence[Exemplar] = (),
 ) -> float:
     """Mean seconds per answer when asking one at a time (uncached), to report the batching speed-up.
 
-    ``passages`` are the oracle arm's gold texts, as given to the main run.
+    ``passages``, ``style`` and ``exemplars`` are the main run's, so the probe sends the same messages.
     """
     settings = {**config.__dict__, "concurrency": 1, "cache_path": None, "progress": False}
-    probe = Runner(RunConfig(**settings), passages)
+    probe = Runner(RunConfig(**settings), passages, style=style, exemplars=exemplars)
     # Every arm in turn (their prompts differ in length), on items spread over the dataset.
     count = min(sample, len(items) * len(arms))
     jobs = [(items[i * len(items) // count], arms[i % len(arms)]) for i in range(count)]

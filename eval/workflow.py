@@ -31,11 +31,12 @@ from hybrid_assistant.eval.arms import ArmError, parse_arms
 from hybrid_assistant.eval.dataset import (
     DatasetError,
     load_dataset,
-    load_exemplars,
+    load_style_exemplars,
     load_style_spec,
     stratified_subset,
 )
 from hybrid_assistant.eval.passages import load_passages
+from hybrid_assistant.eval.prompting import prompting_problems
 from hybrid_assistant.eval.records import AnswerRecord, dump_records
 from hybrid_assistant.eval.report import write_reports
 from hybrid_assistant.eval.runner import RunConfig, Runner, RunStats, sequential_probe
@@ -52,13 +53,15 @@ class EvalConfig:
     dataset: Path
     """Eval JSONL (see :mod:`hybrid_assistant.eval.dataset`)."""
     arms: str = "base,rag"
-    """Comma-separated arms: base, adapter:NAME, rag, rag@K, oracle, adapter:NAME+rag ..."""
+    """Comma-separated arms: base, adapter:NAME, prompt, fewshot@K, rag, rag@K, oracle, and
+    combinations such as adapter:NAME+rag, prompt+rag@3, fewshot@4+oracle. ``prompt`` needs a style
+    spec with a description; ``fewshot@K`` needs K exemplars with questions."""
     out: Path = Path("reports/eval")
     """Report directory."""
     style_spec: Path | None = None
-    """Style spec JSON (format checks)."""
+    """Style spec JSON (format checks; its description is the ``prompt`` arms' instruction)."""
     exemplars: Path | None = None
-    """Style exemplars JSONL (similarity; loads the embedder)."""
+    """Style exemplars JSONL (similarity, which loads the embedder; the ``fewshot@K`` arms' turns)."""
     documents: Sequence[Path] = ()
     """Files/folders with the gold documents (for oracle arms)."""
     max_tokens: int = 64
@@ -171,9 +174,13 @@ def run_eval(config: EvalConfig) -> RunSummary:
         items = items if config.limit is None else stratified_subset(items, config.limit)
         arm_list = parse_arms(config.arms)
         spec = load_style_spec(config.style_spec) if config.style_spec else None
-        exemplar_texts = load_exemplars(config.exemplars) if config.exemplars else []
+        exemplars = load_style_exemplars(config.exemplars) if config.exemplars else []
     except (DatasetError, ArmError, OSError, ValueError) as exc:
         raise EvalInputError(str(exc)) from exc
+    problems = prompting_problems(items, arm_list, spec, exemplars)
+    if problems:
+        raise EvalInputError("; ".join(problems))
+    exemplar_texts = [e.output for e in exemplars]
     # The TLS files are read once up front, so a bad one fails before any work, named as configured.
     tls_options(
         tls=config.tls,
@@ -184,12 +191,22 @@ def run_eval(config: EvalConfig) -> RunSummary:
     )
     passages = load_passages(config.documents)
     run_config = config.run_config()
-    runner = Runner(run_config, passages)
+    runner = Runner(run_config, passages, style=spec, exemplars=exemplars)
     phases["load_s"] = time.perf_counter() - t0
     try:
         records = asyncio.run(runner.run(items, arm_list))
         sequential = (
-            asyncio.run(sequential_probe(run_config, items, arm_list, config.sequential_sample, passages))
+            asyncio.run(
+                sequential_probe(
+                    run_config,
+                    items,
+                    arm_list,
+                    config.sequential_sample,
+                    passages,
+                    style=spec,
+                    exemplars=exemplars,
+                )
+            )
             if config.sequential_sample
             else None
         )

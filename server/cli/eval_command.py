@@ -58,11 +58,19 @@ def evaluate(
     dataset: Annotated[Path, typer.Option("--dataset", "-d", help="Eval JSONL (see eval/dataset.py).")],
     arms: Annotated[
         str,
-        typer.Option(help="Comma-separated: base, adapter:NAME, rag, rag@K, oracle, adapter:NAME+rag ..."),
+        typer.Option(
+            help="Comma-separated: base, adapter:NAME, prompt (the style spec's description as a system "
+            "instruction), fewshot@K (K style exemplars as earlier turns), rag, rag@K, oracle, and "
+            "combinations: adapter:NAME+rag, prompt+rag@3, fewshot@4+oracle ..."
+        ),
     ] = "base,rag",
     out: Annotated[Path, typer.Option(help="Report directory.")] = Path("reports/eval"),
-    style_spec: Annotated[Path | None, typer.Option(help="Style spec JSON (format checks).")] = None,
-    exemplars: Annotated[Path | None, typer.Option(help="Style exemplars JSONL (similarity).")] = None,
+    style_spec: Annotated[
+        Path | None, typer.Option(help="Style spec JSON (format checks; the prompt arms' instruction).")
+    ] = None,
+    exemplars: Annotated[
+        Path | None, typer.Option(help="Style exemplars JSONL (similarity; the fewshot@K arms' turns).")
+    ] = None,
     documents: Annotated[
         list[Path] | None, typer.Option(help="Files/folders with the gold documents (for oracle arms).")
     ] = None,
