@@ -1,0 +1,432 @@
+"""From measured numbers to a decision: which lever for which job, and when an adapter pays off.
+
+Pure functions of the analysis (:mod:`eval.analysis`) and the cost probe (:mod:`eval.cost`).
+
+**Break-even** (:func:`break_evens`): for each arm whose style lever includes an adapter, the
+prompt arms that *reach the same format validity* are those with no adapter, ``prompt`` and/or
+``fewshot@K``, the same context, and a paired difference (prompt arm minus adapter arm, on
+``format_valid``) whose interval's upper bound is >= 0: not significantly worse. Of those, the
+cheapest per request (mean latency in the probe) is the comparison. The adapter saves
+``mean latency(prompt arm) - mean latency(adapter arm)`` per request (same items, same order,
+same concurrency, so paired by item); ``requests = train_s / saved``. Its interval comes from a
+bootstrap of the per-item latency difference: ``[train_s / upper(saved), train_s / lower(saved)]``,
+infinite above when the saving's interval reaches 0. Saved <= 0: never repaid.
+
+**Recommendation** (:func:`recommend`), for knowledge (``contains``) and style (``format_valid``)
+separately: the candidates are the arms whose difference from ``base`` has an interval above 0
+and an estimate within that comparison's MDE of the best arm's estimate; the cheapest per
+request wins (probe mean latency; without a probe, mean prompt + completion tokens of the main
+run), ties going to the lower one-time cost. Caveats: forgetting (the arm's ``contains`` on the
+``control`` stratum lower than base's, interval excluding 0), style lost under retrieval (the
+lever's format validity lower with a context than without, interval excluding 0), too few items
+(no candidate, an MDE above 0.2, fewer than 20 clusters).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from hybrid_assistant.eval.arms import parse_arm
+
+if TYPE_CHECKING:
+    from hybrid_assistant.eval.analysis import Comparison, EvalAnalysis
+    from hybrid_assistant.eval.cost import ArmCost
+    from hybrid_assistant.eval.stats import Effect
+
+KNOWLEDGE_METRIC = "contains"
+STYLE_METRIC = "format_valid"
+CONTROL_STRATUM = "control"
+#: An MDE above this means the design cannot see effects of a size that matters.
+MAX_USEFUL_MDE = 0.2
+MIN_GROUPS = 20
+BOOTSTRAP_RESAMPLES = 2000
+
+
+@dataclass
+class BreakEven:
+    """After how many requests an adapter's training time is repaid, against one prompt arm."""
+
+    adapter_arm: str
+    prompt_arm: str | None
+    train_s: float | None
+    saved_ms: float | None  # mean latency per request: prompt arm minus adapter arm
+    saved_ci_ms: tuple[float, float] | None
+    requests: float | None
+    requests_ci: tuple[float | None, float | None] | None  # None above: not repaid within the interval
+    verdict: str  # repaid | never_repaid | no_matching_prompt_arm | no_training_cost | no_cost_probe
+    text: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return _finite(asdict(self))
+
+
+@dataclass
+class Recommendation:
+    goal: str  # knowledge | style
+    metric: str
+    arm: str | None
+    estimate: float | None  # difference from base
+    ci: tuple[float, float] | None
+    mde: float | None
+    candidates: list[str]
+    cost_basis: str  # "latency" (probe) | "tokens" (main run) | ""
+    per_request: float | None  # ms of latency, or tokens
+    one_time_s: float | None
+    caveats: list[str]
+    text: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return _finite(asdict(self))
+
+
+@dataclass
+class Decision:
+    recommendations: list[Recommendation] = field(default_factory=list)
+    break_even: list[BreakEven] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "recommendations": [r.to_dict() for r in self.recommendations],
+            "break_even": [b.to_dict() for b in self.break_even],
+        }
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+# ---------------------------------------------------------------------------------------- break-even
+
+
+def break_even_requests(
+    train_s: float,
+    prompt_latencies_ms: Sequence[float | None],
+    adapter_latencies_ms: Sequence[float | None],
+    *,
+    n_resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> tuple[float, tuple[float, float], float, tuple[float, float | None]]:
+    """``(saved_ms, saved interval, requests, requests interval)``, paired by position.
+
+    Positions where either latency is missing are left out. ``requests`` is infinite when the
+    mean saving is <= 0; the interval's upper end is None when the saving's interval reaches 0.
+    """
+    pairs = [
+        (p, a)
+        for p, a in zip(prompt_latencies_ms, adapter_latencies_ms, strict=True)
+        if p is not None and a is not None
+    ]
+    if not pairs:
+        raise ValueError("no request answered by both arms")
+    diff = np.array([p - a for p, a in pairs], dtype=np.float64)
+    saved = float(diff.mean())
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, len(diff), size=(n_resamples, len(diff)))
+    means = diff[draws].mean(axis=1)
+    tail = (1 - confidence) / 2 * 100
+    low, high = (float(v) for v in np.percentile(means, [tail, 100 - tail]))
+    requests = train_s / (saved / 1000) if saved > 0 else math.inf
+    fewest = train_s / (high / 1000) if high > 0 else math.inf
+    most = train_s / (low / 1000) if low > 0 else None
+    return saved, (low, high), requests, (fewest, most)
+
+
+def _paired_format(analysis: EvalAnalysis, prompt_arm: str, adapter_arm: str) -> tuple[float, float] | None:
+    """Interval of (prompt arm - adapter arm) on format validity from the head-to-head comparisons."""
+    comparisons: list[Comparison] = list(getattr(analysis, "lever_comparisons", []))
+    for c in comparisons:
+        if c.metric != STYLE_METRIC or c.effect.n == 0:
+            continue
+        if (c.arm, c.baseline) == (prompt_arm, adapter_arm):
+            return c.effect.ci_low, c.effect.ci_high
+        if (c.arm, c.baseline) == (adapter_arm, prompt_arm):
+            return -c.effect.ci_high, -c.effect.ci_low
+    return None
+
+
+def _no_break_even(
+    adapter_arm: str, prompt_arm: str | None, train_s: float | None, verdict: str, text: str
+) -> BreakEven:
+    return BreakEven(adapter_arm, prompt_arm, train_s, None, None, None, None, verdict, text)
+
+
+def break_even(analysis: EvalAnalysis, costs: Mapping[str, ArmCost], adapter_arm: str) -> BreakEven:
+    """The break-even of one adapter arm (see the module docstring)."""
+    arm = parse_arm(adapter_arm)
+    own = costs.get(adapter_arm)
+    train_s = own.train_s if own else None
+    names = [a.arm for a in analysis.arms]
+    peers = [
+        p
+        for p in map(parse_arm, names)
+        if p.adapter is None and p.prompted and p.context_label == arm.context_label
+    ]
+    matching = []
+    for peer in peers:
+        interval = _paired_format(analysis, peer.name, adapter_arm)
+        if interval is not None and interval[1] >= 0:
+            matching.append(peer.name)
+    if not matching:
+        tried = ", ".join(p.name for p in peers) or "none with the same context"
+        return _no_break_even(
+            adapter_arm,
+            None,
+            train_s,
+            "no_matching_prompt_arm",
+            f"{adapter_arm}: no prompt arm reaches its format validity (prompt arms tried: {tried}).",
+        )
+    probed = [m for m in matching if m in costs and costs[m].latency_mean_ms is not None]
+    if own is None or own.latency_mean_ms is None or not probed:
+        return _no_break_even(
+            adapter_arm, matching[0], train_s, "no_cost_probe", f"{adapter_arm}: no cost probe to price it."
+        )
+    prompt_arm = min(probed, key=lambda m: (costs[m].latency_mean_ms, m))
+    if train_s is None:
+        return _no_break_even(
+            adapter_arm,
+            prompt_arm,
+            None,
+            "no_training_cost",
+            f"{adapter_arm}: its metadata records no training time (train_s), so no break-even.",
+        )
+    prompt = costs[prompt_arm]
+    if prompt.item_ids != own.item_ids:
+        raise ValueError(f"the probes of {prompt_arm!r} and {adapter_arm!r} asked different items")
+    saved, saved_ci, requests, requests_ci = break_even_requests(
+        train_s, prompt.latencies_ms, own.latencies_ms
+    )
+    head = f"{adapter_arm} vs {prompt_arm} (same format validity)"
+    if saved <= 0:
+        return BreakEven(
+            adapter_arm,
+            prompt_arm,
+            train_s,
+            saved,
+            saved_ci,
+            None,
+            None,
+            "never_repaid",
+            f"{head}: never repaid — the adapter saves no time per request ({saved:+.1f} ms), "
+            f"so its {train_s:.1f} s of training are never recovered.",
+        )
+    fewest, most = requests_ci
+    upper = "not repaid within the interval" if most is None else f"{most:,.0f}"
+    return BreakEven(
+        adapter_arm,
+        prompt_arm,
+        train_s,
+        saved,
+        saved_ci,
+        requests,
+        requests_ci,
+        "repaid",
+        f"{head}: {train_s:.1f} s of training repaid after {requests:,.0f} requests "
+        f"(95% interval {fewest:,.0f} to {upper}), saving {saved:.1f} ms per request "
+        f"[{saved_ci[0]:.1f}, {saved_ci[1]:.1f}].",
+    )
+
+
+def break_evens(analysis: EvalAnalysis, costs: Mapping[str, ArmCost]) -> list[BreakEven]:
+    """One :class:`BreakEven` per arm whose style lever includes an adapter."""
+    return [break_even(analysis, costs, a.arm) for a in analysis.arms if parse_arm(a.arm).adapter]
+
+
+# ------------------------------------------------------------------------------------ recommendation
+
+
+def _effect(effects: Mapping[str, Effect], *keys: str) -> Effect | None:
+    """The first of ``keys`` present (the factorial keys name the style lever ``lever``; older
+    analyses say ``adapter``)."""
+    return next((effects[k] for k in keys if k in effects), None)
+
+
+def _per_request(
+    analysis: EvalAnalysis, costs: Mapping[str, ArmCost], arms: list[str]
+) -> tuple[str, dict[str, float]]:
+    """The basis and each arm's cost per request: probe latency when every arm was probed, else tokens."""
+    latency = {a: costs[a].latency_mean_ms for a in arms if a in costs}
+    if arms and all(latency.get(a) is not None for a in arms):
+        return "latency", {a: float(v) for a, v in latency.items() if v is not None}
+    tokens = {}
+    for a in arms:
+        ops = analysis.arm(a).operations
+        tokens[a] = (ops.prompt_tokens_mean or 0.0) + (ops.completion_tokens_mean or 0.0)
+    return "tokens", tokens
+
+
+def _one_time(arm: str, costs: Mapping[str, ArmCost]) -> float | None:
+    """Training seconds of the arm's adapter; 0 without an adapter; None when unknown."""
+    if parse_arm(arm).adapter is None:
+        return 0.0
+    cost = costs.get(arm)
+    return cost.train_s if cost else None
+
+
+def _forgetting(analysis: EvalAnalysis, arm: str, base: str) -> str | None:
+    """The arm's ``contains`` on the control stratum below base's, interval excluding 0."""
+    for stratum in analysis.strata:
+        if stratum.scheme != "dataset" or stratum.stratum != CONTROL_STRATUM:
+            continue
+        for result in stratum.factorial:
+            if result.metric != KNOWLEDGE_METRIC or result.arms[0] != base:
+                continue
+            if arm == result.arms[1]:  # the lever alone: lever - base, paired
+                eff = _effect(result.effects, "lever_without_context", "adapter_without_context")
+            elif arm == result.arms[2]:
+                eff = _effect(result.effects, "context_without_lever", "context_without_adapter")
+            else:
+                continue
+            if eff is not None and eff.n and eff.ci_high < 0:
+                return (
+                    f"forgetting: on the {CONTROL_STRATUM} stratum (n = {stratum.n_items}) {arm} answers "
+                    f"{_signed(eff)} less often right than {base}."
+                )
+        ours, theirs = stratum.metrics.get(arm, {}), stratum.metrics.get(base, {})
+        mine, ref = ours.get(KNOWLEDGE_METRIC), theirs.get(KNOWLEDGE_METRIC)
+        # No paired contrast for this arm: two intervals that do not overlap (a stricter test).
+        if mine is not None and ref is not None and mine.ci_high < ref.ci_low:
+            return (
+                f"forgetting: on the {CONTROL_STRATUM} stratum (n = {stratum.n_items}) {arm} scores "
+                f"{mine.mean:.2f} [{mine.ci_low:.2f}, {mine.ci_high:.2f}] against {base}'s "
+                f"{ref.mean:.2f} [{ref.ci_low:.2f}, {ref.ci_high:.2f}]."
+            )
+    return None
+
+
+def _style_lost(analysis: EvalAnalysis, arm: str) -> list[str]:
+    """The arm's style lever loses format validity once a context is added (interval below 0)."""
+    lever = parse_arm(arm).style_lever
+    out = []
+    for result in analysis.factorial:
+        if (
+            result.metric != STYLE_METRIC
+            or getattr(result, "lever", getattr(result, "adapter", None)) != lever
+        ):
+            continue
+        eff = _effect(result.effects, "context_with_lever", "context_with_adapter")
+        if eff is not None and eff.n and eff.ci_high < 0:
+            out.append(
+                f"style lost under {result.context}: {lever}'s format validity changes by {_signed(eff)} "
+                f"when {result.context} is added."
+            )
+    return out
+
+
+def recommend(analysis: EvalAnalysis, costs: Mapping[str, ArmCost], goal: str, metric: str) -> Recommendation:
+    """The cheapest arm whose effect on ``metric`` is above 0 and within the MDE of the best."""
+    base = analysis.meta.get("closed_book_arm", "base")
+    against = [c for c in analysis.comparisons if c.metric == metric and c.baseline == base and c.effect.n]
+    n_groups = int(analysis.meta.get("n_groups", 0))
+    few = (
+        f"too few items to tell: {n_groups} clusters (under {MIN_GROUPS})" if n_groups < MIN_GROUPS else None
+    )
+    if not against:
+        return Recommendation(
+            goal,
+            metric,
+            None,
+            None,
+            None,
+            None,
+            [],
+            "",
+            None,
+            None,
+            [c for c in [few] if c],
+            f"{goal}: no arm was compared with {base} on {metric}.",
+        )
+    best = max(c.effect.estimate for c in against)
+    candidates = [
+        c for c in against if c.effect.ci_low > 0 and best - c.effect.estimate <= (c.effect.mde or 0.0)
+    ]
+    if not candidates:
+        mdes = [c.effect.mde for c in against if c.effect.mde is not None]
+        reason = (
+            f"too few items to tell: no arm's interval excludes 0 (smallest MDE {min(mdes):.2f})"
+            if mdes
+            else ("too few items to tell: no arm's interval excludes 0")
+        )
+        caveats = [reason, *([few] if few else [])]
+        return Recommendation(
+            goal,
+            metric,
+            None,
+            None,
+            None,
+            None,
+            [],
+            "",
+            None,
+            None,
+            caveats,
+            f"{goal}: none of the levers moved {metric} (no interval above 0 against {base}).",
+        )
+    names = [c.arm for c in candidates]
+    basis, per_request = _per_request(analysis, costs, names)
+    one_time = {a: _one_time(a, costs) for a in names}
+    chosen = min(candidates, key=lambda c: (per_request[c.arm], _sort_cost(one_time[c.arm]), c.arm))
+    eff = chosen.effect
+    caveats = []
+    forgot = _forgetting(analysis, chosen.arm, base)
+    if forgot:
+        caveats.append(forgot)
+    caveats += _style_lost(analysis, chosen.arm)
+    if eff.mde is not None and eff.mde > MAX_USEFUL_MDE:
+        caveats.append(f"too few items to tell: MDE {eff.mde:.2f} > {MAX_USEFUL_MDE}")
+    if few:
+        caveats.append(few)
+    unit = "ms latency" if basis == "latency" else "tokens"
+    once = one_time[chosen.arm]
+    once_text = (
+        "no training" if once == 0 else "training time unknown" if once is None else f"{once:.1f} s training"
+    )
+    text = (
+        f"{goal}: {chosen.arm} ({metric} {_signed(eff)} vs {base}), the cheapest of {len(names)} "
+        f"candidate(s) within the MDE of the best: {per_request[chosen.arm]:.1f} {unit} per request, "
+        f"{once_text} once."
+    )
+    return Recommendation(
+        goal,
+        metric,
+        chosen.arm,
+        eff.estimate,
+        (eff.ci_low, eff.ci_high),
+        eff.mde,
+        names,
+        basis,
+        per_request[chosen.arm],
+        once,
+        caveats,
+        text,
+    )
+
+
+def _signed(eff: Effect) -> str:
+    return f"{eff.estimate:+.2f} [{eff.ci_low:+.2f}, {eff.ci_high:+.2f}]"
+
+
+def _sort_cost(value: float | None) -> float:
+    return math.inf if value is None else value
+
+
+def decide(analysis: EvalAnalysis, costs: Mapping[str, ArmCost]) -> Decision:
+    """The decision section: knowledge and style recommendations, and every adapter's break-even."""
+    return Decision(
+        [
+            recommend(analysis, costs, "knowledge", KNOWLEDGE_METRIC),
+            recommend(analysis, costs, "style", STYLE_METRIC),
+        ],
+        break_evens(analysis, costs),
+    )
