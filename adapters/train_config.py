@@ -26,7 +26,11 @@ class TrainConfig:
     target_modules: tuple[str, ...] = ALL_LINEAR
     """Short names of the Linear layers inside decoder blocks that get LoRA."""
     epochs: int = 3
-    """Passes over the training split."""
+    """Passes over the training split (ignored when ``max_steps`` is set)."""
+    max_steps: int = 0
+    """When > 0, train exactly this many optimiser steps, cycling the training split as many
+    epochs as that takes (the last one possibly partial), whatever its size: a data-size sweep
+    holds the optimiser's work constant this way. 0: ``epochs`` decides."""
     learning_rate: float = 5e-4
     """Peak AdamW learning rate. Higher than the 2e-4 often used for 7B models: a 135M model and
     a few dozen optimizer steps need a larger step to move at all."""
@@ -61,6 +65,8 @@ class TrainConfig:
             )
         if self.epochs < 1:
             problems.append(f"epochs must be >= 1, got {self.epochs!r}")
+        if self.max_steps < 0:
+            problems.append(f"max_steps must be >= 0 (0: use epochs), got {self.max_steps!r}")
         if not 0.0 < self.learning_rate < 1.0:
             problems.append(f"learning_rate must be in (0, 1), got {self.learning_rate!r}")
         if self.batch_size < 1:
@@ -130,6 +136,7 @@ class TrainResult:
     val_loss_before: float | None
     """The same before training: how far the adapter moved the model on unseen examples."""
     epochs: tuple[EpochStats, ...]
+    """Per epoch; ``val_loss`` is None for epochs not validated (see ``loop.validated_epochs``)."""
     steps: int
     train_examples: int
     val_examples: int
@@ -142,6 +149,10 @@ class TrainResult:
     """Seconds in optimizer steps (forward, backward, update); excludes validation."""
     wall_s: float
     """Seconds for the whole call: loading, tokenising, training, validating, writing."""
+    step_losses: tuple[float, ...] = ()
+    """Mean per-token loss of every optimiser step, in order: the training curve."""
+    epoch_end_steps: tuple[int, ...] = ()
+    """The step count at the end of each epoch: where the curve crosses epoch boundaries."""
     metadata: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -135,6 +135,8 @@ def train_adapter(
         target_tokens=stats.target_tokens,
         train_s=stats.train_s,
         wall_s=0.0,
+        step_losses=stats.step_losses,
+        epoch_end_steps=stats.epoch_end_steps,
     )
     metadata = build_metadata(
         result,
