@@ -5,9 +5,12 @@ paired cluster bootstrap shared by all arms (:mod:`eval.stats`):
 
 - per arm and metric: the mean and its 95% interval;
 - per complete 2x2 (:func:`eval.arms.factorial_sets`) and metric: the context (retrieval or
-  oracle) effect, the adapter effect, their interaction and the simple effects, each with an
-  interval, a p-value and the minimum detectable effect;
+  oracle) effect, the style lever's effect (an adapter, ``prompt``, ``fewshot@K``...), their
+  interaction and the simple effects, each with an interval, a p-value and the minimum
+  detectable effect;
 - every arm against the ``base`` arm;
+- head to head, every two style levers asked with the same context (``prompt - adapter:style``,
+  ``fewshot@4+rag@3 - prompt+rag@3``...), on the primary style and knowledge metrics;
 - per stratum: the dataset's own labels, and "known" vs "new" from the closed-book ``base``
   arm's correctness (unanswerable items form their own stratum); no item is ever dropped;
 - for arms that search the index: the four-way split of retrieval hit x correctness;
@@ -81,9 +84,9 @@ class ArmResult:
 @dataclass
 class FactorialResult:
     set: str
-    adapter: str
+    lever: str  # the style lever: "adapter:x", "prompt", "fewshot@4", "adapter:x+prompt"...
     context: str
-    arms: list[str]  # base, adapter, context, both
+    arms: list[str]  # base, lever, context, both
     metric: str
     effects: dict[str, Effect]
 
@@ -133,6 +136,9 @@ class EvalAnalysis:
     strata: list[StratumResult]
     retrieval_split: list[RetrievalSplit]
     disagreements: list[Disagreement]
+    # Head to head: every two style levers with the same context, paired by item
+    # (``arm - baseline``), on PRIMARY_STYLE and PRIMARY_KNOWLEDGE.
+    lever_comparisons: list[Comparison] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -254,12 +260,11 @@ def _factorial(
 ) -> list[FactorialResult]:
     out = []
     for metric in metrics:
-        base, adapter, context, both = (values[metric][a] for a in fset.arms)
-        if all(np.isnan(c).all() for c in (base, adapter, context, both)):
+        base, lever, context, both = (values[metric][a] for a in fset.arms)
+        if all(np.isnan(c).all() for c in (base, lever, context, both)):
             continue
-        effects = factorial_effects(
-            base, adapter, context, both, boot, binary=METRICS[metric].binary, seed=seed
-        )
+        binary = METRICS[metric].binary
+        effects = factorial_effects(base, lever, context, both, boot, binary=binary, seed=seed)
         if effects["context"].n == 0:
             continue
         out.append(FactorialResult(fset.name, fset.lever, fset.context, list(fset.arms), metric, effects))
@@ -321,6 +326,8 @@ def analyse(
 
     notes: list[str] = []
     comparisons = _comparisons(values, arm_names, closed_book_arm, present, boot)
+    head_metrics = [m for m in (PRIMARY_STYLE, PRIMARY_KNOWLEDGE) if m in present]
+    lever_comparisons = _lever_comparisons(values, arm_list, head_metrics, boot)
     correct = _correctness(items, values, arm_names)
     if closed_book_arm in arm_names:
         closed = _closed_book_strata(items, correct[closed_book_arm])
@@ -331,7 +338,10 @@ def analyse(
     splits = _retrieval_splits(items, values, arm_list, correct)
     disagreements = _disagreements(items, texts, closed, correct, arm_names, spec)
     if not fsets:
-        notes.append("no complete 2x2 (base, adapter:A, rag, adapter:A+rag): no factorial effects")
+        notes.append(
+            "no complete 2x2 (base, a style lever L such as adapter:A or prompt, a context C such as rag, "
+            "and L+C): no factorial effects"
+        )
     if boot.n_groups < 20:
         notes.append(f"only {boot.n_groups} groups: bootstrap intervals are unreliable with so few clusters")
     meta = {
@@ -350,7 +360,9 @@ def analyse(
         "metrics": {m: asdict(info) for m, info in METRICS.items()},
         "factorial_sets": [{"name": f.name, "arms": list(f.arms)} for f in fsets],
     }
-    return EvalAnalysis(meta, arm_results, factorial, comparisons, strata, splits, disagreements, notes)
+    return EvalAnalysis(
+        meta, arm_results, factorial, comparisons, strata, splits, disagreements, lever_comparisons, notes
+    )
 
 
 def _score(
@@ -397,6 +409,40 @@ def _comparisons(
             if eff.n:
                 comparisons.append(Comparison(a, closed_book_arm, m, eff))
     return comparisons
+
+
+def _lever_order(arm: Arm) -> tuple[int, int, bool, str]:
+    """Adapters first, then instructions, then exemplars: head-to-head rows read ``later - earlier``."""
+    return (0 if arm.adapter else 1, arm.fewshot, arm.prompt, arm.name)
+
+
+def _lever_comparisons(
+    values: dict[str, dict[str, np.ndarray]],
+    arms: list[Arm],
+    metrics: list[str],
+    boot: ClusterBootstrap,
+) -> list[Comparison]:
+    """Every two arms with different style levers and the same context, paired by item."""
+    out = []
+    by_context: dict[str, list[Arm]] = {}
+    for arm in arms:
+        if arm.style_lever:
+            by_context.setdefault(arm.context_label, []).append(arm)
+    for group in by_context.values():
+        ordered = sorted(group, key=_lever_order)
+        for i, control in enumerate(ordered):
+            for treated in ordered[i + 1 :]:
+                for m in metrics:
+                    eff = paired_difference(
+                        f"{treated.name} - {control.name}",
+                        values[m][treated.name],
+                        values[m][control.name],
+                        boot,
+                        binary=METRICS[m].binary,
+                    )
+                    if eff.n:
+                        out.append(Comparison(treated.name, control.name, m, eff))
+    return out
 
 
 def _correctness(

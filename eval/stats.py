@@ -7,9 +7,10 @@
   size). The resample weights are drawn once and reused for every arm, metric and contrast, so
   differences between arms are paired. 95% intervals are the 2.5th and 97.5th percentiles.
   Missing values (NaN: a metric that does not apply to an item) are left out of both sums.
-- **Factorial effects** (:func:`factorial_effects`) on a 2x2 of arms, each a per-item contrast:
-  main effect of a factor = mean over the other factor's levels of (on - off); interaction =
-  (both - adapter) - (context - base). Simple effects (one factor at one level) are also given.
+- **Factorial effects** (:func:`factorial_effects`) on a 2x2 of arms (a style lever, such as an
+  adapter or a prompt, crossed with a context), each a per-item contrast: main effect of a factor
+  = mean over the other factor's levels of (on - off); interaction = (both - lever) - (context -
+  base). Simple effects (one factor at one level) are also given.
 - **Significance**: exact McNemar for a binary metric compared between two arms (items treated
   as independent, as the classic test does); otherwise a two-sided sign-flip permutation test
   on the per-item contrast, flipping whole groups (valid under clustering): exact when there are
@@ -320,21 +321,39 @@ def paired_difference(
     return contrast_effect(name, [treated, control], [1.0, -1.0], bootstrap, binary=binary)
 
 
-#: (columns weights over base, adapter, context, both) of every effect of a 2x2.
+#: (columns weights over base, lever, context, both) of every effect of a 2x2.
 FACTORIAL_CONTRASTS: dict[str, tuple[float, float, float, float]] = {
     "context": (-0.5, -0.5, 0.5, 0.5),
-    "adapter": (-0.5, 0.5, -0.5, 0.5),
+    "lever": (-0.5, 0.5, -0.5, 0.5),
     "interaction": (1.0, -1.0, -1.0, 1.0),
-    "context_without_adapter": (-1.0, 0.0, 1.0, 0.0),
-    "context_with_adapter": (0.0, -1.0, 0.0, 1.0),
-    "adapter_without_context": (-1.0, 1.0, 0.0, 0.0),
-    "adapter_with_context": (0.0, 0.0, -1.0, 1.0),
+    "context_without_lever": (-1.0, 0.0, 1.0, 0.0),
+    "context_with_lever": (0.0, -1.0, 0.0, 1.0),
+    "lever_without_context": (-1.0, 1.0, 0.0, 0.0),
+    "lever_with_context": (0.0, 0.0, -1.0, 1.0),
 }
+#: TEMPORARY: the effects' names before the style lever was generalised from adapters (issue 13),
+#: still readable through :class:`Effects` until every reader uses the new ones. Not serialised.
+LEGACY_EFFECT_NAMES = {
+    "adapter": "lever",
+    "context_without_adapter": "context_without_lever",
+    "context_with_adapter": "context_with_lever",
+    "adapter_without_context": "lever_without_context",
+    "adapter_with_context": "lever_with_context",
+}
+
+
+class Effects(dict[str, Effect]):
+    """Effects by name; an old name (:data:`LEGACY_EFFECT_NAMES`) reads its new one's effect."""
+
+    def __missing__(self, key: str) -> Effect:
+        if key in LEGACY_EFFECT_NAMES:
+            return self[LEGACY_EFFECT_NAMES[key]]
+        raise KeyError(key)
 
 
 def factorial_effects(
     base: np.ndarray,
-    adapter: np.ndarray,
+    lever: np.ndarray,
     context: np.ndarray,
     both: np.ndarray,
     bootstrap: ClusterBootstrap,
@@ -342,17 +361,17 @@ def factorial_effects(
     binary: bool = False,
     n_permutations: int = DEFAULT_PERMUTATIONS,
     seed: int = 0,
-) -> dict[str, Effect]:
+) -> Effects:
     """Main effects, interaction and simple effects of a 2x2 (see :data:`FACTORIAL_CONTRASTS`).
 
-    ``context`` main effect = ((context - base) + (both - adapter)) / 2; ``adapter`` likewise;
-    ``interaction`` = (both - adapter) - (context - base). Every effect uses only the items
+    ``context`` main effect = ((context - base) + (both - lever)) / 2; ``lever`` likewise;
+    ``interaction`` = (both - lever) - (context - base). Every effect uses only the items
     defined in all four arms, so the effects add up exactly.
     """
-    columns = [np.asarray(c, dtype=np.float64) for c in (base, adapter, context, both)]
+    columns = [np.asarray(c, dtype=np.float64) for c in (base, lever, context, both)]
     common = ~np.any(np.isnan(np.vstack(columns)), axis=0)
     columns = [np.where(common, c, np.nan) for c in columns]
-    effects = {}
+    effects = Effects()
     for name, weights in FACTORIAL_CONTRASTS.items():
         used = [(c, w) for c, w in zip(columns, weights, strict=True) if w != 0]
         effects[name] = contrast_effect(

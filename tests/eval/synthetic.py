@@ -47,14 +47,15 @@ def make_items(n_docs: int = 12, per_doc: int = 3) -> list[EvalItem]:
 
 
 def make_records(items: list[EvalItem], arms: list[Arm] | None = None, seed: int = 0) -> list[AnswerRecord]:
-    """Retrieval finds the gold doc 80% of the time and then the answer is right; adapters give JSON."""
+    """Retrieval finds the gold doc 80% of the time and then the answer is right; the style adapter
+    and few-shot arms give JSON, the ``prompt`` arms only on every other item (in item order)."""
     rng = random.Random(seed)
     arms = arms or parse_arms(ARMS)
     known = {it.id: rng.random() < 0.2 for it in items}
     hits = {it.id: rng.random() < 0.8 for it in items}
     records = []
     for arm in arms:
-        for it in items:
+        for index, it in enumerate(items):
             gold = list(it.gold_doc_ids)
             contexts: list[str] = []
             if arm.retrieval:
@@ -70,7 +71,7 @@ def make_records(items: list[EvalItem], arms: list[Arm] | None = None, seed: int
                 answer = it.answers[0]
             else:
                 answer = "something else"
-            if arm.adapter == "style":
+            if arm.adapter == "style" or arm.fewshot or (arm.prompt and index % 2 == 0):
                 text = json.dumps({"answer": answer, "confidence": 0.5})
             else:
                 text = f"The answer is {answer}."

@@ -51,9 +51,9 @@ def test_factorial_effects_match_the_arm_means(analysis: EvalAnalysis) -> None:
     expected = ((m["rag"] - m["base"]) + (m["adapter:style+rag"] - m["adapter:style"])) / 2
     assert result.effects["context"].estimate == pytest.approx(expected)
     assert result.effects["context"].ci_low > 0  # retrieval clearly helps in this synthetic world
-    assert result.effects["adapter"].estimate == pytest.approx(0.0)
+    assert result.effects["lever"].estimate == pytest.approx(0.0)
     style = sets[("adapter:style x rag", "format_valid")]
-    assert style.effects["adapter"].estimate == 1.0 and style.effects["context"].estimate == 0.0
+    assert style.effects["lever"].estimate == 1.0 and style.effects["context"].estimate == 0.0
 
 
 def test_strata_keep_every_item(analysis: EvalAnalysis) -> None:
@@ -96,6 +96,7 @@ def test_json_is_standard_and_complete(analysis: EvalAnalysis) -> None:
         "strata",
         "retrieval_split",
         "disagreements",
+        "lever_comparisons",
         "notes",
     }
     assert data["arms"][0]["metrics"]["contains"]["n"] == 37
@@ -166,3 +167,43 @@ def test_style_similarity_with_an_embedder() -> None:
     assert sim["adapter:style"] > sim["base"]
     eff = next(c for c in result.comparisons if c.metric == "style_similarity")
     assert eff.effect.test == "sign-flip-permutation" and np.isfinite(eff.effect.estimate)
+
+
+def test_levers_compared_head_to_head_within_each_context() -> None:
+    items = make_items()
+    arms = parse_arms(
+        "base,adapter:style,prompt,fewshot@4,rag@3,adapter:style+rag@3,prompt+rag@3,fewshot@4+rag@3"
+    )
+    result = analyse(items, make_records(items, arms), arms, SPEC, n_resamples=300, seed=1)
+    rows = {(c.arm, c.baseline, c.metric): c.effect for c in result.lever_comparisons}
+    pairs = [("prompt", "adapter:style"), ("fewshot@4", "adapter:style"), ("fewshot@4", "prompt")]
+    pairs += [(f"{a}+rag@3", f"{b}+rag@3") for a, b in pairs]
+    # Every two levers with the same context, never across contexts or against base.
+    assert set(rows) == {(a, b, m) for a, b in pairs for m in ("format_valid", "contains")}
+    mean = {a.arm: a.metrics for a in result.arms}
+    for (arm, baseline, metric), eff in rows.items():
+        assert eff.name == f"{arm} - {baseline}"
+        expected = mean[arm][metric].mean - mean[baseline][metric].mean
+        assert eff.estimate == pytest.approx(expected)
+        assert eff.ci_low <= eff.estimate <= eff.ci_high
+    # The prompt arm gives JSON on half the items, the adapter and the exemplars on all of them.
+    assert rows[("prompt", "adapter:style", "format_valid")].ci_high < 0
+    assert rows[("fewshot@4", "prompt", "format_valid")].ci_low > 0
+    assert rows[("fewshot@4", "adapter:style", "format_valid")].estimate == 0.0
+    # Knowledge is the same under every lever here: the answers differ only in form.
+    assert all(rows[(a, b, "contains")].estimate == 0.0 for a, b in pairs)
+    # The factorial sets cross every lever with rag@3.
+    assert {r.lever for r in result.factorial} == {"adapter:style", "prompt", "fewshot@4"}
+    assert result.to_dict()["lever_comparisons"][0]["effect"]["name"] == "prompt - adapter:style"
+
+
+def test_no_head_to_head_with_a_single_lever(analysis: EvalAnalysis) -> None:
+    # ARMS has two adapters: two levers, compared within each context (ordered by name).
+    assert {(c.arm, c.baseline) for c in analysis.lever_comparisons} == {
+        ("adapter:style", "adapter:knowledge"),
+        ("adapter:style+rag", "adapter:knowledge+rag"),
+    }
+    single = analyse(
+        make_items(), make_records(make_items()), parse_arms("base,adapter:style,rag"), SPEC, n_resamples=50
+    )
+    assert single.lever_comparisons == []

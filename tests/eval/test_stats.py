@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 
 from hybrid_assistant.eval.stats import (
+    FACTORIAL_CONTRASTS,
+    LEGACY_EFFECT_NAMES,
     MDE_MULTIPLIER,
     ClusterBootstrap,
     cluster_se,
@@ -92,20 +94,26 @@ def test_factorial_effects_on_a_constructed_table() -> None:
     # context - base = (1,1,0,0) -> .5 ; both - adapter = (1,0,0,1) -> .5 ; main = .5
     assert eff["context"].estimate == pytest.approx(0.5)
     # adapter - base = (0,1,0,0) -> .25 ; both - context = (0,0,0,1) -> .25 ; main = .25
-    assert eff["adapter"].estimate == pytest.approx(0.25)
+    assert eff["lever"].estimate == pytest.approx(0.25)
     assert eff["interaction"].estimate == pytest.approx(0.0)
-    assert eff["context_without_adapter"].estimate == pytest.approx(0.5)
-    assert eff["context_with_adapter"].estimate == pytest.approx(0.5)
-    assert eff["adapter_without_context"].estimate == pytest.approx(0.25)
-    assert eff["adapter_with_context"].estimate == pytest.approx(0.25)
-    assert eff["context_without_adapter"].test == "mcnemar-exact"
+    assert eff["context_without_lever"].estimate == pytest.approx(0.5)
+    assert eff["context_with_lever"].estimate == pytest.approx(0.5)
+    assert eff["lever_without_context"].estimate == pytest.approx(0.25)
+    assert eff["lever_with_context"].estimate == pytest.approx(0.25)
+    assert eff["context_without_lever"].test == "mcnemar-exact"
     assert eff["context"].test == "sign-flip-permutation"
-    # context_without_adapter: 2 discordant pairs, both one way -> McNemar 2 * 1/4 = 0.5.
-    assert eff["context_without_adapter"].p_value == pytest.approx(0.5)
+    # context_without_lever: 2 discordant pairs, both one way -> McNemar 2 * 1/4 = 0.5.
+    assert eff["context_without_lever"].p_value == pytest.approx(0.5)
     # Identities that must hold exactly.
     e = {k: v.estimate for k, v in eff.items()}
-    assert e["interaction"] == pytest.approx(e["context_with_adapter"] - e["context_without_adapter"])
-    assert e["context"] == pytest.approx((e["context_with_adapter"] + e["context_without_adapter"]) / 2)
+    assert e["interaction"] == pytest.approx(e["context_with_lever"] - e["context_without_lever"])
+    assert e["context"] == pytest.approx((e["context_with_lever"] + e["context_without_lever"]) / 2)
+    # TEMPORARY: the names from before prompting arms still read the same effects, unlisted.
+    assert set(eff) == set(FACTORIAL_CONTRASTS)
+    for old, new in LEGACY_EFFECT_NAMES.items():
+        assert eff[old] is eff[new]
+    with pytest.raises(KeyError):
+        eff["no such effect"]
 
 
 def test_factorial_effects_use_only_items_defined_in_all_four_arms() -> None:
@@ -116,7 +124,7 @@ def test_factorial_effects_use_only_items_defined_in_all_four_arms() -> None:
     boot = ClusterBootstrap(["0", "1", "2"], n_resamples=100, seed=0)
     eff = factorial_effects(base, adapter, context, both, boot)
     assert {v.n for v in eff.values()} == {2}
-    assert eff["adapter_with_context"].estimate == 0.0
+    assert eff["lever_with_context"].estimate == 0.0
 
 
 def test_mde_from_the_paired_standard_error() -> None:
