@@ -8,6 +8,7 @@ server's per-value cap (:data:`MAX_METADATA_VALUE_CHARS`) by thinning long runs 
   k > 1 the mean over each run of k steps (the last run possibly shorter), 4 decimals;
 - ``epoch_end_steps`` and ``train_loss_by_epoch``: the step count at each epoch's end and the
   epoch's mean loss, or with ``epoch_stride`` k > 1 those of every k-th epoch and the last;
+- ``epochs_trained``: the passes made (with ``max_steps``, not the recipe's ``epochs``);
 - ``val_loss_by_epoch`` and ``val_loss_steps``: the validation losses and the step counts they
   were taken at (every epoch, or every k-th and the last on runs of many epochs).
 """
@@ -92,6 +93,7 @@ def curve_metadata(result: TrainResult) -> dict[str, Any]:
         "epoch_end_steps": ends,
         "train_loss_by_epoch": by_epoch,
         "epoch_stride": epoch_stride,
+        "epochs_trained": len(result.epochs),
         "val_loss_by_epoch": " ".join(f"{e.val_loss:.4f}" for e in result.epochs if e.val_loss is not None),
         "val_loss_steps": " ".join(str(step) for step in val_steps),
     }

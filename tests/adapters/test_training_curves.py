@@ -64,6 +64,7 @@ def test_short_curves_are_stored_whole() -> None:
         "epoch_end_steps": "2 4",
         "train_loss_by_epoch": "1.0000 1.0010",
         "epoch_stride": 1,
+        "epochs_trained": 2,
         "val_loss_by_epoch": "1.9000 1.1000",
         "val_loss_steps": "2 4",
     }
@@ -125,3 +126,4 @@ def test_max_steps_stops_exactly_cycling_the_examples(
     assert result.metadata["epoch_end_steps"] == epoch_ends
     assert result.metadata["val_loss_steps"] == epoch_ends and result.val_loss is not None
     assert result.metadata["max_steps"] == max_steps
+    assert result.metadata["epochs_trained"] == len(epoch_ends.split())
