@@ -26,6 +26,8 @@ answer, used to score knowledge independently of the format), ``max_chars`` and 
 (bounds on the stripped output's length).
 
 Style exemplars (JSONL): ``{"question": ..., "output": ...}`` per line; ``output`` is required.
+The outputs are the style similarity's references; an exemplar with a ``question`` can also be a
+``fewshot@K`` arm's earlier turn (the question asked, the output as the answer).
 """
 
 from __future__ import annotations
