@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from hybrid_assistant.eval.prompting import (
     prompting_problems,
     select_exemplars,
 )
+from hybrid_assistant.eval.runner import EvalRunError, RunConfig, Runner
 
 DEMO_EXEMPLARS = Path(__file__).resolve().parents[2] / "eval" / "data" / "demo" / "style_exemplars.jsonl"
 SPEC = StyleSpec(name="json-answer", description='Reply with one JSON object: {"answer": ...}.')
@@ -183,3 +185,11 @@ def test_the_demo_exemplars_all_have_questions() -> None:
     exemplars = load_style_exemplars(DEMO_EXEMPLARS)
     assert len(exemplars) == 20
     assert all(e.question for e in exemplars)
+
+
+def test_the_runner_refuses_prompting_arms_it_cannot_build_before_connecting() -> None:
+    # Nothing listens on port 1: the refusal must come before any connection is tried.
+    runner = Runner(RunConfig(target="127.0.0.1:1", progress=False, ready_timeout_s=0.5), exemplars=EXEMPLARS)
+    with pytest.raises(EvalRunError, match=r"arm 'prompt' needs a style spec.*arm 'fewshot@5' needs 5"):
+        asyncio.run(runner.run([item("Where?")], parse_arms("base,prompt,fewshot@5")))
+    assert runner.stats.requests == 0
