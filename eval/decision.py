@@ -16,10 +16,11 @@ infinite above when the saving's interval reaches 0. Saved <= 0: never repaid.
 separately: the candidates are the arms whose difference from ``base`` has an interval above 0
 and an estimate within that comparison's MDE of the best arm's estimate; the cheapest per
 request wins (probe mean latency; without a probe, mean prompt + completion tokens of the main
-run), ties going to the lower one-time cost. Caveats: forgetting (the arm's ``contains`` on the
-``control`` stratum lower than base's, interval excluding 0), style lost under retrieval (the
-lever's format validity lower with a context than without, interval excluding 0), too few items
-(no candidate, an MDE above 0.2, fewer than 20 clusters).
+run), ties going to the lower one-time cost, then to the simpler arm (fewer parts). Caveats:
+forgetting (the arm's ``contains`` on the ``control`` stratum lower than base's, interval
+excluding 0: paired where the stratum's 2x2 has the contrast, else two intervals apart), style
+lost under retrieval (the lever's format validity lower with a context than without, interval
+excluding 0), too few items (no candidate, an MDE above 0.2, fewer than 20 clusters).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ import numpy as np
 from hybrid_assistant.eval.arms import parse_arm
 
 if TYPE_CHECKING:
-    from hybrid_assistant.eval.analysis import Comparison, EvalAnalysis
+    from hybrid_assistant.eval.analysis import EvalAnalysis
     from hybrid_assistant.eval.cost import ArmCost
     from hybrid_assistant.eval.stats import Effect
 
@@ -145,8 +146,7 @@ def break_even_requests(
 
 def _paired_format(analysis: EvalAnalysis, prompt_arm: str, adapter_arm: str) -> tuple[float, float] | None:
     """Interval of (prompt arm - adapter arm) on format validity from the head-to-head comparisons."""
-    comparisons: list[Comparison] = list(getattr(analysis, "lever_comparisons", []))
-    for c in comparisons:
+    for c in analysis.lever_comparisons:
         if c.metric != STYLE_METRIC or c.effect.n == 0:
             continue
         if (c.arm, c.baseline) == (prompt_arm, adapter_arm):
@@ -246,12 +246,6 @@ def break_evens(analysis: EvalAnalysis, costs: Mapping[str, ArmCost]) -> list[Br
 # ------------------------------------------------------------------------------------ recommendation
 
 
-def _effect(effects: Mapping[str, Effect], *keys: str) -> Effect | None:
-    """The first of ``keys`` present (the factorial keys name the style lever ``lever``; older
-    analyses say ``adapter``)."""
-    return next((effects[k] for k in keys if k in effects), None)
-
-
 def _per_request(
     analysis: EvalAnalysis, costs: Mapping[str, ArmCost], arms: list[str]
 ) -> tuple[str, dict[str, float]]:
@@ -283,9 +277,9 @@ def _forgetting(analysis: EvalAnalysis, arm: str, base: str) -> str | None:
             if result.metric != KNOWLEDGE_METRIC or result.arms[0] != base:
                 continue
             if arm == result.arms[1]:  # the lever alone: lever - base, paired
-                eff = _effect(result.effects, "lever_without_context", "adapter_without_context")
+                eff = result.effects.get("lever_without_context")
             elif arm == result.arms[2]:
-                eff = _effect(result.effects, "context_without_lever", "context_without_adapter")
+                eff = result.effects.get("context_without_lever")
             else:
                 continue
             if eff is not None and eff.n and eff.ci_high < 0:
@@ -310,12 +304,9 @@ def _style_lost(analysis: EvalAnalysis, arm: str) -> list[str]:
     lever = parse_arm(arm).style_lever
     out = []
     for result in analysis.factorial:
-        if (
-            result.metric != STYLE_METRIC
-            or getattr(result, "lever", getattr(result, "adapter", None)) != lever
-        ):
+        if result.metric != STYLE_METRIC or result.lever != lever:
             continue
-        eff = _effect(result.effects, "context_with_lever", "context_with_adapter")
+        eff = result.effects.get("context_with_lever")
         if eff is not None and eff.n and eff.ci_high < 0:
             out.append(
                 f"style lost under {result.context}: {lever}'s format validity changes by {_signed(eff)} "
@@ -376,7 +367,11 @@ def recommend(analysis: EvalAnalysis, costs: Mapping[str, ArmCost], goal: str, m
     names = [c.arm for c in candidates]
     basis, per_request = _per_request(analysis, costs, names)
     one_time = {a: _one_time(a, costs) for a in names}
-    chosen = min(candidates, key=lambda c: (per_request[c.arm], _sort_cost(one_time[c.arm]), c.arm))
+    # Ties: the lower one-time cost, then the simpler arm (fewer parts).
+    chosen = min(
+        candidates,
+        key=lambda c: (per_request[c.arm], _sort_cost(one_time[c.arm]), c.arm.count("+"), c.arm),
+    )
     eff = chosen.effect
     caveats = []
     forgot = _forgetting(analysis, chosen.arm, base)

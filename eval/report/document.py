@@ -5,11 +5,11 @@ Markdown and HTML render the same document, so they always say the same thing.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from hybrid_assistant.eval.metrics.knowledge import REFUSAL_PHRASES
 from hybrid_assistant.eval.report import plots
+from hybrid_assistant.eval.report.blocks import Image, Section, Table
 from hybrid_assistant.eval.report.formatting import (
     MAIN_EFFECTS,
     SIMPLE_EFFECTS,
@@ -21,36 +21,18 @@ from hybrid_assistant.eval.report.formatting import (
     p_value,
     summary_columns,
 )
+from hybrid_assistant.eval.report.levers import (
+    cost_section,
+    decision_section,
+    head_to_head,
+    training_curves_section,
+)
 
 if TYPE_CHECKING:
     from hybrid_assistant.eval.analysis import EvalAnalysis, StratumResult
 
 MARKDOWN_DISAGREEMENT_LIMIT = 50
 STRATUM_METRICS = ("contains", "f1", "exact_match", "option_acc", "abstained", "refused", "format_valid")
-
-
-@dataclass
-class Table:
-    headers: list[str]
-    rows: list[list[str]]
-    caption: str = ""
-
-
-@dataclass
-class Image:
-    name: str
-    png: bytes
-    alt: str
-
-
-@dataclass
-class Section:
-    title: str
-    paragraphs: list[str] = field(default_factory=list)
-    bullets: list[str] = field(default_factory=list)
-    images: list[Image] = field(default_factory=list)
-    tables: list[Table] = field(default_factory=list)
-    collapsed: bool = False  # HTML: inside <details>
 
 
 def _summary(analysis: EvalAnalysis) -> Table:
@@ -71,7 +53,7 @@ def _effect_rows(analysis: EvalAnalysis, keys: tuple[str, ...] | None = None) ->
                 [
                     r.set,
                     r.metric,
-                    effect_label(key, r.context),
+                    effect_label(key, r.context, r.lever),
                     effect_text(eff),
                     p_value(eff.p_value),
                     eff.test,
@@ -111,7 +93,7 @@ def _stratum_effects(analysis: EvalAnalysis) -> Table:
                         f"{s.scheme}: {s.stratum}",
                         r.set,
                         r.metric,
-                        effect_label(key, r.context),
+                        effect_label(key, r.context, r.lever),
                         effect_text(eff),
                         p_value(eff.p_value),
                         num(eff.mde),
@@ -192,9 +174,9 @@ def _method(analysis: EvalAnalysis) -> list[str]:
         f"Intervals: paired cluster bootstrap, {meta['n_resamples']} resamples (seed {meta['seed']}), "
         f"{meta['n_groups']} clusters (items sharing a source document form one cluster); percentile "
         f"{meta['confidence']:.0%} intervals. Every arm uses the same resamples, so differences are paired.",
-        "Effects in a 2x2 (base, adapter, context, adapter+context): context or adapter main effect = "
-        "mean over the other factor's levels of (on - off); interaction = "
-        "(adapter+context - adapter) - (context - base).",
+        "Effects in a 2x2 (base, style lever L, context C, L+C; L an adapter, prompt or few-shot): C or L "
+        "main effect = mean over the other factor's levels of (on - off); interaction = "
+        "(L+C - L) - (C - base).",
         "p-values: exact McNemar for a binary metric between two arms; otherwise a two-sided sign-flip "
         "permutation test flipping whole clusters. MDE: the true effect detectable with 80% power by a "
         "two-sided 5% test, 2.80 x the cluster-robust standard error of the paired contrast.",
@@ -295,19 +277,24 @@ def build_document(analysis: EvalAnalysis, *, markdown: bool = False) -> list[Se
             retrieval.images.append(Image("split", png, "four-way split"))
     else:
         retrieval.paragraphs.append("No arm searched the index.")
+    curves = None if markdown else training_curves_section(analysis)
     return [
         overview,
         effects,
         simple,
         comparisons,
+        head_to_head(analysis),
         strata,
         strata_detail,
         retrieval,
         Section("Latency and tokens", tables=[_operations(analysis)]),
+        cost_section(analysis),
+        *([curves] if curves else []),
         Section(
             "Disagreements",
             tables=[_disagreements(analysis, MARKDOWN_DISAGREEMENT_LIMIT if markdown else None)],
             collapsed=True,
         ),
         Section("Method", bullets=_method(analysis), collapsed=True),
+        decision_section(analysis),
     ]

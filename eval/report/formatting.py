@@ -24,19 +24,19 @@ SUMMARY_METRICS: tuple[str, ...] = (
 
 EFFECT_LABELS = {
     "context": "{context} effect",
-    "adapter": "adapter effect",
+    "lever": "{lever} effect",
     "interaction": "interaction",
-    "context_without_adapter": "{context}, without adapter",
-    "context_with_adapter": "{context}, with adapter",
-    "adapter_without_context": "adapter, without {context}",
-    "adapter_with_context": "adapter, with {context}",
+    "context_without_lever": "{context}, without {lever}",
+    "context_with_lever": "{context}, with {lever}",
+    "lever_without_context": "{lever}, without {context}",
+    "lever_with_context": "{lever}, with {context}",
 }
-MAIN_EFFECTS = ("context", "adapter", "interaction")
+MAIN_EFFECTS = ("context", "lever", "interaction")
 SIMPLE_EFFECTS = (
-    "context_without_adapter",
-    "context_with_adapter",
-    "adapter_without_context",
-    "adapter_with_context",
+    "context_without_lever",
+    "context_with_lever",
+    "lever_without_context",
+    "lever_with_context",
 )
 
 
@@ -44,8 +44,9 @@ def context_word(context: str) -> str:
     return "oracle context" if context == "oracle" else "retrieval" if context.startswith("rag") else context
 
 
-def effect_label(key: str, context: str) -> str:
-    return EFFECT_LABELS.get(key, key).format(context=context_word(context))
+def effect_label(key: str, context: str, lever: str) -> str:
+    """``retrieval effect``, ``adapter:style effect``, ``prompt, with retrieval``..."""
+    return EFFECT_LABELS.get(key, key).format(context=context_word(context), lever=lever)
 
 
 def num(value: float | None, digits: int = 2, signed: bool = False) -> str:
@@ -89,7 +90,7 @@ def summary_columns(analysis: EvalAnalysis) -> list[str]:
 def reading(result: FactorialResult, key: str) -> str:
     """One honest sentence about an effect: its size, its interval, and whether it is distinguishable."""
     eff = result.effects[key]
-    label = effect_label(key, result.context)
+    label = effect_label(key, result.context, result.lever)
     if eff.n == 0 or not math.isfinite(eff.estimate):
         return f"{label} on {result.metric}: no data."
     head = (

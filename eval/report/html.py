@@ -6,7 +6,8 @@ import base64
 from html import escape
 from typing import TYPE_CHECKING
 
-from hybrid_assistant.eval.report.document import Section, Table, build_document
+from hybrid_assistant.eval.report.blocks import Section, Table
+from hybrid_assistant.eval.report.document import build_document
 
 if TYPE_CHECKING:
     from hybrid_assistant.eval.analysis import EvalAnalysis

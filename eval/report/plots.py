@@ -138,8 +138,8 @@ def effects_plot(analysis: EvalAnalysis) -> bytes | None:
         ax.set_xlabel("difference in mean (95% interval)", fontsize=8)
     labels = []
     for set_name, key in rows:
-        context = next(r.context for r in analysis.factorial if r.set == set_name)
-        labels.append(f"{set_name}: {effect_label(key, context)}")
+        result = next(r for r in analysis.factorial if r.set == set_name)
+        labels.append(f"{set_name}: {effect_label(key, result.context, result.lever)}")
     axes[0].set_yticks(range(len(rows)), labels, fontsize=8)
     axes[0].invert_yaxis()
     fig.tight_layout()

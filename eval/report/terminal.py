@@ -12,6 +12,7 @@ from hybrid_assistant.eval.report.formatting import (
     num,
     p_value,
 )
+from hybrid_assistant.eval.report.levers import decision_lines
 
 if TYPE_CHECKING:
     from hybrid_assistant.eval.analysis import EvalAnalysis
@@ -52,7 +53,7 @@ def terminal_table(analysis: EvalAnalysis) -> str:
         [
             r.set,
             r.metric,
-            effect_label(k, r.context),
+            effect_label(k, r.context, r.lever),
             effect_text(r.effects[k]),
             p_value(r.effects[k].p_value),
             num(r.effects[k].mde),
@@ -64,4 +65,7 @@ def terminal_table(analysis: EvalAnalysis) -> str:
     if effect_rows:
         lines += ["", *_grid(["2x2", "metric", "effect", "estimate [95% CI]", "p", "MDE"], effect_rows)]
     lines += [f"note: {n}" for n in analysis.notes]
+    decision = decision_lines(analysis)
+    if decision:
+        lines += ["", *decision]
     return "\n".join(lines)

@@ -19,10 +19,6 @@ from hybrid_assistant.eval.cost import ArmCost
 from hybrid_assistant.eval.decision import break_even, break_even_requests, decide, recommend
 from hybrid_assistant.eval.stats import FACTORIAL_CONTRASTS, Effect
 
-# The factorial keys by their weights over (base, lever, context, both), whatever they are named.
-LEVER_ALONE = next(k for k, w in FACTORIAL_CONTRASTS.items() if w == (-1.0, 1.0, 0.0, 0.0))
-CONTEXT_WITH_LEVER = next(k for k, w in FACTORIAL_CONTRASTS.items() if w == (0.0, -1.0, 0.0, 1.0))
-
 ARMS = ["base", "adapter:style", "prompt", "fewshot@4", "rag", "adapter:style+rag", "prompt+rag"]
 
 
@@ -58,7 +54,7 @@ def make_analysis(
     tokens = tokens or {}
     arms = [ArmResult(a, {}, ops(tokens.get(a, 100.0))) for a in ARMS]
     meta: dict[str, Any] = {"closed_book_arm": "base", "n_groups": n_groups, "arms": ARMS}
-    analysis = EvalAnalysis(
+    return EvalAnalysis(
         meta,
         arms,
         factorial or [],
@@ -66,10 +62,8 @@ def make_analysis(
         strata or [],
         [],
         [],
+        lever_comparisons=[Comparison(a, b, "format_valid", e) for (a, b), e in (lever or {}).items()],
     )
-    heads = [Comparison(a, b, "format_valid", e) for (a, b), e in (lever or {}).items()]
-    vars(analysis).update(lever_comparisons=heads)
-    return analysis
 
 
 def test_break_even_hand_computed() -> None:
@@ -197,8 +191,12 @@ def test_none_of_the_levers_moved_it() -> None:
 
 def test_caveats_forgetting_style_lost_and_wide_mde() -> None:
     arms = ["base", "adapter:style", "rag", "adapter:style+rag"]
-    forgot = {k: eff(0.0, -0.1, 0.1) for k in FACTORIAL_CONTRASTS} | {LEVER_ALONE: eff(-0.3, -0.5, -0.1)}
-    lost = {k: eff(0.0, -0.1, 0.1) for k in FACTORIAL_CONTRASTS} | {CONTEXT_WITH_LEVER: eff(-0.4, -0.6, -0.2)}
+    forgot = {k: eff(0.0, -0.1, 0.1) for k in FACTORIAL_CONTRASTS} | {
+        "lever_without_context": eff(-0.3, -0.5, -0.1)
+    }
+    lost = {k: eff(0.0, -0.1, 0.1) for k in FACTORIAL_CONTRASTS} | {
+        "context_with_lever": eff(-0.4, -0.6, -0.2)
+    }
     knowledge_factorial = FactorialResult(
         "adapter:style x rag", "adapter:style", "rag", arms, "contains", forgot
     )
