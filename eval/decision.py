@@ -382,15 +382,13 @@ def recommend(analysis: EvalAnalysis, costs: Mapping[str, ArmCost], goal: str, m
         caveats.append(f"too few items to tell: MDE {eff.mde:.2f} > {MAX_USEFUL_MDE}")
     if few:
         caveats.append(few)
-    unit = "ms latency" if basis == "latency" else "tokens"
+    unit = "ms per request (probe latency)" if basis == "latency" else "tokens per request"
     once = one_time[chosen.arm]
-    once_text = (
-        "no training" if once == 0 else "training time unknown" if once is None else f"{once:.1f} s training"
-    )
+    once_text = f"{once:.1f} s of training" if once else "unknown (no train_s)" if once is None else "none"
     text = (
         f"{goal}: {chosen.arm} ({metric} {_signed(eff)} vs {base}), the cheapest of {len(names)} "
-        f"candidate(s) within the MDE of the best: {per_request[chosen.arm]:.1f} {unit} per request, "
-        f"{once_text} once."
+        f"candidate(s) within the MDE of the best: {per_request[chosen.arm]:.1f} {unit}; "
+        f"one-time cost: {once_text}."
     )
     return Recommendation(
         goal,

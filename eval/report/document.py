@@ -22,6 +22,7 @@ from hybrid_assistant.eval.report.formatting import (
     summary_columns,
 )
 from hybrid_assistant.eval.report.levers import (
+    break_even_section,
     cost_section,
     decision_section,
     head_to_head,
@@ -278,6 +279,7 @@ def build_document(analysis: EvalAnalysis, *, markdown: bool = False) -> list[Se
     else:
         retrieval.paragraphs.append("No arm searched the index.")
     curves = None if markdown else training_curves_section(analysis)
+    break_even = break_even_section(analysis)
     return [
         overview,
         effects,
@@ -289,6 +291,7 @@ def build_document(analysis: EvalAnalysis, *, markdown: bool = False) -> list[Se
         retrieval,
         Section("Latency and tokens", tables=[_operations(analysis)]),
         cost_section(analysis),
+        *([break_even] if break_even else []),
         *([curves] if curves else []),
         Section(
             "Disagreements",

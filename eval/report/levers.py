@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hybrid_assistant.eval.arms import parse_arm
 from hybrid_assistant.eval.report.blocks import Image, Section, Table
 from hybrid_assistant.eval.report.formatting import effect_text, num, p_value
 from hybrid_assistant.eval.report.training_curves import plot_training_curves
@@ -57,17 +58,22 @@ def _seconds(value: float | None) -> str:
     return "–" if value is None else f"{value:.1f} s"
 
 
-def cost_section(analysis: EvalAnalysis) -> Section:
-    """The cost probe per arm, and each adapter's break-even against the prompt arms."""
-    costs = _costs(analysis)
-    section = Section("Cost per arm")
-    if not costs:
-        section.paragraphs.append("No cost probe in this run: no per-request prices or break-even.")
-        return section
-    first = next(iter(costs.values()))
+COST_HEADERS = [
+    "arm",
+    "prompt tok (mean)",
+    "TTFT p50 ms",
+    "latency p50 ms",
+    "answers/s",
+    "one-time training",
+    "asked",
+]
+
+
+def cost_rows(analysis: EvalAnalysis) -> list[list[str]]:
+    """One row per probed arm, under :data:`COST_HEADERS` (none without a probe)."""
     rows = []
-    for arm, c in costs.items():
-        one_time = _seconds(c.get("train_s")) if "adapter:" in arm else "none"
+    for arm, c in _costs(analysis).items():
+        one_time = _seconds(c.get("train_s")) if parse_arm(arm).adapter else "none"
         rows.append(
             [
                 arm,
@@ -79,28 +85,40 @@ def cost_section(analysis: EvalAnalysis) -> Section:
                 f"{c.get('n', 0)} ({c.get('errors', 0)} failed)",
             ]
         )
-    headers = [
-        "arm",
-        "prompt tok (mean)",
-        "TTFT p50 ms",
-        "latency p50 ms",
-        "answers/s",
-        "one-time training",
-        "asked",
-    ]
+    return rows
+
+
+def cost_section(analysis: EvalAnalysis) -> Section:
+    """The cost probe per arm, and each adapter's break-even against the prompt arms."""
+    costs = _costs(analysis)
+    section = Section("Cost per arm")
+    if not costs:
+        section.paragraphs.append("No cost probe in this run: no per-request prices or break-even.")
+        return section
+    first = next(iter(costs.values()))
     caption = (
         f"cost probe: the same {first.get('n', 0)} items through each arm in turn, uncached, at "
         f"concurrency {first.get('concurrency', '?')}; training time from the adapter's metadata"
     )
-    section.tables.append(Table(headers, rows, caption))
-    section.paragraphs.append(
-        "Break-even: after how many requests an adapter's training time is repaid by the time it "
-        "saves per request over the cheapest prompt arm (same context) whose format validity is not "
-        "significantly lower; interval from a paired bootstrap of the per-request latency difference."
-    )
-    lines = [b["text"] for b in _decision(analysis).get("break_even", [])]
-    section.bullets += lines or ["No adapter arm to price."]
+    section.tables.append(Table(COST_HEADERS, cost_rows(analysis), caption))
     return section
+
+
+def break_even_section(analysis: EvalAnalysis) -> Section | None:
+    """Each adapter's break-even against the prompt arms; None without a cost probe."""
+    if not _costs(analysis):
+        return None
+    lines = [b["text"] for b in _decision(analysis).get("break_even", [])]
+    return Section(
+        "Break-even: adapter vs prompt",
+        paragraphs=[
+            "After how many requests an adapter's training time is repaid by the time it saves per "
+            "request over the cheapest prompt arm (same context) whose format validity is not "
+            "significantly lower (paired difference, upper bound of its interval >= 0); the interval "
+            "comes from a paired bootstrap of the per-request latency difference in the cost probe."
+        ],
+        bullets=lines or ["No adapter arm to price."],
+    )
 
 
 def training_curves_section(analysis: EvalAnalysis) -> Section | None:
@@ -134,7 +152,7 @@ def decision_section(analysis: EvalAnalysis) -> Section:
     section.paragraphs.append(
         "Computed from the measured numbers only: for each goal, the arms whose difference from base "
         "has an interval above 0 and an estimate within the MDE of the best; the cheapest per request "
-        "(cost probe latency, else tokens) wins, ties to the lower one-time cost."
+        "(cost probe latency, else tokens) wins, ties to the lower one-time cost, then the simpler arm."
     )
     for rec in recommendations:
         section.paragraphs.append(rec["text"])

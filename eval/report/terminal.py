@@ -12,7 +12,7 @@ from hybrid_assistant.eval.report.formatting import (
     num,
     p_value,
 )
-from hybrid_assistant.eval.report.levers import decision_lines
+from hybrid_assistant.eval.report.levers import COST_HEADERS, cost_rows, decision_lines
 
 if TYPE_CHECKING:
     from hybrid_assistant.eval.analysis import EvalAnalysis
@@ -65,6 +65,9 @@ def terminal_table(analysis: EvalAnalysis) -> str:
     if effect_rows:
         lines += ["", *_grid(["2x2", "metric", "effect", "estimate [95% CI]", "p", "MDE"], effect_rows)]
     lines += [f"note: {n}" for n in analysis.notes]
+    costs = cost_rows(analysis)
+    if costs:
+        lines += ["", "cost probe:", *_grid(COST_HEADERS, costs)]
     decision = decision_lines(analysis)
     if decision:
         lines += ["", *decision]

@@ -165,10 +165,12 @@ def test_recommendation_takes_the_cheapest_candidate() -> None:
     assert knowledge.candidates == ["rag", "adapter:style+rag"]
     assert knowledge.arm == "adapter:style+rag" and knowledge.cost_basis == "latency"
     assert knowledge.per_request == pytest.approx(250.0) and knowledge.one_time_s == 30.0
+    assert knowledge.text.endswith("250.0 ms per request (probe latency); one-time cost: 30.0 s of training.")
     # Without a probe, tokens decide: rag's 410 beat the adapter's 430.
     by_tokens = recommend(analysis, {}, "knowledge", "contains")
     assert by_tokens.arm == "rag" and by_tokens.cost_basis == "tokens" and by_tokens.per_request == 410.0
     assert by_tokens.one_time_s == 0.0
+    assert by_tokens.text.endswith("410.0 tokens per request; one-time cost: none.")
 
     style = recommend(analysis, costs, "style", "format_valid")
     assert style.candidates == ["adapter:style", "prompt"] and style.arm == "adapter:style"

@@ -51,6 +51,7 @@ def test_report_without_factorial_or_retrieval(tmp_path: Path) -> None:
     html = write_reports(small, tmp_path)["html"].read_text()
     assert "No complete 2x2" in html and "No arm searched the index." in html
     assert "No cost probe in this run" in html and "No decision computed for this run." in html
+    assert "Break-even" not in html
     assert "No two style levers (adapter, prompt, few-shot) share a context." in html
     assert "Training curves" not in html
     assert html.count("data:image/png;base64,") == 2  # arms and strata
@@ -103,7 +104,12 @@ def test_lever_sections(lever_analysis: EvalAnalysis, tmp_path: Path) -> None:
     md = paths["md"].read_text()
     titles = re.findall(r"^## (.+)$", md, flags=re.MULTILINE)
     assert titles[-1] == "Decision"
-    assert "Head to head: style levers with the same context" in titles and "Cost per arm" in titles
+    added = {
+        "Head to head: style levers with the same context",
+        "Cost per arm",
+        "Break-even: adapter vs prompt",
+    }
+    assert added <= set(titles)
     # Head to head: later lever minus earlier, same context only.
     assert re.search(r"\| prompt \| adapter:style \| format_valid \| -0\.\d\d \[", md)
     assert "| prompt+rag | adapter:style+rag | format_valid |" in md
@@ -133,4 +139,5 @@ def test_lever_sections(lever_analysis: EvalAnalysis, tmp_path: Path) -> None:
     assert json.loads(paths["json"].read_text())["lever_comparisons"][0]["arm"] == "prompt"
 
     text = terminal_table(lever_analysis)
+    assert re.search(r"\nadapter:style\s+60\.0\s+20\s+100\s+8\.00\s+20\.0 s\s+4 \(0 failed\)", text)
     assert "\ndecision: knowledge: " in text and "\nbreak-even: adapter:style vs fewshot@2" in text
