@@ -68,18 +68,20 @@ class BreakEven:
 
 @dataclass
 class Recommendation:
+    """The pick for one goal; ``arm`` None when no lever moved the metric."""
+
     goal: str  # knowledge | style
     metric: str
-    arm: str | None
-    estimate: float | None  # difference from base
-    ci: tuple[float, float] | None
-    mde: float | None
-    candidates: list[str]
-    cost_basis: str  # "latency" (probe) | "tokens" (main run) | ""
-    per_request: float | None  # ms of latency, or tokens
-    one_time_s: float | None
-    caveats: list[str]
     text: str
+    caveats: list[str]
+    arm: str | None = None
+    estimate: float | None = None  # difference from base
+    ci: tuple[float, float] | None = None
+    mde: float | None = None
+    candidates: list[str] = field(default_factory=list)
+    cost_basis: str = ""  # "latency" (probe) | "tokens" (main run)
+    per_request: float | None = None  # ms of latency, or tokens
+    one_time_s: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return _finite(asdict(self))
@@ -316,53 +318,32 @@ def _style_lost(analysis: EvalAnalysis, arm: str) -> list[str]:
 
 
 def recommend(analysis: EvalAnalysis, costs: Mapping[str, ArmCost], goal: str, metric: str) -> Recommendation:
-    """The cheapest arm whose effect on ``metric`` is above 0 and within the MDE of the best."""
+    """The cheapest arm whose effect on ``metric`` is above 0 and within the MDE of the best.
+
+    Oracle arms are left out: handing over the gold passages is a ceiling, not a lever one can deploy.
+    """
     base = analysis.meta.get("closed_book_arm", "base")
-    against = [c for c in analysis.comparisons if c.metric == metric and c.baseline == base and c.effect.n]
+    against = [
+        c
+        for c in analysis.comparisons
+        if c.metric == metric and c.baseline == base and c.effect.n and not parse_arm(c.arm).oracle
+    ]
     n_groups = int(analysis.meta.get("n_groups", 0))
     few = (
-        f"too few items to tell: {n_groups} clusters (under {MIN_GROUPS})" if n_groups < MIN_GROUPS else None
+        [f"too few items to tell: {n_groups} clusters (under {MIN_GROUPS})"] if n_groups < MIN_GROUPS else []
     )
     if not against:
-        return Recommendation(
-            goal,
-            metric,
-            None,
-            None,
-            None,
-            None,
-            [],
-            "",
-            None,
-            None,
-            [c for c in [few] if c],
-            f"{goal}: no arm was compared with {base} on {metric}.",
-        )
+        return Recommendation(goal, metric, f"{goal}: no arm was compared with {base} on {metric}.", few)
     best = max(c.effect.estimate for c in against)
     candidates = [
         c for c in against if c.effect.ci_low > 0 and best - c.effect.estimate <= (c.effect.mde or 0.0)
     ]
     if not candidates:
         mdes = [c.effect.mde for c in against if c.effect.mde is not None]
-        reason = (
-            f"too few items to tell: no arm's interval excludes 0 (smallest MDE {min(mdes):.2f})"
-            if mdes
-            else ("too few items to tell: no arm's interval excludes 0")
-        )
-        caveats = [reason, *([few] if few else [])]
+        smallest = f" (smallest MDE {min(mdes):.2f})" if mdes else ""
+        text = f"{goal}: none of the levers moved {metric} (no interval above 0 against {base})."
         return Recommendation(
-            goal,
-            metric,
-            None,
-            None,
-            None,
-            None,
-            [],
-            "",
-            None,
-            None,
-            caveats,
-            f"{goal}: none of the levers moved {metric} (no interval above 0 against {base}).",
+            goal, metric, text, [f"too few items to tell: no arm's interval excludes 0{smallest}", *few]
         )
     names = [c.arm for c in candidates]
     basis, per_request = _per_request(analysis, costs, names)
@@ -373,15 +354,10 @@ def recommend(analysis: EvalAnalysis, costs: Mapping[str, ArmCost], goal: str, m
         key=lambda c: (per_request[c.arm], _sort_cost(one_time[c.arm]), c.arm.count("+"), c.arm),
     )
     eff = chosen.effect
-    caveats = []
     forgot = _forgetting(analysis, chosen.arm, base)
-    if forgot:
-        caveats.append(forgot)
-    caveats += _style_lost(analysis, chosen.arm)
+    caveats = [*([forgot] if forgot else []), *_style_lost(analysis, chosen.arm)]
     if eff.mde is not None and eff.mde > MAX_USEFUL_MDE:
         caveats.append(f"too few items to tell: MDE {eff.mde:.2f} > {MAX_USEFUL_MDE}")
-    if few:
-        caveats.append(few)
     unit = "ms per request (probe latency)" if basis == "latency" else "tokens per request"
     once = one_time[chosen.arm]
     once_text = f"{once:.1f} s of training" if once else "unknown (no train_s)" if once is None else "none"
@@ -393,16 +369,16 @@ def recommend(analysis: EvalAnalysis, costs: Mapping[str, ArmCost], goal: str, m
     return Recommendation(
         goal,
         metric,
-        chosen.arm,
-        eff.estimate,
-        (eff.ci_low, eff.ci_high),
-        eff.mde,
-        names,
-        basis,
-        per_request[chosen.arm],
-        once,
-        caveats,
         text,
+        [*caveats, *few],
+        arm=chosen.arm,
+        estimate=eff.estimate,
+        ci=(eff.ci_low, eff.ci_high),
+        mde=eff.mde,
+        candidates=names,
+        cost_basis=basis,
+        per_request=per_request[chosen.arm],
+        one_time_s=once,
     )
 
 

@@ -17,7 +17,7 @@ from hybrid_assistant.eval.analysis import (
 )
 from hybrid_assistant.eval.cost import ArmCost
 from hybrid_assistant.eval.decision import break_even, break_even_requests, decide, recommend
-from hybrid_assistant.eval.stats import FACTORIAL_CONTRASTS, Effect
+from hybrid_assistant.eval.stats import FACTORIAL_CONTRASTS, Effect, Estimate
 
 ARMS = ["base", "adapter:style", "prompt", "fewshot@4", "rag", "adapter:style+rag", "prompt+rag"]
 
@@ -218,3 +218,26 @@ def test_caveats_forgetting_style_lost_and_wide_mde() -> None:
         for c in caveats
     )
     assert any("MDE 0.25 > 0.2" in c for c in caveats)
+
+
+def test_oracle_is_a_ceiling_not_a_lever_and_forgetting_without_a_paired_contrast() -> None:
+    control = StratumResult(
+        "dataset",
+        "control",
+        25,
+        {
+            "rag": {"contains": Estimate(0.2, 0.1, 0.3, 25, 25)},
+            "base": {"contains": Estimate(0.9, 0.8, 1.0, 25, 25)},
+        },
+        [],
+    )
+    analysis = make_analysis(
+        {("oracle", "contains"): eff(0.9, 0.8, 1.0), ("rag", "contains"): eff(0.5, 0.35, 0.65, mde=0.12)},
+        strata=[control],
+    )
+    result = recommend(analysis, {}, "knowledge", "contains")
+    # With the oracle counted as the best, rag (0.4 below it) would not be within its MDE.
+    assert result.arm == "rag" and result.candidates == ["rag"]
+    # No 2x2 within the stratum: the two intervals do not overlap.
+    expected = "forgetting: on the control stratum (n = 25) rag scores 0.20 [0.10, 0.30] against base's 0.90"
+    assert any(c.startswith(expected) for c in result.caveats)
