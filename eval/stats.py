@@ -331,24 +331,6 @@ FACTORIAL_CONTRASTS: dict[str, tuple[float, float, float, float]] = {
     "lever_without_context": (-1.0, 1.0, 0.0, 0.0),
     "lever_with_context": (0.0, 0.0, -1.0, 1.0),
 }
-#: TEMPORARY: the effects' names before the style lever was generalised from adapters (issue 13),
-#: still readable through :class:`Effects` until every reader uses the new ones. Not serialised.
-LEGACY_EFFECT_NAMES = {
-    "adapter": "lever",
-    "context_without_adapter": "context_without_lever",
-    "context_with_adapter": "context_with_lever",
-    "adapter_without_context": "lever_without_context",
-    "adapter_with_context": "lever_with_context",
-}
-
-
-class Effects(dict[str, Effect]):
-    """Effects by name; an old name (:data:`LEGACY_EFFECT_NAMES`) reads its new one's effect."""
-
-    def __missing__(self, key: str) -> Effect:
-        if key in LEGACY_EFFECT_NAMES:
-            return self[LEGACY_EFFECT_NAMES[key]]
-        raise KeyError(key)
 
 
 def factorial_effects(
@@ -361,7 +343,7 @@ def factorial_effects(
     binary: bool = False,
     n_permutations: int = DEFAULT_PERMUTATIONS,
     seed: int = 0,
-) -> Effects:
+) -> dict[str, Effect]:
     """Main effects, interaction and simple effects of a 2x2 (see :data:`FACTORIAL_CONTRASTS`).
 
     ``context`` main effect = ((context - base) + (both - lever)) / 2; ``lever`` likewise;
@@ -371,7 +353,7 @@ def factorial_effects(
     columns = [np.asarray(c, dtype=np.float64) for c in (base, lever, context, both)]
     common = ~np.any(np.isnan(np.vstack(columns)), axis=0)
     columns = [np.where(common, c, np.nan) for c in columns]
-    effects = Effects()
+    effects = {}
     for name, weights in FACTORIAL_CONTRASTS.items():
         used = [(c, w) for c, w in zip(columns, weights, strict=True) if w != 0]
         effects[name] = contrast_effect(

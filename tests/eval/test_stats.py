@@ -9,7 +9,6 @@ import pytest
 
 from hybrid_assistant.eval.stats import (
     FACTORIAL_CONTRASTS,
-    LEGACY_EFFECT_NAMES,
     MDE_MULTIPLIER,
     ClusterBootstrap,
     cluster_se,
@@ -108,12 +107,7 @@ def test_factorial_effects_on_a_constructed_table() -> None:
     e = {k: v.estimate for k, v in eff.items()}
     assert e["interaction"] == pytest.approx(e["context_with_lever"] - e["context_without_lever"])
     assert e["context"] == pytest.approx((e["context_with_lever"] + e["context_without_lever"]) / 2)
-    # TEMPORARY: the names from before prompting arms still read the same effects, unlisted.
     assert set(eff) == set(FACTORIAL_CONTRASTS)
-    for old, new in LEGACY_EFFECT_NAMES.items():
-        assert eff[old] is eff[new]
-    with pytest.raises(KeyError):
-        eff["no such effect"]
 
 
 def test_factorial_effects_use_only_items_defined_in_all_four_arms() -> None:
