@@ -140,6 +140,10 @@ class EvalAnalysis:
     # (``arm - baseline``), on PRIMARY_STYLE and PRIMARY_KNOWLEDGE.
     lever_comparisons: list[Comparison] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # Filled by run_eval when it probes costs (JSON-ready): arm -> eval.cost.ArmCost.to_dict(),
+    # and eval.decision.Decision.to_dict() (break-even lines and the recommendation).
+    costs: dict[str, Any] = field(default_factory=dict)
+    decision: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return _finite(asdict(self))

@@ -21,13 +21,14 @@ import asyncio
 import json
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from hybrid_assistant.client import tls_options
 from hybrid_assistant.eval.analysis import EvalAnalysis, analyse
 from hybrid_assistant.eval.arms import ArmError, parse_arms
+from hybrid_assistant.eval.cost import ArmCost, costs_to_dict, measure_costs
 from hybrid_assistant.eval.dataset import (
     DatasetError,
     load_dataset,
@@ -35,6 +36,7 @@ from hybrid_assistant.eval.dataset import (
     load_style_spec,
     stratified_subset,
 )
+from hybrid_assistant.eval.decision import decide
 from hybrid_assistant.eval.passages import load_passages
 from hybrid_assistant.eval.prompting import prompting_problems
 from hybrid_assistant.eval.records import AnswerRecord, dump_records
@@ -76,6 +78,12 @@ class EvalConfig:
     """Reuse cached answers (by item, arm and fingerprints), kept in ``out``."""
     sequential_sample: int = 0
     """Answers asked one at a time to measure the batching speed-up (0 = skip)."""
+    cost_sample: int = 0
+    """Items asked of each arm alone, after the main run, to price it (0 = skip: no cost table,
+    break-even or cost-ranked recommendation)."""
+    cost_concurrency: int = 1
+    """Requests in flight in the cost probe. At 1, a request's latency is the machine time it
+    costs, which is what the break-even divides the training time by."""
     resamples: int = 2000
     """Bootstrap resamples."""
     ready_timeout: float = 120.0
@@ -210,6 +218,17 @@ def run_eval(config: EvalConfig) -> RunSummary:
             if config.sequential_sample
             else None
         )
+        costs: dict[str, ArmCost] = {}
+        if config.cost_sample:
+            t_cost = time.perf_counter()
+
+            def runner_for_costs(**overrides: Any) -> Runner:
+                return Runner(replace(run_config, **overrides), passages, style=spec, exemplars=exemplars)
+
+            costs = asyncio.run(
+                measure_costs(runner_for_costs, items, arm_list, config.cost_sample, config.cost_concurrency)
+            )
+            phases["cost_probe_s"] = time.perf_counter() - t_cost
     finally:
         runner.cache.close()
     phases["answer_s"] = runner.stats.wall_s
@@ -231,6 +250,11 @@ def run_eval(config: EvalConfig) -> RunSummary:
     note = runner.stats.prefix_cache_note()
     if note:
         analysis.notes.append(note)
+    # The adapters' metadata (training curves, training time) as the server lists it.
+    analysis.meta["adapters"] = runner.stats.server.get("adapters", {})
+    if costs:
+        analysis.costs = costs_to_dict(costs)
+    analysis.decision = decide(analysis, costs).to_dict()
     phases["analyse_s"] = time.perf_counter() - t1
     t2 = time.perf_counter()
     config.out.mkdir(parents=True, exist_ok=True)

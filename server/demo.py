@@ -32,7 +32,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DEMO_ARMS = "base,adapter:style,rag@3,adapter:style+rag@3,oracle,adapter:knowledge,adapter:knowledge+rag@3"
+DEMO_ARMS = (
+    "base,adapter:style,prompt,fewshot@4,rag@3,adapter:style+rag@3,prompt+rag@3,oracle,"
+    "adapter:knowledge,adapter:knowledge+rag@3"
+)
 
 
 class DemoAdapterError(RuntimeError):
@@ -57,6 +60,8 @@ class DemoConfig:
     """Answer length limit for every arm."""
     sequential_sample: int = 16
     """Answers timed one at a time (speed-up)."""
+    cost_sample: int = 10
+    """Items asked of each arm alone, one at a time, to price it (cost table, break-even)."""
 
 
 @dataclass
@@ -138,6 +143,7 @@ def run_demo(config: DemoConfig, *, notify: Callable[[str], None] = log.info) ->
                 max_tokens=config.max_tokens,
                 limit=config.limit or None,
                 sequential_sample=config.sequential_sample,
+                cost_sample=config.cost_sample,
                 target=server.target,
             )
         )

@@ -31,10 +31,13 @@ def demo(
     dtype: Annotated[str, typer.Option(help="Server dtype: float32 (reproducible) or bfloat16.")] = "float32",
     max_tokens: Annotated[int, typer.Option(help="Answer length limit for every arm.")] = 48,
     sequential_sample: Annotated[int, typer.Option(help="Answers timed one at a time (speed-up).")] = 16,
+    cost_sample: Annotated[
+        int, typer.Option(help="Items asked of each arm alone to price it (cost, break-even; 0 = skip).")
+    ] = 10,
 ) -> None:
-    """Train/reuse the demo adapters, ingest the demo knowledge base, evaluate 7 arms, write the report."""
+    """Train/reuse the demo adapters, ingest the demo knowledge base, evaluate 10 arms, write the report."""
     setup_training(None)  # the demo trains adapters: before anything imports torch
-    config = DemoConfig(data_dir, out, arms, limit, dtype, max_tokens, sequential_sample)
+    config = DemoConfig(data_dir, out, arms, limit, dtype, max_tokens, sequential_sample, cost_sample)
     try:
         with eval_errors():
             result = run_demo(config, notify=typer.echo)

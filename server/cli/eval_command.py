@@ -87,6 +87,17 @@ def evaluate(
     sequential_sample: Annotated[
         int, typer.Option(help="Answers asked one at a time to measure the batching speed-up (0 = skip).")
     ] = 0,
+    cost_sample: Annotated[
+        int,
+        typer.Option(
+            help="Items asked of each arm alone after the main run, to price it: cost table, "
+            "break-even, cost-ranked decision (0 = skip)."
+        ),
+    ] = 0,
+    cost_concurrency: Annotated[
+        int,
+        typer.Option(help="Requests in flight in the cost probe (1: latency = machine time per request)."),
+    ] = 1,
     resamples: Annotated[int, typer.Option(help="Bootstrap resamples.")] = 2000,
     ready_timeout: Annotated[
         float, typer.Option(help="Seconds to wait for the server to be SERVING before giving up.")
@@ -109,6 +120,8 @@ def evaluate(
         score_options=score_options,
         cache=cache,
         sequential_sample=sequential_sample,
+        cost_sample=cost_sample,
+        cost_concurrency=cost_concurrency,
         resamples=resamples,
         ready_timeout=ready_timeout,
         target=connection.target,

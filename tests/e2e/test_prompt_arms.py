@@ -154,3 +154,37 @@ def test_eval_help_documents_the_prompting_arms() -> None:
         "fewshot@K (K style exemplars",
     ):
         assert phrase in text
+
+
+def test_the_cost_probe_prices_every_arm_and_feeds_the_decision(
+    start_server: Callable[..., ServerThread], tmp_path: Path
+) -> None:
+    server = start_server()
+    dataset, spec_path, docs, exemplars_path = write_inputs(tmp_path)
+    out = tmp_path / "costs"
+    summary = run_eval(
+        EvalConfig(
+            dataset=dataset,
+            arms="base,prompt",
+            out=out,
+            style_spec=spec_path,
+            exemplars=exemplars_path,
+            max_tokens=MAX_TOKENS,
+            resamples=50,
+            cost_sample=2,
+            target=server.target,
+            progress=False,
+        )
+    )
+    # Asked after the main run, uncached: the main run's 10 answers, then 2 per arm in the probe.
+    assert summary.stats.requests == 10 and "cost_probe_s" in summary.phases_s
+    costs = summary.analysis.costs
+    assert set(costs) == {"base", "prompt"}
+    assert all(c["n"] == 2 and c["errors"] == 0 and c["answers_per_s"] > 0 for c in costs.values())
+    assert costs["prompt"]["prompt_tokens_mean"] > costs["base"]["prompt_tokens_mean"]
+    assert costs["prompt"]["item_ids"] == costs["base"]["item_ids"]  # the same items, in the same order
+    report = json.loads((out / "report.json").read_text())
+    assert report["costs"] == json.loads(json.dumps(costs))
+    assert {r["goal"] for r in report["decision"]["recommendations"]} == {"knowledge", "style"}
+    html = (out / "report.html").read_text()
+    assert "Cost per arm" in html and "Decision" in html

@@ -98,6 +98,8 @@ def test_json_is_standard_and_complete(analysis: EvalAnalysis) -> None:
         "disagreements",
         "lever_comparisons",
         "notes",
+        "costs",
+        "decision",
     }
     assert data["arms"][0]["metrics"]["contains"]["n"] == 37
     comparisons = {(c["arm"], c["metric"]) for c in data["comparisons"]}
