@@ -160,7 +160,7 @@ def test_the_cost_probe_prices_every_arm_and_feeds_the_decision(
     start_server: Callable[..., ServerThread], tmp_path: Path
 ) -> None:
     server = start_server()
-    dataset, spec_path, docs, exemplars_path = write_inputs(tmp_path)
+    dataset, spec_path, _docs, exemplars_path = write_inputs(tmp_path)
     out = tmp_path / "costs"
     summary = run_eval(
         EvalConfig(
