@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from hybrid_assistant.eval.analysis import finite_json
 from hybrid_assistant.eval.arms import parse_arm
 
 if TYPE_CHECKING:
@@ -63,7 +64,7 @@ class BreakEven:
     text: str
 
     def to_dict(self) -> dict[str, Any]:
-        return _finite(asdict(self))
+        return finite_json(asdict(self))
 
 
 @dataclass
@@ -84,7 +85,7 @@ class Recommendation:
     one_time_s: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return _finite(asdict(self))
+        return finite_json(asdict(self))
 
 
 @dataclass
@@ -97,16 +98,6 @@ class Decision:
             "recommendations": [r.to_dict() for r in self.recommendations],
             "break_even": [b.to_dict() for b in self.break_even],
         }
-
-
-def _finite(obj: Any) -> Any:
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_finite(v) for v in obj]
-    return obj
 
 
 # ---------------------------------------------------------------------------------------- break-even
