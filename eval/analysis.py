@@ -106,6 +106,9 @@ class StratumResult:
     n_items: int
     metrics: dict[str, dict[str, Estimate]]  # arm -> metric -> estimate
     factorial: list[FactorialResult]
+    # Every arm against the closed-book arm within the stratum, paired by item, on the primary
+    # knowledge metric: forgetting on the control stratum is read here for any arm.
+    comparisons: list[Comparison] = field(default_factory=list)
 
 
 @dataclass
@@ -338,7 +341,7 @@ def analyse(
     else:
         closed = ["" for _ in items]
         notes.append(f"no {closed_book_arm!r} arm: the known/new strata need a closed-book run")
-    strata = _strata(items, closed, values, arm_names, boot, fsets, seed)
+    strata = _strata(items, closed, values, arm_names, boot, fsets, seed, closed_book_arm)
     splits = _retrieval_splits(items, values, arm_list, correct)
     disagreements = _disagreements(items, texts, closed, correct, arm_names, spec)
     if not fsets:
@@ -525,6 +528,7 @@ def _strata(
     boot: ClusterBootstrap,
     fsets: list[FactorialSet],
     seed: int,
+    closed_book_arm: str = CLOSED_BOOK_ARM,
 ) -> list[StratumResult]:
     schemes = [("dataset", [it.stratum for it in items])]
     if any(closed):
@@ -539,5 +543,6 @@ def _strata(
             factorial = [
                 r for fs in fsets for r in _factorial(fs, sub_values, sub, STRATUM_EFFECT_METRICS, seed)
             ]
-            out.append(StratumResult(scheme, label, int(mask.sum()), metrics, factorial))
+            versus = _comparisons(sub_values, arm_names, closed_book_arm, [PRIMARY_KNOWLEDGE], sub)
+            out.append(StratumResult(scheme, label, int(mask.sum()), metrics, factorial, versus))
     return out

@@ -2,7 +2,9 @@
 
 Pure functions of the analysis (:mod:`eval.analysis`) and the cost probe (:mod:`eval.cost`).
 
-**Break-even** (:func:`break_evens`): for each arm whose style lever includes an adapter, the
+**Break-even** (:func:`break_evens`): for each arm whose style lever includes an adapter that
+raises format validity over ``base`` (interval above 0; a knowledge adapter has no prompt arm
+to replace), the
 prompt arms that *reach the same format validity* are those with no adapter, ``prompt`` and/or
 ``fewshot@K``, the same context, and a paired difference (prompt arm minus adapter arm, on
 ``format_valid``) whose interval's upper bound is >= 0: not significantly worse. Of those, the
@@ -18,7 +20,8 @@ and an estimate within that comparison's MDE of the best arm's estimate; the che
 request wins (probe mean latency; without a probe, mean prompt + completion tokens of the main
 run), ties going to the lower one-time cost, then to the simpler arm (fewer parts). Caveats:
 forgetting (the arm's ``contains`` on the ``control`` stratum lower than base's, interval
-excluding 0: paired where the stratum's 2x2 has the contrast, else two intervals apart), style
+excluding 0: paired by item within the stratum, else, for an analysis without those
+comparisons, two intervals apart), style
 lost under retrieval (the lever's format validity lower with a context than without, interval
 excluding 0), too few items (no candidate, an MDE above 0.2, fewer than 20 clusters).
 """
@@ -160,6 +163,28 @@ def break_even(analysis: EvalAnalysis, costs: Mapping[str, ArmCost], adapter_arm
     arm = parse_arm(adapter_arm)
     own = costs.get(adapter_arm)
     train_s = own.train_s if own else None
+    base = analysis.meta.get("closed_book_arm", "base")
+    format_effect = next(
+        (
+            c.effect
+            for c in analysis.comparisons
+            if c.arm == adapter_arm and c.baseline == base and c.metric == STYLE_METRIC
+        ),
+        None,
+    )
+    # A prompt arm "reaching the same format validity" only means something for an adapter that
+    # moves the format: a knowledge adapter's 0 is reached by any arm, so its break-even would be
+    # a comparison of answer lengths, not of prompt work saved.
+    if format_effect is None or not format_effect.n or format_effect.ci_low <= 0:
+        moved = "not compared with base" if format_effect is None else _signed(format_effect)
+        return _no_break_even(
+            adapter_arm,
+            None,
+            train_s,
+            "not_a_format_lever",
+            f"{adapter_arm}: does not raise format validity over {base} ({moved}), "
+            "so there is no prompt arm for it to replace.",
+        )
     names = [a.arm for a in analysis.arms]
     peers = [
         p
@@ -266,20 +291,14 @@ def _forgetting(analysis: EvalAnalysis, arm: str, base: str) -> str | None:
     for stratum in analysis.strata:
         if stratum.scheme != "dataset" or stratum.stratum != CONTROL_STRATUM:
             continue
-        for result in stratum.factorial:
-            if result.metric != KNOWLEDGE_METRIC or result.arms[0] != base:
-                continue
-            if arm == result.arms[1]:  # the lever alone: lever - base, paired
-                eff = result.effects.get("lever_without_context")
-            elif arm == result.arms[2]:
-                eff = result.effects.get("context_without_lever")
-            else:
-                continue
-            if eff is not None and eff.n and eff.ci_high < 0:
-                return (
-                    f"forgetting: on the {CONTROL_STRATUM} stratum (n = {stratum.n_items}) {arm} answers "
-                    f"{_signed(eff)} less often right than {base}."
-                )
+        for versus in stratum.comparisons:  # arm - base within the stratum, paired by item
+            if versus.arm == arm and versus.baseline == base and versus.metric == KNOWLEDGE_METRIC:
+                if versus.effect.n and versus.effect.ci_high < 0:
+                    return (
+                        f"forgetting: on the {CONTROL_STRATUM} stratum (n = {stratum.n_items}) {arm} "
+                        f"answers {_signed(versus.effect)} less often right than {base}."
+                    )
+                return None
         ours, theirs = stratum.metrics.get(arm, {}), stratum.metrics.get(base, {})
         mine, ref = ours.get(KNOWLEDGE_METRIC), theirs.get(KNOWLEDGE_METRIC)
         # No paired contrast for this arm: two intervals that do not overlap (a stricter test).

@@ -24,11 +24,11 @@ if TYPE_CHECKING:
 
 
 def _costs(analysis: EvalAnalysis) -> Mapping[str, Mapping[str, Any]]:
-    return getattr(analysis, "costs", None) or {}
+    return analysis.costs
 
 
 def _decision(analysis: EvalAnalysis) -> Mapping[str, Any]:
-    return getattr(analysis, "decision", None) or {}
+    return analysis.decision
 
 
 def head_to_head(analysis: EvalAnalysis) -> Section:

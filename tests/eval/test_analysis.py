@@ -67,6 +67,13 @@ def test_strata_keep_every_item(analysis: EvalAnalysis) -> None:
         assert closed["known"].metrics["base"]["contains"].mean == 1.0
     assert closed["new"].metrics["base"]["contains"].mean == 0.0
     assert analysis.meta["strata_counts"] == {"kb": 36, "unanswerable": 1, "control": 1}
+    # Within each stratum every arm is compared with base on correctness, paired by item.
+    kb = next(s for s in analysis.strata if s.stratum == "kb")
+    versus = {c.arm: c.effect for c in kb.comparisons}
+    assert set(versus) == set(analysis.meta["arms"]) - {"base"}
+    assert all(c.baseline == "base" and c.metric == "contains" for c in kb.comparisons)
+    rag_mean = kb.metrics["rag"]["contains"].mean - kb.metrics["base"]["contains"].mean
+    assert versus["rag"].estimate == pytest.approx(rag_mean) and versus["rag"].n == kb.n_items
 
 
 def test_retrieval_split_and_disagreements(analysis: EvalAnalysis) -> None:

@@ -92,9 +92,13 @@ def test_break_even_edges() -> None:
         break_even_requests(1.0, [None], [1.0])
 
 
+#: The style adapter raises format validity over base: it has a prompt arm to replace.
+FORMAT_LEVER = {("adapter:style", "format_valid"): eff(0.9, 0.8, 1.0)}
+
+
 def test_break_even_picks_the_cheapest_prompt_arm_that_matches() -> None:
     analysis = make_analysis(
-        {},
+        FORMAT_LEVER,
         {
             ("prompt", "adapter:style"): eff(-0.05, -0.15, 0.05),  # not significantly worse: matches
             ("adapter:style", "fewshot@4"): eff(0.05, -0.02, 0.12),  # reversed orientation: matches
@@ -115,7 +119,7 @@ def test_break_even_picks_the_cheapest_prompt_arm_that_matches() -> None:
 
 
 def test_break_even_verdicts() -> None:
-    worse = make_analysis({}, {("prompt", "adapter:style"): eff(-0.4, -0.5, -0.3)})
+    worse = make_analysis(FORMAT_LEVER, {("prompt", "adapter:style"): eff(-0.4, -0.5, -0.3)})
     costs = {
         "adapter:style": cost("adapter:style", [100.0] * 4, train_s=12.0),
         "prompt": cost("prompt", [90.0] * 4),
@@ -123,7 +127,7 @@ def test_break_even_verdicts() -> None:
     none = break_even(worse, costs, "adapter:style")
     assert none.verdict == "no_matching_prompt_arm" and "no prompt arm reaches" in none.text
 
-    same = make_analysis({}, {("prompt", "adapter:style"): eff(0.0, -0.1, 0.1)})
+    same = make_analysis(FORMAT_LEVER, {("prompt", "adapter:style"): eff(0.0, -0.1, 0.1)})
     never = break_even(same, costs, "adapter:style")
     assert never.verdict == "never_repaid" and "never repaid" in never.text and never.requests is None
 
@@ -138,6 +142,17 @@ def test_break_even_verdicts() -> None:
     untrained = {**costs, "adapter:style": cost("adapter:style", [100.0] * 4)}
     assert break_even(same, untrained, "adapter:style").verdict == "no_training_cost"
     assert break_even(same, {}, "adapter:style").verdict == "no_cost_probe"
+
+    # An adapter that does not move the format (a knowledge adapter) has no prompt arm to replace:
+    # every prompt arm "reaches" its 0, and the latency difference would be one of answer lengths.
+    flat = make_analysis(
+        {("adapter:style", "format_valid"): eff(0.0, -0.05, 0.05)},
+        {("prompt", "adapter:style"): eff(0.0, -0.1, 0.1)},
+    )
+    knowledge_like = break_even(flat, costs, "adapter:style")
+    assert knowledge_like.verdict == "not_a_format_lever" and knowledge_like.prompt_arm is None
+    assert "does not raise format validity over base (+0.00 [-0.05, +0.05])" in knowledge_like.text
+    assert break_even(make_analysis({}), costs, "adapter:style").verdict == "not_a_format_lever"
 
 
 KNOWLEDGE = {
@@ -193,16 +208,11 @@ def test_none_of_the_levers_moved_it() -> None:
 
 def test_caveats_forgetting_style_lost_and_wide_mde() -> None:
     arms = ["base", "adapter:style", "rag", "adapter:style+rag"]
-    forgot = {k: eff(0.0, -0.1, 0.1) for k in FACTORIAL_CONTRASTS} | {
-        "lever_without_context": eff(-0.3, -0.5, -0.1)
-    }
     lost = {k: eff(0.0, -0.1, 0.1) for k in FACTORIAL_CONTRASTS} | {
         "context_with_lever": eff(-0.4, -0.6, -0.2)
     }
-    knowledge_factorial = FactorialResult(
-        "adapter:style x rag", "adapter:style", "rag", arms, "contains", forgot
-    )
-    control = StratumResult("dataset", "control", 30, {}, [knowledge_factorial])
+    forgot = Comparison("adapter:style", "base", "contains", eff(-0.3, -0.5, -0.1))
+    control = StratumResult("dataset", "control", 30, {}, [], [forgot])
     style_factorial = FactorialResult(
         "adapter:style x rag", "adapter:style", "rag", arms, "format_valid", lost
     )
