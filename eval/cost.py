@@ -12,8 +12,8 @@ The recurring cost of a prompt lever is its longer prompt; the adapter's cost is
 training time its metadata records (``train_s``, as the server lists it with the adapter;
 ``None`` when absent, e.g. an adapter trained elsewhere).
 
-Run it on a warm server (after the main run): the first arm probed would otherwise pay the
-start-up.
+Each arm gets one untimed request first, on an item outside the sample, so no arm pays for
+loading its adapter or for a cold prefix cache.
 """
 
 from __future__ import annotations
@@ -116,9 +116,15 @@ async def measure_costs(
     if sample < 1 or concurrency < 1:
         raise ValueError(f"sample and concurrency must be at least 1, got {sample} and {concurrency}")
     chosen = sample_items(items, sample)
+    # One untimed request per arm first, on an item outside the sample: the arm's adapter is
+    # loaded and its shared prefix (instruction, exemplars) cached, as in steady serving, whether
+    # or not the main run just asked (a fully cached rerun leaves the server cold).
+    warm = next((it for it in items if it not in chosen), None)
     costs: dict[str, ArmCost] = {}
     for arm in arms:
         runner = runner_factory(concurrency=concurrency, cache_path=None, progress=False, score_options=False)
+        if warm is not None:
+            await runner.run([warm], [arm])
         records = await runner.run(chosen, [arm])
         adapters = runner.stats.server.get("adapters", {})
         train_s = train_seconds(adapters.get(arm.adapter)) if arm.adapter else None

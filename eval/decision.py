@@ -298,6 +298,12 @@ def _forgetting(analysis: EvalAnalysis, arm: str, base: str) -> str | None:
                         f"forgetting: on the {CONTROL_STRATUM} stratum (n = {stratum.n_items}) {arm} "
                         f"answers {_signed(versus.effect)} less often right than {base}."
                     )
+                if versus.effect.n and versus.effect.estimate < 0:
+                    return (
+                        f"possible forgetting, too few items to tell: on the {CONTROL_STRATUM} stratum "
+                        f"(n = {stratum.n_items}) {arm} answers {_signed(versus.effect)} less often right "
+                        f"than {base}; the interval reaches 0."
+                    )
                 return None
         ours, theirs = stratum.metrics.get(arm, {}), stratum.metrics.get(base, {})
         mine, ref = ours.get(KNOWLEDGE_METRIC), theirs.get(KNOWLEDGE_METRIC)

@@ -229,6 +229,14 @@ def test_caveats_forgetting_style_lost_and_wide_mde() -> None:
     )
     assert any("MDE 0.25 > 0.2" in c for c in caveats)
 
+    # A drop whose interval reaches 0 is not called forgetting, but it is not hidden either.
+    unsure = Comparison("adapter:style", "base", "contains", eff(-0.4, -0.8, 0.0))
+    small = StratumResult("dataset", "control", 10, {}, [], [unsure])
+    analysis = make_analysis({("adapter:style", "format_valid"): eff(0.8, 0.7, 0.9)}, strata=[small])
+    (caveat,) = recommend(analysis, {}, "style", "format_valid").caveats
+    assert caveat.startswith("possible forgetting, too few items to tell: on the control stratum (n = 10)")
+    assert caveat.endswith("-0.40 [-0.80, +0.00] less often right than base; the interval reaches 0.")
+
 
 def test_oracle_is_a_ceiling_not_a_lever_and_forgetting_without_a_paired_contrast() -> None:
     control = StratumResult(
