@@ -89,3 +89,42 @@ def test_record_round_trip(tmp_path: Path) -> None:
         AnswerRecord.from_dict({"item_id": "q", "arm": "base", "txt": "typo"})
     with pytest.raises(ValueError, match="option_token_counts"):
         AnswerRecord("q", "base", option_logprobs=(-1.0,), option_token_counts=(1, 2))
+
+
+def test_prompting_arms_grammar() -> None:
+    arms = parse_arms("rag@3+fewshot@4+prompt,fewshot@2,prompt,adapter:s+prompt+oracle")
+    assert [a.name for a in arms] == [
+        "prompt+fewshot@4+rag@3",
+        "fewshot@2",
+        "prompt",
+        "adapter:s+prompt+oracle",
+    ]
+    assert [a.style_lever for a in arms] == ["prompt+fewshot@4", "fewshot@2", "prompt", "adapter:s+prompt"]
+    assert (arms[0].prompt, arms[0].fewshot, arms[0].top_k, arms[0].prompted) == (True, 4, 3, True)
+    assert not parse_arm("adapter:s+rag").prompted and parse_arm("base").style_lever == ""
+    # The same arm written two ways is one arm.
+    with pytest.raises(ArmError, match="duplicate arm 'prompt\\+rag'"):
+        parse_arms("prompt+rag,rag+prompt")
+    for bad, why in [
+        ("fewshot", "needs a number of exemplars"),
+        ("fewshot@0", "K from 1 to 64"),
+        ("fewshot@65", "K from 1 to 64"),
+        ("fewshot@x", "needs a number of exemplars"),
+        ("prompt+prompt", "'prompt' given twice"),
+        ("fewshot@2+fewshot@3", "more than one fewshot@K"),
+        ("base+prompt", "'base' cannot be combined"),
+        ("promptly", "unknown part 'promptly'"),
+    ]:
+        with pytest.raises(ArmError, match=why):
+            parse_arm(bad)
+    with pytest.raises(ArmError, match="not canonical; expected 'prompt\\+rag'"):
+        Arm("rag+prompt", retrieval=True, prompt=True)
+
+
+def test_a_prompt_lever_forms_a_factorial_with_each_context() -> None:
+    arms = parse_arms("base,prompt,rag,prompt+rag,fewshot@4,oracle,fewshot@4+oracle")
+    sets = factorial_sets(arms)
+    assert [(s.lever, s.context, s.both) for s in sets] == [
+        ("prompt", "rag", "prompt+rag"),
+        ("fewshot@4", "oracle", "fewshot@4+oracle"),
+    ]
