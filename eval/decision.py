@@ -227,32 +227,22 @@ def break_even(analysis: EvalAnalysis, costs: Mapping[str, ArmCost], adapter_arm
     )
     head = f"{adapter_arm} vs {prompt_arm} (same format validity)"
     if saved <= 0:
-        return BreakEven(
-            adapter_arm,
-            prompt_arm,
-            train_s,
-            saved,
-            saved_ci,
-            None,
-            None,
-            "never_repaid",
+        verdict, repaid_after, repaid_ci = "never_repaid", None, None
+        text = (
             f"{head}: never repaid — the adapter saves no time per request ({saved:+.1f} ms), "
-            f"so its {train_s:.1f} s of training are never recovered.",
+            f"so its {train_s:.1f} s of training are never recovered."
         )
-    fewest, most = requests_ci
-    upper = "not repaid within the interval" if most is None else f"{most:,.0f}"
+    else:
+        verdict, repaid_after, repaid_ci = "repaid", requests, requests_ci
+        fewest, most = requests_ci
+        upper = "not repaid within the interval" if most is None else f"{most:,.0f}"
+        text = (
+            f"{head}: {train_s:.1f} s of training repaid after {requests:,.0f} requests "
+            f"(95% interval {fewest:,.0f} to {upper}), saving {saved:.1f} ms per request "
+            f"[{saved_ci[0]:.1f}, {saved_ci[1]:.1f}]."
+        )
     return BreakEven(
-        adapter_arm,
-        prompt_arm,
-        train_s,
-        saved,
-        saved_ci,
-        requests,
-        requests_ci,
-        "repaid",
-        f"{head}: {train_s:.1f} s of training repaid after {requests:,.0f} requests "
-        f"(95% interval {fewest:,.0f} to {upper}), saving {saved:.1f} ms per request "
-        f"[{saved_ci[0]:.1f}, {saved_ci[1]:.1f}].",
+        adapter_arm, prompt_arm, train_s, saved, saved_ci, repaid_after, repaid_ci, verdict, text
     )
 
 
