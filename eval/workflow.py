@@ -186,6 +186,13 @@ def run_eval(config: EvalConfig) -> RunSummary:
     except (DatasetError, ArmError, OSError, ValueError) as exc:
         raise EvalInputError(str(exc)) from exc
     problems = prompting_problems(items, arm_list, spec, exemplars)
+    # Checked before any answer: a bad probe setting must not fail the run after the main pass.
+    for name, value, least in (
+        ("cost_sample", config.cost_sample, 0),
+        ("cost_concurrency", config.cost_concurrency, 1),
+    ):
+        if value < least:
+            problems.append(f"{name} must be at least {least}, got {value}")
     if problems:
         raise EvalInputError("; ".join(problems))
     exemplar_texts = [e.output for e in exemplars]

@@ -142,6 +142,32 @@ def test_prompting_arms_without_what_they_need_fail_before_any_request(
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ({"cost_sample": -1}, "cost_sample must be at least 0, got -1"),
+        ({"cost_sample": 2, "cost_concurrency": 0}, "cost_concurrency must be at least 1, got 0"),
+    ],
+)
+def test_bad_cost_probe_settings_fail_before_any_request(
+    tmp_path: Path, setting: dict[str, int], message: str
+) -> None:
+    dataset, spec, _, _ = write_inputs(tmp_path)
+    config = EvalConfig(
+        dataset=dataset,
+        arms="base",
+        out=tmp_path / "out",
+        style_spec=spec,
+        target="127.0.0.1:1",  # nothing listens: the error must come before the main run
+        ready_timeout=0.5,
+        progress=False,
+        **setting,  # type: ignore[arg-type]
+    )
+    with pytest.raises(EvalInputError, match=message):
+        run_eval(config)
+    assert not (tmp_path / "out").exists()
+
+
 def test_eval_help_documents_the_prompting_arms() -> None:
     cmd = [sys.executable, "-m", "hybrid_assistant.server", "eval", "--help"]
     shown = subprocess.run(
