@@ -15,7 +15,9 @@ paired cluster bootstrap shared by all arms (:mod:`eval.stats`):
   arm's correctness (unanswerable items form their own stratum); no item is ever dropped;
 - for arms that search the index: the four-way split of retrieval hit x correctness;
 - the items where arms disagree on correctness, with every arm's extracted answer;
-- per arm: latency (p50/p99), time to first token, tokens, errors and truncated answers.
+- per arm: latency (p50/p99), time to first token, tokens, errors and truncated answers;
+- per adapter with a retrieval partner: style retention under the context and the hybrid gain
+  over the better of its parts (:mod:`eval.hybrid`).
 
 Correctness (for strata, disagreements, the split) is ``contains`` on answerable items and
 ``abstained`` on unanswerable ones.
@@ -34,6 +36,7 @@ import numpy as np
 
 from hybrid_assistant.eval.arms import Arm, FactorialSet, factorial_sets, parse_arm
 from hybrid_assistant.eval.dataset import EvalItem, StyleSpec
+from hybrid_assistant.eval.hybrid import HybridResult, hybrid_results
 from hybrid_assistant.eval.metrics.knowledge import extract_answer, is_correct
 from hybrid_assistant.eval.metrics.registry import (
     EFFECT_METRICS,
@@ -147,6 +150,8 @@ class EvalAnalysis:
     # and eval.decision.Decision.to_dict() (break-even lines and the recommendation).
     costs: dict[str, Any] = field(default_factory=dict)
     decision: dict[str, Any] = field(default_factory=dict)
+    # Per adapter with a retrieval partner: style retention and the hybrid gain (eval.hybrid).
+    hybrids: list[HybridResult] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return finite_json(asdict(self))
@@ -344,6 +349,7 @@ def analyse(
     strata = _strata(items, closed, values, arm_names, boot, fsets, seed, closed_book_arm)
     splits = _retrieval_splits(items, values, arm_list, correct)
     disagreements = _disagreements(items, texts, closed, correct, arm_names, spec)
+    hybrids = hybrid_results(values, arm_list, boot, [it.stratum for it in items])
     if not fsets:
         notes.append(
             "no complete 2x2 (base, a style lever L such as adapter:A or prompt, a context C such as rag, "
@@ -368,7 +374,16 @@ def analyse(
         "factorial_sets": [{"name": f.name, "arms": list(f.arms)} for f in fsets],
     }
     return EvalAnalysis(
-        meta, arm_results, factorial, comparisons, strata, splits, disagreements, lever_comparisons, notes
+        meta,
+        arm_results,
+        factorial,
+        comparisons,
+        strata,
+        splits,
+        disagreements,
+        lever_comparisons,
+        notes,
+        hybrids=hybrids,
     )
 
 

@@ -21,6 +21,7 @@ from hybrid_assistant.eval.report.formatting import (
     p_value,
     summary_columns,
 )
+from hybrid_assistant.eval.report.hybrid import hybrid_tables
 from hybrid_assistant.eval.report.levers import (
     break_even_section,
     cost_section,
@@ -202,7 +203,7 @@ def build_document(analysis: EvalAnalysis, *, markdown: bool = False) -> list[Se
             "Strata: " + ", ".join(f"{k} {v}" for k, v in meta["strata_counts"].items()) + ".",
         ],
         bullets=[*findings(analysis), *analysis.notes],
-        tables=[_summary(analysis)],
+        tables=[_summary(analysis), *hybrid_tables(analysis)],
     )
     if not markdown:
         overview.images.append(

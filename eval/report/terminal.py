@@ -12,6 +12,14 @@ from hybrid_assistant.eval.report.formatting import (
     num,
     p_value,
 )
+from hybrid_assistant.eval.report.hybrid import (
+    HYBRID_HEADERS,
+    HYBRID_STRATUM_HEADERS,
+    HYBRID_TITLE,
+    hybrid_footnote,
+    hybrid_rows,
+    hybrid_stratum_rows,
+)
 from hybrid_assistant.eval.report.levers import COST_HEADERS, cost_rows, decision_lines
 
 if TYPE_CHECKING:
@@ -64,6 +72,12 @@ def terminal_table(analysis: EvalAnalysis) -> str:
     ]
     if effect_rows:
         lines += ["", *_grid(["2x2", "metric", "effect", "estimate [95% CI]", "p", "MDE"], effect_rows)]
+    if analysis.hybrids:
+        lines += ["", f"{HYBRID_TITLE}:", *_grid(HYBRID_HEADERS, hybrid_rows(analysis))]
+        strata = hybrid_stratum_rows(analysis)
+        if strata:
+            lines += ["", *_grid(HYBRID_STRATUM_HEADERS, strata)]
+        lines.append(f"({hybrid_footnote(analysis)})")
     lines += [f"note: {n}" for n in analysis.notes]
     costs = cost_rows(analysis)
     if costs:

@@ -107,6 +107,7 @@ def test_json_is_standard_and_complete(analysis: EvalAnalysis) -> None:
         "notes",
         "costs",
         "decision",
+        "hybrids",
     }
     assert data["arms"][0]["metrics"]["contains"]["n"] == 37
     comparisons = {(c["arm"], c["metric"]) for c in data["comparisons"]}
