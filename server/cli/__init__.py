@@ -8,6 +8,7 @@ from hybrid_assistant.server.cli import (
     adapter_sweep,
     adapter_training,
     client_commands,
+    context_sweep_command,
     demo_command,
     eval_command,
     experiment_commands,
@@ -47,6 +48,7 @@ adapters_app.command("train")(adapter_training.train)
 adapters_app.command("train-demo")(adapter_training.train_demo)
 adapters_app.command("available")(adapter_training.available)
 adapters_app.command("sweep")(adapter_sweep.sweep)
+adapters_app.command("sweep-context")(context_sweep_command.sweep_context)
 experiments_app.command("create")(experiment_commands.create)
 experiments_app.command("list")(experiment_commands.list_experiments)
 experiments_app.command("pause")(experiment_commands.pause)

@@ -1,0 +1,493 @@
+"""How much context in the style data: format validity with and without retrieval against the share
+of training examples put under the server's retrieval prompt (the ``context`` recipe).
+
+A style adapter trained on bare questions can lose its format when the server puts retrieved
+passages into the system message. :func:`run_context_sweep` trains one style adapter per share
+and seed, each on the same training pool with ``share`` of it (seeded) rewritten by
+:func:`hybrid_assistant.adapters.context_data.context_augmented`, and asks each the held-out
+questions twice through one server: ``adapter:NAME`` (no context) and ``adapter:NAME+rag@K``
+(passages retrieved from the ingested documents folder); ``base`` and ``rag@K`` once each.
+Scores are the eval's format validity (:func:`hybrid_assistant.eval.sweep.score_arm`).
+
+**The default share is chosen on training data only.** One validation set serves every share:
+``val_fraction`` of the training file held out with seed 0, then those examples bare *and* the
+same examples all under a retrieval prompt (half bare, half under context). ``selected_share``
+is the share with the lowest validation loss (mean over seeds); eval answers never enter that
+choice, they only show what it buys.
+
+Every run trains with the same recipe (default: the demo's style recipe at
+``CONTEXT_MAX_LENGTH``, so that a share of 0 and a share of 0.5 see the same settings). Files
+written into ``out``: ``adapters/style-ctx<share%>-s<seed>``, ``server.log``,
+``sweep-context.json``, ``sweep-context.png`` and ``training_curves.png``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import logging
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hybrid_assistant.adapters.train_config import BaseModel, TrainConfig
+from hybrid_assistant.eval.arms import Arm
+from hybrid_assistant.eval.dataset import EvalItem, StyleSpec, load_dataset, load_style_spec
+from hybrid_assistant.eval.demo_dataset import DEMO_DIR
+from hybrid_assistant.eval.records import AnswerRecord
+from hybrid_assistant.eval.report.training_curves import plot_training_curves
+from hybrid_assistant.eval.runner import RunConfig, Runner
+from hybrid_assistant.eval.sweep import (
+    MAX_TOKENS,
+    PlannedAdapter,
+    SweepInputError,
+    SweepPoint,
+    _trained_entry,
+    score_arm,
+    to_points,
+)
+from hybrid_assistant.process import ServerProcess
+
+if TYPE_CHECKING:
+    from hybrid_assistant.adapters.context_data import ContextRecipe
+    from hybrid_assistant.adapters.data import ChatExample
+    from hybrid_assistant.adapters.train_config import TrainResult
+    from hybrid_assistant.retrieval.prompt_context import ContextPassage
+
+log = logging.getLogger(__name__)
+
+VALIDATION_SEED = 0
+"""The split that holds the validation set out, and the passages drawn for its context half."""
+
+
+@dataclass(frozen=True)
+class ContextSweepConfig:
+    """One context-share sweep. Field names follow ``hybrid-assistant adapters sweep-context``'s flags."""
+
+    shares: tuple[float, ...] = (0.0, 0.25, 0.5)
+    """Shares of the training examples put under a retrieval prompt (0: the plain style adapter)."""
+    seeds: tuple[int, ...] = (0,)
+    """Seeds per share (which examples get context, which passages, initialisation)."""
+    data: Path = DEMO_DIR / "style_train.jsonl"
+    """Style training JSONL (the validation set is held out of it)."""
+    style_spec: Path = DEMO_DIR / "style_spec.json"
+    """Style spec the score checks."""
+    questions: Path = DEMO_DIR / "test.jsonl"
+    """Eval JSONL of held-out questions (none may be in the training data)."""
+    strata: tuple[str, ...] = ("control", "kb")
+    """Dataset strata to ask."""
+    max_questions: int = 64
+    """Questions asked of each arm."""
+    documents: Path = DEMO_DIR / "kb"
+    """Document folder: the passages of the training prompts, and what the server retrieves from."""
+    context_passages: int = 3
+    """Passages in each context-augmented training example."""
+    rag_k: int = 3
+    """Passages retrieved per question in the ``+rag@K`` arms."""
+    data_dir: Path = Path("data/demo")
+    """Data dir of the server that answers (model cache, knowledge index)."""
+    out: Path = Path("reports/sweep-context")
+    """Output folder (adapters, JSON, plots)."""
+    recipe: TrainConfig | None = None
+    """Training recipe of every run; None: the demo's style recipe at ``CONTEXT_MAX_LENGTH``."""
+
+
+def adapter_name(share: float, seed: int) -> str:
+    """``style-ctx<share x 100>-s<seed>``: ``style-ctx25-s0`` for share 0.25, seed 0."""
+    return f"style-ctx{share * 100:.0f}-s{seed}"
+
+
+def _percent(share: float) -> int:
+    """The share as a whole percentage: the ``size`` of its :class:`SweepPoint`."""
+    return round(share * 100)
+
+
+@dataclass(frozen=True)
+class ContextRun:
+    """One training run: its share, seed, examples and the recipe recorded in its metadata."""
+
+    plan: PlannedAdapter
+    share: float
+    recipe: ContextRecipe
+    examples: list[ChatExample]
+
+
+@dataclass(frozen=True)
+class ContextSweepInputs:
+    runs: list[ContextRun]
+    validation: list[ChatExample]
+    held_out: int
+    """Training-file examples held out; the validation set is each of them bare and under context."""
+    spec: StyleSpec
+    items: list[EvalItem]
+
+
+def load_context_inputs(config: ContextSweepConfig, recipe: TrainConfig) -> ContextSweepInputs:
+    """Read and check everything, and build every run's training set, before any training;
+    every problem at once."""
+    from hybrid_assistant.adapters.context_data import (
+        CONTEXT,
+        ContextDataError,
+        ContextRecipe,
+        context_augmented,
+        load_passages,
+    )
+    from hybrid_assistant.adapters.data import load_examples, split_examples
+
+    problems: list[str] = []
+    if not config.shares:
+        problems.append("no shares to sweep")
+    bad = [s for s in config.shares if not 0.0 <= s <= 1.0]
+    if bad:
+        problems.append(f"shares {bad} must be in [0, 1]")
+    names = [adapter_name(s, 0) for s in config.shares]
+    clashing = sorted({s for s, n in zip(config.shares, names, strict=True) if names.count(n) > 1})
+    if clashing:
+        problems.append(f"shares {clashing} give the same adapter names (whole percentages)")
+    if not config.seeds:
+        problems.append("no seeds")
+    if len(set(config.seeds)) != len(config.seeds):
+        problems.append(f"seeds {list(config.seeds)} repeat")
+    if not 1 <= config.context_passages <= 16:
+        problems.append(f"context_passages must be from 1 to 16, got {config.context_passages!r}")
+    if config.rag_k < 1:
+        problems.append(f"rag_k must be >= 1, got {config.rag_k!r}")
+    if config.max_questions < 1:
+        problems.append(f"max_questions must be >= 1, got {config.max_questions!r}")
+    if not recipe.val_fraction > 0:
+        problems.append("the recipe's val_fraction must be > 0: the share is chosen on validation loss")
+
+    examples = load_examples(config.data)
+    spec = load_style_spec(config.style_spec)
+    wanted = set(config.strata)
+    items = [i for i in load_dataset(config.questions) if i.stratum in wanted][: config.max_questions]
+    if not items:
+        problems.append(f"no questions of strata {sorted(wanted)} in {config.questions}")
+    trained = {m.content for e in examples for m in e.messages if m.role == "user"}
+    leaked = [i.id for i in items if i.text in trained]
+    if leaked:
+        problems.append(f"questions {leaked} are in the training data")
+
+    passages: list[ContextPassage] = []
+    if not config.documents.is_dir():
+        problems.append(f"documents folder {str(config.documents)!r} does not exist")
+    else:
+        try:
+            passages = load_passages(config.documents)
+        except ContextDataError as exc:
+            problems.append(str(exc))
+
+    pool = list(examples)
+    held_out: list[ChatExample] = []
+    validation: list[ChatExample] = []
+    if recipe.val_fraction > 0:
+        pool, held_out = split_examples(examples, recipe.val_fraction, VALIDATION_SEED)
+        if not held_out:
+            problems.append(f"{len(examples)} examples leave none to hold out for validation")
+    runs: list[ContextRun] = []
+    if passages and not problems:
+        try:
+            whole = ContextRecipe(CONTEXT, 1.0, config.context_passages, VALIDATION_SEED)
+            validation = held_out + context_augmented(held_out, passages, whole)
+            for share in config.shares:
+                for seed in config.seeds:
+                    context = ContextRecipe(CONTEXT, share, config.context_passages, seed)
+                    run_examples = context_augmented(pool, passages, context)
+                    plan = PlannedAdapter(
+                        adapter_name(share, seed),
+                        len(run_examples),
+                        seed,
+                        dataclasses.replace(recipe, seed=seed),
+                    )
+                    runs.append(ContextRun(plan, share, context, run_examples))
+        except ContextDataError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise SweepInputError("; ".join(problems))
+    return ContextSweepInputs(runs, validation, len(held_out), spec, items)
+
+
+@dataclass(frozen=True)
+class ShareResult:
+    """One share: validity without and with retrieval, validation loss, training time (over seeds)."""
+
+    share: float
+    without_rag: SweepPoint
+    with_rag: SweepPoint
+    val_losses: tuple[float | None, ...]
+    train_s: tuple[float, ...]
+
+    @property
+    def retention(self) -> float | None:
+        """Validity with retrieval over validity without (None when there is none without)."""
+        return self.with_rag.mean / self.without_rag.mean if self.without_rag.mean else None
+
+    @property
+    def val_loss(self) -> float | None:
+        """Mean validation loss over seeds (None if a run was not validated)."""
+        losses = [v for v in self.val_losses if v is not None]
+        return statistics.fmean(losses) if losses and len(losses) == len(self.val_losses) else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "share": self.share,
+            "without_rag": self.without_rag.to_dict(),
+            "with_rag": self.with_rag.to_dict(),
+            "retention": self.retention,
+            "val_loss": self.val_loss,
+            "val_losses": list(self.val_losses),
+            "train_s": statistics.fmean(self.train_s),
+            "train_s_per_seed": [round(s, 2) for s in self.train_s],
+        }
+
+
+def select_share(results: Sequence[ShareResult]) -> float | None:
+    """The share with the lowest mean validation loss (the smaller share on a tie)."""
+    scored = [(r.val_loss, r.share) for r in results if r.val_loss is not None]
+    return min(scored)[1] if scored else None
+
+
+@dataclass
+class ContextSweepSummary:
+    """Per share: validity without and with ``rag@K``, retention, validation loss; the references."""
+
+    style: str
+    questions: int
+    rag_k: int
+    shares: list[ShareResult]
+    base: float
+    rag: float
+    selected_share: float | None
+    validation_examples: int
+    held_out: int
+    ingested: dict[str, int]
+    errors: dict[str, int]
+    """Failed requests per arm (counted as invalid answers); arms without any are left out."""
+    train_s: float
+    answer_s: float
+    trained: list[dict[str, Any]]
+    config: TrainConfig
+    sweep: ContextSweepConfig
+    json_path: Path
+    plot_path: Path
+    curves_path: Path | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The content of ``sweep-context.json``."""
+        return {
+            "style": self.style,
+            "questions": self.questions,
+            "rag_k": self.rag_k,
+            "shares": [r.to_dict() for r in self.shares],
+            "base": self.base,
+            "rag": self.rag,
+            "selected_share": self.selected_share,
+            "selected_by": (
+                "lowest mean validation loss over seeds on held-out training examples, half bare and "
+                "half under a retrieval prompt (no eval answers)"
+            ),
+            "validation_examples": self.validation_examples,
+            "held_out": self.held_out,
+            "ingested": self.ingested,
+            "errors": self.errors,
+            "train_s": self.train_s,
+            "answer_s": self.answer_s,
+            "trained": self.trained,
+            "config": self.config.to_dict(),
+            "sweep": {
+                "shares": list(self.sweep.shares),
+                "seeds": list(self.sweep.seeds),
+                "data": str(self.sweep.data),
+                "style_spec": str(self.sweep.style_spec),
+                "questions": str(self.sweep.questions),
+                "strata": list(self.sweep.strata),
+                "max_questions": self.sweep.max_questions,
+                "documents": str(self.sweep.documents),
+                "context_passages": self.sweep.context_passages,
+                "rag_k": self.sweep.rag_k,
+            },
+            "training_curves": self.curves_path.name if self.curves_path else None,
+        }
+
+
+def plot_context_sweep(summary: ContextSweepSummary, path: Path) -> Path:
+    """Validity against share, without and with retrieval (mean ± sd over seeds, each seed a dot);
+    base and ``rag@K`` as dashed references."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 4.4))
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    shares = [r.share for r in summary.shares]
+    lines = (
+        ("without_rag", "adapter, no context", "#4C72B0"),
+        ("with_rag", f"adapter + rag@{summary.rag_k}", "#DD8452"),
+    )
+    for field, label, colour in lines:
+        points = [getattr(r, field) for r in summary.shares]
+        ax.errorbar(
+            shares, [p.mean for p in points], yerr=[p.sd for p in points], marker="o", capsize=3,
+            color=colour, label=label,
+        )  # fmt: skip
+        for share, p in zip(shares, points, strict=True):
+            ax.scatter([share] * len(p.scores), p.scores, color=colour, s=10, alpha=0.35, zorder=3)
+    ax.axhline(summary.base, color="#8C8C8C", linestyle="--", linewidth=1, label="base")
+    ax.axhline(summary.rag, color="#55A868", linestyle="--", linewidth=1, label=f"rag@{summary.rag_k}")
+    if summary.selected_share is not None:
+        ax.axvline(summary.selected_share, color="#C44E52", linestyle=":", linewidth=1,
+                   label=f"selected on val loss: {summary.selected_share:g}")  # fmt: skip
+    ax.set_xticks(shares, [f"{s:g}" for s in shares])
+    ax.set_ylim(-0.05, 1.05)
+    ax.set_xlabel("share of training examples under a retrieval prompt")
+    ax.set_ylabel("format validity (held-out questions)")
+    ax.set_title(f"{summary.style}: format validity vs context share in training", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    return path
+
+
+def sweep_recipe(config: ContextSweepConfig) -> TrainConfig:
+    """The recipe of every run: ``config.recipe``, or the demo's style recipe at ``CONTEXT_MAX_LENGTH``."""
+    from hybrid_assistant.adapters.demo import STYLE
+    from hybrid_assistant.adapters.train_config import CONTEXT_MAX_LENGTH
+
+    return config.recipe or dataclasses.replace(STYLE.config, max_length=CONTEXT_MAX_LENGTH)
+
+
+def _ingest(target: str, documents: Path) -> dict[str, int]:
+    from hybrid_assistant.client import AssistantClient
+    from hybrid_assistant.retrieval.loaders import DocumentLoader
+
+    docs = [
+        {"id": Path(d.id).stem, "text": d.text, "source": d.source}
+        for d in DocumentLoader().iter_documents([documents])
+    ]
+    with AssistantClient(target) as client:
+        done = client.ingest(docs)
+    return {"documents": len(docs), "added": done.added, "updated": done.updated, "unchanged": done.unchanged}
+
+
+def run_context_sweep(
+    config: ContextSweepConfig, base: BaseModel, *, notify: Callable[[str], None] = log.info
+) -> ContextSweepSummary:
+    """Train one style adapter per share and seed for ``base``, serve them from one server with the
+    documents ingested, ask each the held-out questions without and with ``rag@K`` (and ``base``
+    and ``rag@K`` once), and write ``sweep-context.json``, ``sweep-context.png`` and
+    ``training_curves.png``.
+
+    ``notify`` gets one line per trained adapter and one for the ingest. Raises
+    :class:`~hybrid_assistant.eval.sweep.SweepInputError`, before any training, if the inputs
+    cannot measure what the sweep claims.
+    """
+    from hybrid_assistant.adapters.training import train_adapter
+
+    recipe = sweep_recipe(config)
+    inputs = load_context_inputs(config, recipe)
+    root = config.out / "adapters"
+    started = time.perf_counter()
+    results: dict[str, TrainResult] = {}
+    for run in inputs.runs:
+        name = run.plan.name
+        results[name] = train_adapter(
+            run.examples, base, root / name, run.plan.config,
+            val_examples=inputs.validation, purpose=f"context sweep share={run.share:g}",
+            data_source=str(config.data), extra_metadata=run.recipe.metadata(config.documents),
+            overwrite=True, progress=False,
+        )  # fmt: skip
+        notify(
+            f"trained {name} (share {run.share:g}, {results[name].steps} steps) in "
+            f"{results[name].wall_s:.0f} s, val loss {results[name].val_loss}"
+        )
+    train_s = time.perf_counter() - started
+    server = ServerProcess(
+        [
+            "--data-dir", str(config.data_dir),
+            "--adapter-root", str(root),
+            "--max-resident-adapters", str(len(results) + 1),
+            *(a for name in results for a in ("--preload", f"{name}={name}")),
+        ],
+        log=config.out / "server.log",
+    )  # fmt: skip
+    base_arm, rag_arm = Arm.make(), Arm.make(retrieval=True, top_k=config.rag_k)
+    try:
+        server.wait_ready()
+        ingested = _ingest(server.target, config.documents)
+        notify(
+            f"ingested {config.documents}: {ingested['added']} added, {ingested['updated']} updated, "
+            f"{ingested['unchanged']} unchanged"
+        )
+        runner = Runner(RunConfig(target=server.target, max_tokens=MAX_TOKENS, score_options=False))
+        arms = [base_arm, rag_arm]
+        for name in results:
+            arms += [Arm.make(name), Arm.make(name, retrieval=True, top_k=config.rag_k)]
+        records = asyncio.run(runner.run(inputs.items, arms))
+        answer_s = runner.stats.wall_s
+    finally:
+        server.stop()
+    by_arm: dict[str, list[AnswerRecord]] = {}
+    for record in records:
+        by_arm.setdefault(record.arm, []).append(record)
+
+    def score(arm: Arm) -> float:
+        return score_arm(by_arm[arm.name], inputs.spec)
+
+    shares = []
+    for share in dict.fromkeys(r.share for r in inputs.runs):
+        runs = [r for r in inputs.runs if r.share == share]
+        plain = [(_percent(share), r.plan.seed, score(Arm.make(r.plan.name))) for r in runs]
+        rag = [
+            (_percent(share), r.plan.seed, score(Arm.make(r.plan.name, retrieval=True, top_k=config.rag_k)))
+            for r in runs
+        ]
+        shares.append(
+            ShareResult(
+                share=share,
+                without_rag=to_points(plain)[0],
+                with_rag=to_points(rag)[0],
+                val_losses=tuple(results[r.plan.name].val_loss for r in runs),
+                train_s=tuple(results[r.plan.name].train_s for r in runs),
+            )
+        )
+    shares.sort(key=lambda r: r.share)
+    plans = {f"share={r.share:g}": [r.plan] for r in inputs.runs}
+    trained = []
+    for run in inputs.runs:
+        entry = _trained_entry(run.plan.name, results[run.plan.name], plans)
+        entry.update(size=len(run.examples), seed=run.plan.seed, share=run.share)
+        trained.append(entry)
+    config.out.mkdir(parents=True, exist_ok=True)
+    summary = ContextSweepSummary(
+        style=inputs.spec.name,
+        questions=len(inputs.items),
+        rag_k=config.rag_k,
+        shares=shares,
+        base=score(base_arm),
+        rag=score(rag_arm),
+        selected_share=select_share(shares),
+        validation_examples=len(inputs.validation),
+        held_out=inputs.held_out,
+        ingested=ingested,
+        errors={arm: n for arm, rs in by_arm.items() if (n := sum(1 for r in rs if r.error))},
+        train_s=train_s,
+        answer_s=answer_s,
+        trained=trained,
+        config=recipe,
+        sweep=config,
+        json_path=config.out / "sweep-context.json",
+        plot_path=config.out / "sweep-context.png",
+    )
+    summary.curves_path = plot_training_curves(
+        {name: {k: str(v) for k, v in r.metadata.items()} for name, r in results.items()},
+        config.out / "training_curves.png",
+    )
+    summary.json_path.write_text(json.dumps(summary.to_dict(), indent=2))
+    plot_context_sweep(summary, summary.plot_path)
+    return summary

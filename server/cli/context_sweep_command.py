@@ -1,0 +1,115 @@
+"""``hybrid-assistant adapters sweep-context``: format validity with and without retrieval against
+the share of style training examples under a retrieval prompt.
+
+The flags become a :class:`~hybrid_assistant.eval.context_sweep.ContextSweepConfig`; the work is
+:func:`~hybrid_assistant.eval.context_sweep.run_context_sweep`'s. This command resolves the base
+model, prints one table (share | valid without rag | valid with rag@K | retention | val loss),
+the share selected on validation loss, and where the plots and JSON are.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from hybrid_assistant.eval.demo_dataset import DEMO_DIR
+from hybrid_assistant.server.cli.adapter_sweep import _ints
+from hybrid_assistant.server.cli.training_setup import base_model, local_settings, setup_training
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def sweep_context(
+    shares: Annotated[
+        str, typer.Option(help="Shares of training examples under a retrieval prompt (0 to 1).")
+    ] = "0,0.25,0.5",
+    seeds: Annotated[
+        str, typer.Option(help="Seeds per share (which examples get context, passages, initialisation).")
+    ] = "0",
+    data: Annotated[
+        Path, typer.Option(help="Style training JSONL (a validation set is held out of it).")
+    ] = DEMO_DIR / "style_train.jsonl",
+    style_spec: Annotated[Path, typer.Option(help="Style spec the score checks.")] = DEMO_DIR
+    / "style_spec.json",
+    questions: Annotated[
+        Path, typer.Option(help="Eval JSONL of held-out questions (none may be in the training data).")
+    ] = DEMO_DIR / "test.jsonl",
+    strata: Annotated[str, typer.Option(help="Dataset strata to ask.")] = "control,kb",
+    max_questions: Annotated[int, typer.Option(help="Questions asked of each arm.")] = 64,
+    documents: Annotated[
+        Path, typer.Option(help="Document folder: training passages, and what the server retrieves from.")
+    ] = DEMO_DIR / "kb",
+    context_passages: Annotated[
+        int, typer.Option(help="Passages in each context-augmented training example.")
+    ] = 3,
+    rag_k: Annotated[int, typer.Option(help="Passages retrieved per question in the +rag@K arms.")] = 3,
+    data_dir: Annotated[Path, typer.Option(help="Data dir (model cache, knowledge index).")] = Path(
+        "data/demo"
+    ),
+    out: Annotated[Path, typer.Option(help="Output folder (adapters, JSON, plots).")] = Path(
+        "reports/sweep-context"
+    ),
+) -> None:
+    """Format validity without and with retrieval (mean and spread over seeds) against the share of
+    style examples trained under a retrieval prompt; selects the share with the lowest validation
+    loss on held-out training examples (half bare, half under context)."""
+    setup_training(None)  # before anything imports torch
+    from hybrid_assistant.eval.context_sweep import (
+        ContextSweepConfig,
+        load_context_inputs,
+        run_context_sweep,
+        sweep_recipe,
+    )
+    from hybrid_assistant.eval.sweep import SweepInputError
+
+    config = ContextSweepConfig(
+        shares=tuple(_floats(shares)),
+        seeds=tuple(_ints(seeds)),
+        data=data,
+        style_spec=style_spec,
+        questions=questions,
+        strata=tuple(strata.split(",")),
+        max_questions=max_questions,
+        documents=documents,
+        context_passages=context_passages,
+        rag_k=rag_k,
+        data_dir=data_dir,
+        out=out,
+    )
+    try:
+        load_context_inputs(config, sweep_recipe(config))  # every input problem before the base model
+    except SweepInputError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    base = base_model(local_settings(data_dir, None, None))
+    try:
+        summary = run_context_sweep(config, base, notify=typer.echo)
+    except SweepInputError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    rag = f"rag@{summary.rag_k}"
+    typer.echo(
+        f"\n{summary.style}: {summary.questions} questions; base {summary.base:.3f}, {rag} {summary.rag:.3f}"
+    )
+    typer.echo(f" {'share':<6} {'valid (no rag)':<15} {f'valid ({rag})':<15} {'retention':<10} val loss")
+    for r in summary.shares:
+        retention = "-" if r.retention is None else f"{r.retention:.3f}"
+        val_loss = "-" if r.val_loss is None else f"{r.val_loss:.4f}"
+        without = f"{r.without_rag.mean:.3f}±{r.without_rag.sd:.3f}"
+        with_rag = f"{r.with_rag.mean:.3f}±{r.with_rag.sd:.3f}"
+        typer.echo(f" {r.share:<6g} {without:<15} {with_rag:<15} {retention:<10} {val_loss}")
+    selected = (
+        "none (no validation loss)" if summary.selected_share is None else f"{summary.selected_share:g}"
+    )
+    typer.echo(
+        f"\nselected share: {selected} (lowest mean validation loss on held-out training examples, "
+        "half bare, half under context; no eval answers)"
+    )
+    typer.echo(f"\nplot: {summary.plot_path.resolve()}\njson: {summary.json_path.resolve()}")
+    if summary.curves_path:
+        typer.echo(f"training curves: {summary.curves_path.resolve()}")
