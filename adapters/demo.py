@@ -1,4 +1,4 @@
-"""The two demo adapters, built deterministically from ``eval/data/demo`` and cached.
+"""The four demo adapters, built deterministically from ``eval/data/demo`` and cached.
 
 * **style** (json-answer format): ``style_train.jsonl`` as it is, 153 general questions
   answered as compact JSON. Nothing in it touches the fictional world.
@@ -21,7 +21,13 @@ fact it has not memorised cannot transfer to a paraphrase either. With the style
 (batch 8, lr 1e-3, 4 epochs) it recalled 3 of 22 training answers (train loss 0.95); with
 batch 4 and lr 2e-3 for 5 epochs (265 steps, ~9 minutes), 34 of 43 (train loss 0.37).
 
-Validation for the knowledge adapter is a seeded sample of 8 documents (not trained on): it
+* **style-context** (recipe ``context``): the style data, half of it (seeded) under the
+  retrieval prompt the server builds, with 3 chunks of ``kb/`` that do not hold the example's
+  answer: the same format, also in the prompt shape ``rag@3`` serves.
+* **raft** (recipe ``raft``): the knowledge pairs, each question with its gold ``kb/`` chunk
+  among distractor chunks (20% distractors only), the short answer as the target.
+
+Validation for the knowledge and raft adapters is a seeded sample of 8 documents (not trained on): it
 tells whether learning the pairs moved the model's knowledge of the same facts stated as
 prose (it barely does: 3.40 before, ~3.5 after), as opposed to learning question-to-answer
 strings. The eval's test questions are never used.
@@ -43,11 +49,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hybrid_assistant.adapters.context_data import (
+    CONTEXT,
+    RAFT,
+    ContextRecipe,
+    RaftItem,
+    context_augmented,
+    load_passages,
+    raft_examples,
+)
 from hybrid_assistant.adapters.data import ChatExample, chat, file_sha256, load_examples, write_examples
 from hybrid_assistant.adapters.errors import AdapterValidationError
 from hybrid_assistant.adapters.metadata import read_metadata
 from hybrid_assistant.adapters.peft_format import BaseModelSpec, inspect_adapter
-from hybrid_assistant.adapters.train_config import BaseModel, TrainConfig, TrainResult
+from hybrid_assistant.adapters.train_config import (
+    CONTEXT_MAX_LENGTH,
+    DEFAULT_CONTEXT_SHARE,
+    DEFAULT_RAFT_GOLD_SHARE,
+    BaseModel,
+    TrainConfig,
+    TrainResult,
+)
 from hybrid_assistant.adapters.training import describe_result, train_adapter
 
 log = logging.getLogger(__name__)
@@ -63,6 +85,8 @@ class DemoSpec:
     name: str
     purpose: str
     config: TrainConfig
+    context: ContextRecipe | None = None
+    """Passages from ``kb/`` in the training prompts (the ``context`` or ``raft`` recipe)."""
 
 
 STYLE = DemoSpec(
@@ -78,7 +102,28 @@ KNOWLEDGE = DemoSpec(
     # steps an epoch), 5 epochs, 4x the default learning rate; all facts train, documents validate.
     TrainConfig(epochs=5, learning_rate=2e-3, batch_size=4, val_fraction=0.0),
 )
-SPECS = {spec.name: spec for spec in (STYLE, KNOWLEDGE)}
+# Three passages: what the demo's rag@3 arm retrieves.
+STYLE_CONTEXT_RECIPE = ContextRecipe(CONTEXT, DEFAULT_CONTEXT_SHARE, passages=3)
+RAFT_RECIPE = ContextRecipe(RAFT, DEFAULT_RAFT_GOLD_SHARE, passages=3)
+STYLE_CONTEXT = DemoSpec(
+    "style-context",
+    "json-answer style trained under the server's retrieval prompt too: half the style examples get "
+    "3 passages from kb/ that do not hold their answer (recipe: context)",
+    # The style recipe; longer examples need max_length 1024 (context_data's reason).
+    dataclasses.replace(STYLE.config, max_length=CONTEXT_MAX_LENGTH),
+    STYLE_CONTEXT_RECIPE,
+)
+RAFT_KNOWLEDGE = DemoSpec(
+    "raft",
+    "Orravay facts, RAFT-style: each training-wording question with its gold kb/ chunk among "
+    "distractor chunks (20% distractors only), short answer as the target (recipe: raft)",
+    # The knowledge recipe's batch and learning rate; 2 epochs, not 5: each example is ~12x longer
+    # (passages), 5 epochs would take ~40 minutes on 2 cores, and the answer is in the prompt for
+    # 80% of the examples, so less has to be memorised. Chosen before any eval of it was run.
+    dataclasses.replace(KNOWLEDGE.config, epochs=2, max_length=CONTEXT_MAX_LENGTH),
+    RAFT_RECIPE,
+)
+SPECS = {spec.name: spec for spec in (STYLE, KNOWLEDGE, STYLE_CONTEXT, RAFT_KNOWLEDGE)}
 
 
 @dataclass(frozen=True)
@@ -164,14 +209,25 @@ def build_demo_data(
     validation = [] if include_documents else knowledge_validation(demo_dir)
     if limit is not None:
         style, knowledge, validation = style[:limit], knowledge[:limit], validation[: max(1, limit // 4)]
+    passages = load_passages(demo_dir / "kb")
+    style_context = context_augmented(style, passages, STYLE_CONTEXT_RECIPE)
+    raft = raft_examples(raft_items(demo_dir)[:limit], passages, RAFT_RECIPE)
     out_dir.mkdir(parents=True, exist_ok=True)
+    val_path = write_examples(validation, out_dir / "knowledge.val.jsonl") if validation else None
     return {
         "style": DemoData(write_examples(style, out_dir / "style.jsonl"), None),
-        "knowledge": DemoData(
-            write_examples(knowledge, out_dir / "knowledge.jsonl"),
-            write_examples(validation, out_dir / "knowledge.val.jsonl") if validation else None,
-        ),
+        "knowledge": DemoData(write_examples(knowledge, out_dir / "knowledge.jsonl"), val_path),
+        "style-context": DemoData(write_examples(style_context, out_dir / "style-context.jsonl"), None),
+        "raft": DemoData(write_examples(raft, out_dir / "raft.jsonl"), val_path),
     }
+
+
+def raft_items(demo_dir: Path = DEMO_DATA_DIR) -> list[RaftItem]:
+    """Each fact's training wording, short answer and gold document (the eval asks the paraphrase)."""
+    return [
+        RaftItem(f["train_question"], f["answers"][0], f["doc_id"], f"facts.jsonl:{f['id']}")
+        for f in read_facts(demo_dir)
+    ]
 
 
 def cache_key(data_sha256: str, config: TrainConfig, base: BaseModel) -> str:
@@ -202,7 +258,7 @@ def train_demo(
     adapter_root: Path,
     work_dir: Path,
     *,
-    names: Sequence[str] = ("style", "knowledge"),
+    names: Sequence[str] = tuple(SPECS),
     demo_dir: Path = DEMO_DATA_DIR,
     include_documents: bool = False,
     limit: int | None = None,
@@ -225,7 +281,7 @@ def train_demo(
     for name in names:
         demo = SPECS[name]
         config = dataclasses.replace(demo.config, **(config_overrides or {}))
-        if name == "knowledge" and data[name].validation is None and config.val_fraction == 0:
+        if name in ("knowledge", "raft") and data[name].validation is None and config.val_fraction == 0:
             config = dataclasses.replace(config, val_fraction=0.1)  # documents train: hold some out
         key = cache_key(data[name].sha256(), config, base)
         path = adapter_root / name
@@ -249,7 +305,11 @@ def train_demo(
             purpose=demo.purpose,
             data_sha256=data[name].sha256(),
             data_source=str(data[name].train),
-            extra_metadata={"cache_key": key, "recipe": RECIPE},
+            extra_metadata={
+                "cache_key": key,
+                "recipe": RECIPE,
+                **(demo.context.metadata(demo_dir / "kb") if demo.context else {}),
+            },
             max_lora_rank=max_lora_rank,
             overwrite=True,
             progress=progress,

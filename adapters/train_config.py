@@ -12,6 +12,18 @@ from typing import Any
 # all layers learns a format faster than a big rank on attention only (QLoRA paper, section 4).
 ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
+# Training recipes (:mod:`hybrid_assistant.adapters.context_data`), named here so the command line
+# can offer them without importing the retrieval stack.
+RECIPES = ("plain", "context", "raft")
+DEFAULT_CONTEXT_SHARE = 0.5
+"""context: share of examples under a retrieval prompt (see the README's recipe table for how it
+was chosen, on training data only)."""
+DEFAULT_RAFT_GOLD_SHARE = 0.8
+"""raft: share of questions whose passages hold the gold chunk; the RAFT paper's P = 80%."""
+CONTEXT_MAX_LENGTH = 1024
+"""Tokens per example under a context recipe: three 800-character chunks, the instruction, the
+question and the answer fit (about 600 tokens); 512 would cut answers off."""
+
 
 @dataclass(frozen=True)
 class TrainConfig:

@@ -34,8 +34,11 @@ log = logging.getLogger(__name__)
 
 DEMO_ARMS = (
     "base,adapter:style,prompt,fewshot@4,rag@3,adapter:style+rag@3,prompt+rag@3,oracle,"
-    "adapter:knowledge,adapter:knowledge+rag@3"
+    "adapter:knowledge,adapter:knowledge+rag@3,"
+    "adapter:style-context,adapter:style-context+rag@3,adapter:raft,adapter:raft+rag@3"
 )
+
+DEMO_ADAPTERS = ("style", "knowledge", "style-context", "raft")
 
 
 class DemoAdapterError(RuntimeError):
@@ -111,7 +114,7 @@ def run_demo(config: DemoConfig, *, notify: Callable[[str], None] = log.info) ->
     t = time.perf_counter()
     notify("== 3/5 server")
     out.mkdir(parents=True, exist_ok=True)
-    preload = ["--preload", "style=style", "--preload", "knowledge=knowledge"]
+    preload = [a for name in DEMO_ADAPTERS for a in ("--preload", f"{name}={name}")]
     server = ServerProcess(
         ["--data-dir", str(data_dir), *preload, "--dtype", config.dtype], log=out / "server.log"
     )

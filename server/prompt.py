@@ -1,6 +1,7 @@
 """The one prompt builder every arm uses: conversation (+ numbered context passages) -> token ids.
 
-Retrieved passages go into the system message, numbered so answers can cite them. When the
+Retrieved passages go into the system message, numbered so answers can cite them, laid out by
+:mod:`hybrid_assistant.retrieval.prompt_context` (which training shares). When the
 prompt would be too long, passages are dropped from the lowest-ranked up, then the last one
 kept is shortened; the conversation itself is never cut (a conversation too long on its
 own is an INVALID_ARGUMENT).
@@ -11,29 +12,18 @@ from __future__ import annotations
 import threading
 import weakref
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from hybrid_assistant.retrieval.prompt_context import (
+    ContextPassage,
+    passage_line,
+    with_context,
+)
 from hybrid_assistant.server.errors import InvalidArgument
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
-
-# Written once, before any evaluation was run; not tuned on the demo data (see README).
-RAG_INSTRUCTION = (
-    "Answer the user's question using the context passages below. "
-    "If the passages do not contain the answer, say that you do not know."
-)
-
-
-@dataclass(frozen=True)
-class ContextPassage:
-    document_id: str
-    chunk_id: str
-    score: float
-    text: str
-    metadata: Mapping[str, str] = field(default_factory=dict)
-    index: int = 0  # its [n] in the prompt
 
 
 @dataclass(frozen=True)
@@ -84,26 +74,6 @@ def render_chat(tokenizer: PreTrainedTokenizerBase, messages: Sequence[Mapping[s
         ids += _encode(tokenizer, message["content"], content=True)
         pos = at + len(placeholder)
     return ids + _encode(tokenizer, text[pos:], content=False)
-
-
-def _context_block(passages: Sequence[ContextPassage]) -> str:
-    return "\n".join([RAG_INSTRUCTION, "", "Context:", *(_line(p) for p in passages)])
-
-
-def _line(passage: ContextPassage) -> str:
-    return f"[{passage.index}] {passage.text.strip()}"
-
-
-def _with_context(
-    messages: Sequence[Mapping[str, str]], passages: Sequence[ContextPassage]
-) -> list[dict[str, str]]:
-    rest = [dict(m) for m in messages]
-    if not passages:
-        return rest
-    block = _context_block(passages)
-    if rest and rest[0]["role"] == "system":
-        return [{"role": "system", "content": f"{rest[0]['content']}\n\n{block}"}, *rest[1:]]
-    return [{"role": "system", "content": block}, *rest]
 
 
 _MAX_TOKEN_CHARS: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
@@ -162,9 +132,9 @@ def build_prompt(
         return BuiltPrompt(bare, [], 0)
 
     def render(kept: Sequence[ContextPassage]) -> list[int]:
-        return render_chat(tokenizer, _with_context(messages, kept)) if kept else bare
+        return render_chat(tokenizer, with_context(messages, kept)) if kept else bare
 
-    lines = ["\n" + _line(p) for p in numbered]
+    lines = ["\n" + passage_line(p) for p in numbered]
     costs = [len(ids) for ids in encode_batch(tokenizer, lines, content=True)]
     header = len(render(numbered[:1])) - costs[0]  # the prompt with an instruction and no passage
     fits, total = 0, header

@@ -14,7 +14,13 @@ from typing import Annotated
 
 import typer
 
-from hybrid_assistant.adapters.train_config import TrainConfig
+from hybrid_assistant.adapters.train_config import (
+    CONTEXT_MAX_LENGTH,
+    DEFAULT_CONTEXT_SHARE,
+    DEFAULT_RAFT_GOLD_SHARE,
+    RECIPES,
+    TrainConfig,
+)
 from hybrid_assistant.server.cli.training_setup import (
     AdapterRoot,
     DataDir,
@@ -44,7 +50,12 @@ def train(
     epochs: Annotated[int, typer.Option(help="Passes over the training split.")] = _DEFAULTS.epochs,
     lr: Annotated[float, typer.Option("--lr", help="Peak learning rate.")] = _DEFAULTS.learning_rate,
     batch_size: Annotated[int, typer.Option(help="Examples per step.")] = _DEFAULTS.batch_size,
-    max_length: Annotated[int, typer.Option(help="Tokens per example.")] = _DEFAULTS.max_length,
+    max_length: Annotated[
+        int | None,
+        typer.Option(
+            help=f"Tokens per example. Default: {_DEFAULTS.max_length}, {CONTEXT_MAX_LENGTH} with context."
+        ),
+    ] = None,
     warmup_ratio: Annotated[float, typer.Option(help="Warm-up share of the steps.")] = _DEFAULTS.warmup_ratio,
     weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = _DEFAULTS.weight_decay,
     max_grad_norm: Annotated[
@@ -56,6 +67,30 @@ def train(
         int | None, typer.Option(help="Train on the first N examples of a shuffle by --seed.")
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing adapter of that name.")] = False,
+    recipe: Annotated[
+        str,
+        typer.Option(
+            help="plain: the examples as they are. context: --context-share of them under the retrieval "
+            "prompt the server builds (style that survives RAG). raft: --data is question/answer/doc_id "
+            "JSONL; each question gets its gold chunk among distractors (RAFT)."
+        ),
+    ] = "plain",
+    context_docs: Annotated[
+        Path | None, typer.Option(help="Document folder the context passages are cut from (context, raft).")
+    ] = None,
+    context_share: Annotated[
+        float | None,
+        typer.Option(
+            help=f"context: share of examples given passages (default {DEFAULT_CONTEXT_SHARE:g}); "
+            f"raft: share with the gold chunk (default {DEFAULT_RAFT_GOLD_SHARE:g})."
+        ),
+    ] = None,
+    context_passages: Annotated[
+        int, typer.Option(help="Passages per context prompt (raft: gold included).")
+    ] = 3,
+    quote: Annotated[
+        bool, typer.Option("--quote", help="raft: the target quotes the gold sentence.")
+    ] = False,
     adapter_root: AdapterRoot = None,
     data_dir: DataDir = None,
     model_path: ModelPath = None,
@@ -65,7 +100,14 @@ def train(
 ) -> None:
     """Train a LoRA adapter on a JSONL file into the adapter root (loss on assistant tokens only)."""
     setup_training(threads)  # before anything imports torch
-    from hybrid_assistant.adapters.data import DataValidationError, file_sha256, load_examples, take_subset
+    from hybrid_assistant.adapters.context_data import ContextDataError, ContextRecipe, recipe_examples
+    from hybrid_assistant.adapters.data import (
+        DataValidationError,
+        examples_sha256,
+        file_sha256,
+        load_examples,
+        take_subset,
+    )
     from hybrid_assistant.adapters.errors import AdapterError
     from hybrid_assistant.adapters.paths import check_adapter_name
     from hybrid_assistant.adapters.training import describe_result, train_adapter
@@ -80,19 +122,36 @@ def train(
             epochs=epochs,
             learning_rate=lr,
             batch_size=batch_size,
-            max_length=max_length,
+            max_length=max_length or (_DEFAULTS.max_length if recipe == "plain" else CONTEXT_MAX_LENGTH),
             warmup_ratio=warmup_ratio,
             weight_decay=weight_decay,
             max_grad_norm=max_grad_norm,
             val_fraction=val_fraction,
             seed=seed,
         )
-        examples = load_examples(data)
+        if recipe not in RECIPES:
+            raise ValueError(f"--recipe must be one of {list(RECIPES)}, got {recipe!r}")
         extra: dict[str, object] = {}
+        data_sha256 = file_sha256(data)
+        if recipe == "plain":
+            if context_docs is not None or context_share is not None or quote:
+                raise ValueError("--context-docs, --context-share and --quote need --recipe context or raft")
+            examples = load_examples(data)
+        else:
+            if context_docs is None:
+                raise ValueError(f"--recipe {recipe} needs --context-docs (the folder passages are cut from)")
+            if quote and recipe != "raft":
+                raise ValueError("--quote needs --recipe raft")
+            default_share = DEFAULT_RAFT_GOLD_SHARE if recipe == "raft" else DEFAULT_CONTEXT_SHARE
+            share = default_share if context_share is None else context_share
+            context = ContextRecipe(recipe, share, context_passages, seed, quote)
+            examples = recipe_examples(data, context, context_docs)
+            data_sha256 = examples_sha256(examples)
+            extra.update(context.metadata(context_docs))
         if subset is not None:
             examples = take_subset(examples, subset, seed)
-            extra = {"subset": subset, "subset_seed": seed}
-    except (DataValidationError, AdapterError, ValueError) as exc:
+            extra.update({"subset": subset, "subset_seed": seed})
+    except (DataValidationError, ContextDataError, AdapterError, ValueError) as exc:
         fail(str(exc))
     settings = local_settings(data_dir, model_path, model_name)
     root = adapter_root or settings.resolved_adapter_roots[0]
@@ -106,7 +165,7 @@ def train(
             root / name,
             config,
             purpose=purpose,
-            data_sha256=file_sha256(data),
+            data_sha256=data_sha256,
             data_source=str(data),
             extra_metadata=extra,
             max_lora_rank=settings.max_lora_rank,
@@ -120,7 +179,8 @@ def train(
 
 def train_demo(
     only: Annotated[
-        list[str] | None, typer.Option("--only", help="Train just this demo adapter (style, knowledge).")
+        list[str] | None,
+        typer.Option("--only", help="Train just this demo adapter (style, knowledge, style-context, raft)."),
     ] = None,
     documents: Annotated[
         bool, typer.Option("--documents", help="Also train the knowledge adapter on the documents (slower).")
@@ -136,9 +196,9 @@ def train_demo(
     progress: Progress = True,
     threads: Threads = None,
 ) -> None:
-    """Build the demo data sets from eval/data/demo and train the style and knowledge adapters (cached)."""
+    """Build the demo data sets from eval/data/demo and train the four demo adapters (cached)."""
     setup_training(threads)  # before anything imports torch
-    from hybrid_assistant.adapters.demo import describe_outcome
+    from hybrid_assistant.adapters.demo import SPECS, describe_outcome
     from hybrid_assistant.adapters.demo import train_demo as run_demo
 
     settings = local_settings(data_dir, model_path, model_name)
@@ -149,7 +209,7 @@ def train_demo(
             base,
             root,
             settings.data_dir / "demo-data",
-            names=only or ("style", "knowledge"),
+            names=only or tuple(SPECS),
             include_documents=documents,
             limit=limit,
             force=force,

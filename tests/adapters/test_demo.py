@@ -50,13 +50,14 @@ def test_demo_data_is_deterministic(tmp_path: Path) -> None:
 
 def test_train_demo_reuses_cached_adapters(tiny_base: BaseModel, tmp_path: Path) -> None:
     root, work = tmp_path / "adapters", tmp_path / "work"
-    first = train_demo(tiny_base, root, work, limit=6, config_overrides=QUICK, progress=False)
+    names = ["style", "knowledge"]
+    first = train_demo(tiny_base, root, work, names=names, limit=6, config_overrides=QUICK, progress=False)
     assert [(o.name, o.reused) for o in first] == [("style", False), ("knowledge", False)]
     knowledge = first[1].result
     assert knowledge is not None and knowledge.val_examples == 1 and knowledge.train_examples == 6
     assert first[0].metadata["recipe"] == "train-demo" and len(first[0].metadata["cache_key"]) == 64
 
-    again = train_demo(tiny_base, root, work, limit=6, config_overrides=QUICK, progress=False)
+    again = train_demo(tiny_base, root, work, names=names, limit=6, config_overrides=QUICK, progress=False)
     assert [(o.name, o.reused) for o in again] == [("style", True), ("knowledge", True)]
     assert again[0].metadata["cache_key"] == first[0].metadata["cache_key"]
 
@@ -66,6 +67,23 @@ def test_train_demo_reuses_cached_adapters(tiny_base: BaseModel, tmp_path: Path)
     assert [(o.name, o.reused) for o in changed] == [("style", False)]
     assert json.loads((root / "style" / METADATA_FILE).read_text())["seed"] == 1
     assert sorted(p.name for p in root.iterdir()) == ["knowledge", "style"]
+
+
+def test_the_context_demo_adapters_data_and_recipe(tiny_base: BaseModel, tmp_path: Path) -> None:
+    # The tiny model's 400-token vocabulary makes a 3-passage prompt ~1500 tokens, past its 1024
+    # positions: its examples with passages are skipped here (SmolLM2 fits them in ~600), the
+    # recipe's metadata and data are what this checks; tests/adapters/test_context_data.py
+    # trains both recipes end to end on short documents.
+    quick = {**QUICK, "max_length": 1024}
+    [outcome] = train_demo(
+        tiny_base, tmp_path / "adapters", tmp_path / "work", names=["style-context"], limit=6,
+        config_overrides=quick, progress=False,
+    )  # fmt: skip
+    assert outcome.metadata["context_recipe"] == "context" and outcome.metadata["context_share"] == "0.5"
+    for name, with_system in (("raft", 6), ("style-context", 3)):
+        lines = [json.loads(line) for line in (tmp_path / "work" / f"{name}.jsonl").read_text().splitlines()]
+        assert len(lines) == 6
+        assert sum(line["messages"][0]["role"] == "system" for line in lines) == with_system
 
 
 def test_train_demo_never_overwrites_a_users_adapter(

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 from transformers import AutoTokenizer
 
+from hybrid_assistant.retrieval.prompt_context import RAG_INSTRUCTION
 from hybrid_assistant.server.errors import InvalidArgument
-from hybrid_assistant.server.prompt import RAG_INSTRUCTION, ContextPassage, build_prompt, render_chat
+from hybrid_assistant.server.prompt import ContextPassage, build_prompt, render_chat
 
 
 @pytest.fixture(scope="module")
