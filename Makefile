@@ -86,7 +86,7 @@ proto: install  ## Regenerate the Python code from proto/ (grpcio-tools, with .p
 	$(PY) -m grpc_tools.protoc -Iproto --python_out=proto --grpc_python_out=proto --pyi_out=proto \
 		proto/hybrid_assistant/v1/assistant.proto
 
-demo: install  ## The main job: train/reuse demo adapters, ingest the demo KB, evaluate 10 arms (base, style and knowledge adapters, prompt, few-shot, rag, oracle), HTML report
+demo: install  ## The main job: train/reuse demo adapters, ingest the demo KB, evaluate 14 arms (base; style, knowledge, style-context and raft adapters; prompt, few-shot, rag, oracle), HTML report
 	$(VENV)/bin/hybrid-assistant demo
 
 bench: install  ## Serving benchmark (about 10 minutes; writes bench/results/serve.json)
