@@ -7,7 +7,10 @@ and seed, each on the same training pool with ``share`` of it (seeded) rewritten
 :func:`hybrid_assistant.adapters.context_data.context_augmented`, and asks each the held-out
 questions twice through one server: ``adapter:NAME`` (no context) and ``adapter:NAME+rag@K``
 (passages retrieved from the ingested documents folder); ``base`` and ``rag@K`` once each.
-Scores are the eval's format validity (:func:`hybrid_assistant.eval.sweep.score_arm`).
+Scores are the eval's format validity (:func:`hybrid_assistant.eval.sweep.score_arm`) and, from the
+eval's own analysis of the same answers (:func:`hybrid_assistant.eval.analysis.analyse`), knowledge
+(``contains``) without and with retrieval, style retention with its interval, and each share's
+paired difference against share 0 under retrieval: does training under context cost knowledge?
 
 **The default share is chosen on training data only.** One validation set serves every share:
 ``val_fraction`` of the training file held out with seed 0, then those examples bare *and* the
@@ -18,7 +21,8 @@ choice, they only show what it buys.
 Every run trains with the same recipe (default: the demo's style recipe at
 ``CONTEXT_MAX_LENGTH``, so that a share of 0 and a share of 0.5 see the same settings). Files
 written into ``out``: ``adapters/style-ctx<share%>-s<seed>``, ``server.log``,
-``sweep-context.json``, ``sweep-context.png`` and ``training_curves.png``.
+``sweep-context.json``, ``analysis.json`` (the eval analysis of every arm), ``sweep-context.png``
+and ``training_curves.png``.
 """
 
 from __future__ import annotations
@@ -35,9 +39,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hybrid_assistant.adapters.train_config import BaseModel, TrainConfig
+from hybrid_assistant.eval.analysis import EvalAnalysis, analyse
 from hybrid_assistant.eval.arms import Arm
 from hybrid_assistant.eval.dataset import EvalItem, StyleSpec, load_dataset, load_style_spec
 from hybrid_assistant.eval.demo_dataset import DEMO_DIR
+from hybrid_assistant.eval.metrics.registry import PRIMARY_KNOWLEDGE
 from hybrid_assistant.eval.records import AnswerRecord
 from hybrid_assistant.eval.report.training_curves import plot_training_curves
 from hybrid_assistant.eval.runner import RunConfig, Runner
@@ -220,11 +226,27 @@ class ShareResult:
     with_rag: SweepPoint
     val_losses: tuple[float | None, ...]
     train_s: tuple[float, ...]
+    # Per seed, from the eval analysis: contains without and with rag@K, the retention interval,
+    # and the paired difference against share 0 (same seed) under rag@K.
+    knowledge_without: tuple[float, ...] = ()
+    knowledge_with: tuple[float, ...] = ()
+    retention_ci: tuple[tuple[float, float] | None, ...] = ()
+    versus_plain: tuple[dict[str, Any], ...] = ()
 
     @property
     def retention(self) -> float | None:
         """Validity with retrieval over validity without (None when there is none without)."""
         return self.with_rag.mean / self.without_rag.mean if self.without_rag.mean else None
+
+    @property
+    def knowledge_without_rag(self) -> float | None:
+        """Mean knowledge over seeds without retrieval (None when not measured)."""
+        return _fmean(self.knowledge_without)
+
+    @property
+    def knowledge_with_rag(self) -> float | None:
+        """Mean knowledge over seeds with ``rag@K`` (None when not measured)."""
+        return _fmean(self.knowledge_with)
 
     @property
     def val_loss(self) -> float | None:
@@ -242,7 +264,17 @@ class ShareResult:
             "val_losses": list(self.val_losses),
             "train_s": statistics.fmean(self.train_s),
             "train_s_per_seed": [round(s, 2) for s in self.train_s],
+            "knowledge_without_rag": self.knowledge_without_rag,
+            "knowledge_with_rag": self.knowledge_with_rag,
+            "knowledge_without_rag_per_seed": list(self.knowledge_without),
+            "knowledge_with_rag_per_seed": list(self.knowledge_with),
+            "retention_ci_per_seed": [list(c) if c else None for c in self.retention_ci],
+            "versus_plain_per_seed": list(self.versus_plain),
         }
+
+
+def _fmean(values: Sequence[float]) -> float | None:
+    return statistics.fmean(values) if values else None
 
 
 def select_share(results: Sequence[ShareResult]) -> float | None:
@@ -275,6 +307,9 @@ class ContextSweepSummary:
     json_path: Path
     plot_path: Path
     curves_path: Path | None = None
+    knowledge_base: float | None = None
+    """Knowledge (contains) of ``base`` and of ``rag@K`` alone, on the same questions."""
+    knowledge_rag: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The content of ``sweep-context.json``."""
@@ -285,6 +320,8 @@ class ContextSweepSummary:
             "shares": [r.to_dict() for r in self.shares],
             "base": self.base,
             "rag": self.rag,
+            "knowledge_base": self.knowledge_base,
+            "knowledge_rag": self.knowledge_rag,
             "selected_share": self.selected_share,
             "selected_by": (
                 "lowest mean validation loss over seeds on held-out training examples, half bare and "
@@ -315,39 +352,62 @@ class ContextSweepSummary:
 
 
 def plot_context_sweep(summary: ContextSweepSummary, path: Path) -> Path:
-    """Validity against share, without and with retrieval (mean ± sd over seeds, each seed a dot);
-    base and ``rag@K`` as dashed references."""
+    """Left: validity against share, without and with retrieval (mean ± sd over seeds, each seed
+    a dot), base and ``rag@K`` dashed. Right: knowledge (contains) the same way, when measured."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(7, 4.4))
+    has_knowledge = all(r.knowledge_with for r in summary.shares)
+    fig = Figure(figsize=(12 if has_knowledge else 7, 4.4))
     FigureCanvasAgg(fig)
-    ax = fig.subplots()
+    axes = fig.subplots(1, 2 if has_knowledge else 1, squeeze=False)[0]
     shares = [r.share for r in summary.shares]
-    lines = (
-        ("without_rag", "adapter, no context", "#4C72B0"),
-        ("with_rag", f"adapter + rag@{summary.rag_k}", "#DD8452"),
-    )
-    for field, label, colour in lines:
-        points = [getattr(r, field) for r in summary.shares]
-        ax.errorbar(
-            shares, [p.mean for p in points], yerr=[p.sd for p in points], marker="o", capsize=3,
-            color=colour, label=label,
-        )  # fmt: skip
-        for share, p in zip(shares, points, strict=True):
-            ax.scatter([share] * len(p.scores), p.scores, color=colour, s=10, alpha=0.35, zorder=3)
-    ax.axhline(summary.base, color="#8C8C8C", linestyle="--", linewidth=1, label="base")
-    ax.axhline(summary.rag, color="#55A868", linestyle="--", linewidth=1, label=f"rag@{summary.rag_k}")
-    if summary.selected_share is not None:
-        ax.axvline(summary.selected_share, color="#C44E52", linestyle=":", linewidth=1,
-                   label=f"selected on val loss: {summary.selected_share:g}")  # fmt: skip
-    ax.set_xticks(shares, [f"{s:g}" for s in shares])
-    ax.set_ylim(-0.05, 1.05)
-    ax.set_xlabel("share of training examples under a retrieval prompt")
-    ax.set_ylabel("format validity (held-out questions)")
-    ax.set_title(f"{summary.style}: format validity vs context share in training", fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="best", fontsize=8)
+    colours = {"without": "#4C72B0", "with": "#DD8452"}
+    labels = {"without": "adapter, no context", "with": f"adapter + rag@{summary.rag_k}"}
+    panels: list[tuple[str, dict[str, list[tuple[float, ...]]], float | None, float | None]] = [
+        (
+            "format validity",
+            {
+                "without": [r.without_rag.scores for r in summary.shares],
+                "with": [r.with_rag.scores for r in summary.shares],
+            },
+            summary.base,
+            summary.rag,
+        )
+    ]
+    if has_knowledge:
+        panels.append(
+            (
+                "knowledge (contains)",
+                {
+                    "without": [r.knowledge_without for r in summary.shares],
+                    "with": [r.knowledge_with for r in summary.shares],
+                },
+                summary.knowledge_base,
+                summary.knowledge_rag,
+            )
+        )
+    for ax, (metric, series, base, rag) in zip(axes, panels, strict=True):
+        for key, per_share in series.items():
+            means = [statistics.fmean(v) for v in per_share]
+            sds = [statistics.stdev(v) if len(v) > 1 else 0.0 for v in per_share]
+            ax.errorbar(shares, means, yerr=sds, marker="o", capsize=3, color=colours[key], label=labels[key])
+            for share, values in zip(shares, per_share, strict=True):
+                ax.scatter([share] * len(values), values, color=colours[key], s=10, alpha=0.35, zorder=3)
+        if base is not None:
+            ax.axhline(base, color="#8C8C8C", linestyle="--", linewidth=1, label="base")
+        if rag is not None:
+            ax.axhline(rag, color="#55A868", linestyle="--", linewidth=1, label=f"rag@{summary.rag_k}")
+        if summary.selected_share is not None:
+            ax.axvline(summary.selected_share, color="#C44E52", linestyle=":", linewidth=1,
+                       label=f"selected on val loss: {summary.selected_share:g}")  # fmt: skip
+        ax.set_xticks(shares, [f"{s:g}" for s in shares])
+        ax.set_ylim(-0.05, 1.05)
+        ax.set_xlabel("share of training examples under a retrieval prompt")
+        ax.set_ylabel(f"{metric} ({summary.questions} held-out questions)")
+        ax.set_title(f"{summary.style}: {metric} vs context share in training", fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
@@ -373,6 +433,36 @@ def _ingest(target: str, documents: Path) -> dict[str, int]:
     with AssistantClient(target) as client:
         done = client.ingest(docs)
     return {"documents": len(docs), "added": done.added, "updated": done.updated, "unchanged": done.unchanged}
+
+
+def _knowledge(analysis: EvalAnalysis, arm: str) -> float:
+    """The arm's mean knowledge (the eval's primary knowledge metric)."""
+    return analysis.arm(arm).metrics[PRIMARY_KNOWLEDGE].mean
+
+
+def _retention_ci(analysis: EvalAnalysis, adapter_arm: str) -> tuple[float, float] | None:
+    return next((h.retention_ci for h in analysis.hybrids if h.adapter == adapter_arm), None)
+
+
+def _plain_rag_arm(seed: int, rag_k: int) -> str:
+    """The share-0 adapter of ``seed`` with ``rag@K``: the baseline of every share's head to head."""
+    return Arm.make(adapter_name(0.0, seed), retrieval=True, top_k=rag_k).name
+
+
+def _versus_plain(analysis: EvalAnalysis, arm: str, plain: str) -> dict[str, Any]:
+    """``arm - plain`` on knowledge and format validity, paired by item (the eval's head-to-head
+    rows); ``{}`` for the plain arm itself."""
+    out: dict[str, Any] = {}
+    for c in analysis.lever_comparisons:
+        if {c.arm, c.baseline} == {arm, plain} and arm != plain:
+            sign = 1.0 if c.arm == arm else -1.0
+            e = c.effect
+            low, high = sorted((sign * e.ci_low, sign * e.ci_high))
+            out[c.metric] = {
+                "arm": arm, "baseline": plain, "estimate": sign * e.estimate, "ci": [low, high],
+                "p_value": e.p_value, "n": e.n,
+            }  # fmt: skip
+    return out
 
 
 def run_context_sweep(
@@ -439,14 +529,18 @@ def run_context_sweep(
     def score(arm: Arm) -> float:
         return score_arm(by_arm[arm.name], inputs.spec)
 
+    # The eval's own analysis of the same answers: knowledge, retention intervals, head to head.
+    # The questions' own style tag is dropped: the sweep scores them against its style spec.
+    analysis = analyse([dataclasses.replace(i, style=None) for i in inputs.items], records, arms, inputs.spec)
+    config.out.mkdir(parents=True, exist_ok=True)
+    (config.out / "analysis.json").write_text(analysis.to_json())
     shares = []
     for share in dict.fromkeys(r.share for r in inputs.runs):
         runs = [r for r in inputs.runs if r.share == share]
-        plain = [(_percent(share), r.plan.seed, score(Arm.make(r.plan.name))) for r in runs]
-        rag = [
-            (_percent(share), r.plan.seed, score(Arm.make(r.plan.name, retrieval=True, top_k=config.rag_k)))
-            for r in runs
-        ]
+        alone = [Arm.make(r.plan.name) for r in runs]
+        with_rag = [Arm.make(r.plan.name, retrieval=True, top_k=config.rag_k) for r in runs]
+        plain = [(_percent(share), r.plan.seed, score(a)) for r, a in zip(runs, alone, strict=True)]
+        rag = [(_percent(share), r.plan.seed, score(a)) for r, a in zip(runs, with_rag, strict=True)]
         shares.append(
             ShareResult(
                 share=share,
@@ -454,6 +548,13 @@ def run_context_sweep(
                 with_rag=to_points(rag)[0],
                 val_losses=tuple(results[r.plan.name].val_loss for r in runs),
                 train_s=tuple(results[r.plan.name].train_s for r in runs),
+                knowledge_without=tuple(_knowledge(analysis, a.name) for a in alone),
+                knowledge_with=tuple(_knowledge(analysis, a.name) for a in with_rag),
+                retention_ci=tuple(_retention_ci(analysis, a.name) for a in alone),
+                versus_plain=tuple(
+                    _versus_plain(analysis, a.name, _plain_rag_arm(r.plan.seed, config.rag_k))
+                    for r, a in zip(runs, with_rag, strict=True)
+                ),
             )
         )
     shares.sort(key=lambda r: r.share)
@@ -463,7 +564,6 @@ def run_context_sweep(
         entry = _trained_entry(run.plan.name, results[run.plan.name], plans)
         entry.update(size=len(run.examples), seed=run.plan.seed, share=run.share)
         trained.append(entry)
-    config.out.mkdir(parents=True, exist_ok=True)
     summary = ContextSweepSummary(
         style=inputs.spec.name,
         questions=len(inputs.items),
@@ -471,6 +571,8 @@ def run_context_sweep(
         shares=shares,
         base=score(base_arm),
         rag=score(rag_arm),
+        knowledge_base=_knowledge(analysis, base_arm.name),
+        knowledge_rag=_knowledge(analysis, rag_arm.name),
         selected_share=select_share(shares),
         validation_examples=len(inputs.validation),
         held_out=inputs.held_out,

@@ -3,7 +3,8 @@ the share of style training examples under a retrieval prompt.
 
 The flags become a :class:`~hybrid_assistant.eval.context_sweep.ContextSweepConfig`; the work is
 :func:`~hybrid_assistant.eval.context_sweep.run_context_sweep`'s. This command resolves the base
-model, prints one table (share | valid without rag | valid with rag@K | retention | val loss),
+model, prints one table (share | valid without rag | valid with rag@K | retention | val loss |
+correct without and with rag@K | the difference in correct answers under rag@K against share 0),
 the share selected on validation loss, and where the plots and JSON are.
 """
 
@@ -95,14 +96,21 @@ def sweep_context(
     rag = f"rag@{summary.rag_k}"
     typer.echo(
         f"\n{summary.style}: {summary.questions} questions; base {summary.base:.3f}, {rag} {summary.rag:.3f}"
+        f" valid; correct: base {_num(summary.knowledge_base)}, {rag} {_num(summary.knowledge_rag)}"
     )
-    typer.echo(f" {'share':<6} {'valid (no rag)':<15} {f'valid ({rag})':<15} {'retention':<10} val loss")
+    typer.echo(
+        f" {'share':<6} {'valid (no rag)':<15} {f'valid ({rag})':<15} {'retention':<10} {'val loss':<9} "
+        f"{'correct':<8} {f'correct ({rag})':<14} vs share 0 ({rag}, seed {summary.sweep.seeds[0]})"
+    )
     for r in summary.shares:
-        retention = "-" if r.retention is None else f"{r.retention:.3f}"
-        val_loss = "-" if r.val_loss is None else f"{r.val_loss:.4f}"
         without = f"{r.without_rag.mean:.3f}±{r.without_rag.sd:.3f}"
         with_rag = f"{r.with_rag.mean:.3f}±{r.with_rag.sd:.3f}"
-        typer.echo(f" {r.share:<6g} {without:<15} {with_rag:<15} {retention:<10} {val_loss}")
+        d = r.versus_plain[0].get("contains") if r.versus_plain else None
+        delta = "-" if d is None else f"{d['estimate']:+.2f} [{d['ci'][0]:+.2f}, {d['ci'][1]:+.2f}]"
+        typer.echo(
+            f" {r.share:<6g} {without:<15} {with_rag:<15} {_num(r.retention):<10} {_num(r.val_loss, 4):<9} "
+            f"{_num(r.knowledge_without_rag):<8} {_num(r.knowledge_with_rag):<14} {delta}"
+        )
     selected = (
         "none (no validation loss)" if summary.selected_share is None else f"{summary.selected_share:g}"
     )
@@ -113,3 +121,7 @@ def sweep_context(
     typer.echo(f"\nplot: {summary.plot_path.resolve()}\njson: {summary.json_path.resolve()}")
     if summary.curves_path:
         typer.echo(f"training curves: {summary.curves_path.resolve()}")
+
+
+def _num(value: float | None, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"

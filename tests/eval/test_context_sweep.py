@@ -154,3 +154,16 @@ def test_a_whole_context_sweep_against_the_real_server(
         assert metadata["context_share"] == share and metadata["context_recipe"] == "context"
     for path in (summary.plot_path, summary.curves_path):
         assert path is not None and path.read_bytes()[:4] == b"\x89PNG"
+    # Knowledge from the eval's own analysis of the same answers, and the head to head against share 0.
+    plain, half = report["shares"]
+    for s in (plain, half):
+        assert 0.0 <= s["knowledge_without_rag"] <= 1.0 and 0.0 <= s["knowledge_with_rag"] <= 1.0
+    assert plain["versus_plain_per_seed"] == [{}]
+    (delta,) = half["versus_plain_per_seed"]
+    assert delta["contains"]["baseline"] == "adapter:style-ctx0-s0+rag@2"
+    assert delta["contains"]["estimate"] == pytest.approx(half["knowledge_with_rag"] - plain["knowledge_with_rag"])
+    low, high = delta["contains"]["ci"]
+    assert low <= delta["contains"]["estimate"] <= high
+    assert 0.0 <= report["knowledge_rag"] <= 1.0
+    analysis = json.loads((config.out / "analysis.json").read_text())
+    assert "adapter:style-ctx50-s0+rag@2" in analysis["meta"]["arms"]
