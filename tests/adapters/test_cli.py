@@ -93,3 +93,25 @@ def test_sweep_refuses_questions_from_its_training_data(
     assert result.exit_code == 2, result.output
     assert "['leak']" in result.output and "are in the training data" in result.output
     assert not (out / "adapters").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--shares", "0,x"], "expected comma-separated numbers"),
+        (["--shares", "0,1.5"], "must be in [0, 1]"),
+        (["--max-questions", "0"], "max_questions must be >= 1"),
+        (["--strata", "nope"], "no questions of strata ['nope']"),
+    ],
+)
+def test_sweep_context_bad_options_exit_2_before_training(
+    args: list[str], message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every input problem is a usage error before the base model loads or anything trains."""
+    monkeypatch.setenv("HA_MODEL_PATH", str(tmp_path / "no-model"))  # never reached
+    out = tmp_path / "sweep"
+    cli = ["adapters", "sweep-context", "--data-dir", str(tmp_path / "data"), "--out", str(out), *args]
+    result = runner.invoke(app, cli)
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert not out.exists()
