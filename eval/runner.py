@@ -198,6 +198,9 @@ class Runner:
             "dtype": info.dtype,
             "index_fingerprint": info.index_fingerprint,
             "embedder": info.embedder,
+            # Timings in run.json are only comparable on the same CPU: record what answered.
+            "cpu": info.cpu,
+            "cpu_features": list(info.cpu_features),
             "adapters": {n: {"fingerprint": a.fingerprint, **dict(a.metadata)} for n, a in adapters.items()},
         }
 

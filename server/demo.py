@@ -41,6 +41,16 @@ DEMO_ARMS = (
 DEMO_ADAPTERS = ("style", "knowledge", "style-context", "raft")
 
 
+def demo_adapters(arms: str) -> tuple[str, ...]:
+    """The demo adapters ``arms`` use, in :data:`DEMO_ADAPTERS` order: only these are trained and
+    loaded, so ``--arms`` without the context-recipe adapters skips their ~40 minutes of training.
+    An adapter arm that names no demo adapter is left for the eval to refuse (not loaded)."""
+    from hybrid_assistant.eval.arms import parse_arms
+
+    used = {arm.adapter for arm in parse_arms(arms)}
+    return tuple(name for name in DEMO_ADAPTERS if name in used)
+
+
 class DemoAdapterError(RuntimeError):
     """The demo adapters cannot be trained (a user's own adapter is in the way, bad data...)."""
 
@@ -83,10 +93,15 @@ def run_demo(config: DemoConfig, *, notify: Callable[[str], None] = log.info) ->
     """
     # Heavy (torch, the eval's statistics): imported when the demo runs, not with the command line.
     from hybrid_assistant.adapters.demo import describe_outcome, train_demo
-    from hybrid_assistant.eval.workflow import EvalConfig, run_eval
+    from hybrid_assistant.eval.arms import ArmError
+    from hybrid_assistant.eval.workflow import EvalConfig, EvalInputError, run_eval
     from hybrid_assistant.retrieval.loaders import DocumentLoader
     from hybrid_assistant.server.model_store import resolve_model
 
+    try:  # bad --arms: a usage error before anything is trained
+        adapters = demo_adapters(config.arms)
+    except ArmError as exc:
+        raise EvalInputError(str(exc)) from exc
     phases: dict[str, float] = {}
     data_dir, out = config.data_dir, config.out
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -103,6 +118,7 @@ def run_demo(config: DemoConfig, *, notify: Callable[[str], None] = log.info) ->
             resolve_base_model(settings),
             settings.resolved_adapter_roots[0],
             settings.data_dir / "demo-data",
+            names=adapters,
             max_lora_rank=settings.max_lora_rank,
         )
     except (ValueError, FileExistsError) as exc:
@@ -114,7 +130,7 @@ def run_demo(config: DemoConfig, *, notify: Callable[[str], None] = log.info) ->
     t = time.perf_counter()
     notify("== 3/5 server")
     out.mkdir(parents=True, exist_ok=True)
-    preload = [a for name in DEMO_ADAPTERS for a in ("--preload", f"{name}={name}")]
+    preload = [a for name in adapters for a in ("--preload", f"{name}={name}")]
     server = ServerProcess(
         ["--data-dir", str(data_dir), *preload, "--dtype", config.dtype], log=out / "server.log"
     )

@@ -35,7 +35,8 @@ def demo(
         int, typer.Option(help="Items asked of each arm alone to price it (cost, break-even; 0 = skip).")
     ] = 10,
 ) -> None:
-    """Train/reuse the demo adapters, ingest the demo knowledge base, evaluate 10 arms, write the report."""
+    """Train/reuse the demo adapters, ingest the demo knowledge base, evaluate 14 arms, write the
+    report. With --arms, only the demo adapters those arms use are trained and loaded."""
     setup_training(None)  # the demo trains adapters: before anything imports torch
     config = DemoConfig(data_dir, out, arms, limit, dtype, max_tokens, sequential_sample, cost_sample)
     try:
