@@ -98,7 +98,8 @@ def _draw(ax: Axes, name: str, curve: TrainingCurve) -> None:
             curve.val_steps, curve.val_losses, color=VAL_COLOUR, marker="o", markersize=3.5,
             linewidth=1.0, label="validation loss",
         )  # fmt: skip
-    ax.set_title(f"{name} ({curve.epochs} epochs, {int(curve.steps[-1])} steps)", fontsize=9)
+    epochs = f"{curve.epochs} epoch{'' if curve.epochs == 1 else 's'}"
+    ax.set_title(f"{name} ({epochs}, {int(curve.steps[-1])} steps)", fontsize=9)
     ax.set_xlabel("optimiser step", fontsize=8)
     ax.set_ylabel("loss per token", fontsize=8)
     ax.tick_params(labelsize=7)
