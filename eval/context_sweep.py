@@ -45,7 +45,6 @@ from hybrid_assistant.eval.dataset import EvalItem, StyleSpec, load_dataset, loa
 from hybrid_assistant.eval.demo_dataset import DEMO_DIR
 from hybrid_assistant.eval.metrics.registry import PRIMARY_KNOWLEDGE
 from hybrid_assistant.eval.records import AnswerRecord
-from hybrid_assistant.eval.report.training_curves import plot_training_curves
 from hybrid_assistant.eval.runner import RunConfig, Runner
 from hybrid_assistant.eval.sweep import (
     MAX_TOKENS,
@@ -53,10 +52,11 @@ from hybrid_assistant.eval.sweep import (
     SweepInputError,
     SweepPoint,
     _trained_entry,
+    plot_trained_curves,
     score_arm,
+    sweep_server,
     to_points,
 )
-from hybrid_assistant.process import ServerProcess
 
 if TYPE_CHECKING:
     from hybrid_assistant.adapters.context_data import ContextRecipe
@@ -497,15 +497,7 @@ def run_context_sweep(
             f"{results[name].wall_s:.0f} s, val loss {results[name].val_loss}"
         )
     train_s = time.perf_counter() - started
-    server = ServerProcess(
-        [
-            "--data-dir", str(config.data_dir),
-            "--adapter-root", str(root),
-            "--max-resident-adapters", str(len(results) + 1),
-            *(a for name in results for a in ("--preload", f"{name}={name}")),
-        ],
-        log=config.out / "server.log",
-    )  # fmt: skip
+    server = sweep_server(config.data_dir, root, list(results), config.out / "server.log")
     base_arm, rag_arm = Arm.make(), Arm.make(retrieval=True, top_k=config.rag_k)
     try:
         server.wait_ready()
@@ -586,10 +578,7 @@ def run_context_sweep(
         json_path=config.out / "sweep-context.json",
         plot_path=config.out / "sweep-context.png",
     )
-    summary.curves_path = plot_training_curves(
-        {name: {k: str(v) for k, v in r.metadata.items()} for name, r in results.items()},
-        config.out / "training_curves.png",
-    )
+    summary.curves_path = plot_trained_curves(results, config.out / "training_curves.png")
     summary.json_path.write_text(json.dumps(summary.to_dict(), indent=2))
     plot_context_sweep(summary, summary.plot_path)
     return summary

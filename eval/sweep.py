@@ -360,6 +360,27 @@ def train_sweep_adapters(
     return results
 
 
+def plot_trained_curves(results: Mapping[str, TrainResult], path: Path) -> Path | None:
+    """Every trained adapter's loss curves, drawn from its metadata, into one figure."""
+    return plot_training_curves(
+        {name: {k: str(v) for k, v in r.metadata.items()} for name, r in results.items()}, path
+    )
+
+
+def sweep_server(data_dir: Path, adapter_root: Path, names: Sequence[str], log: Path) -> ServerProcess:
+    """A child server that answers for a sweep: every trained adapter preloaded and resident at
+    once (plus one slot), so no answer waits on an adapter swap."""
+    return ServerProcess(
+        [
+            "--data-dir", str(data_dir),
+            "--adapter-root", str(adapter_root),
+            "--max-resident-adapters", str(len(names) + 1),
+            *(a for name in names for a in ("--preload", f"{name}={name}")),
+        ],
+        log=log,
+    )  # fmt: skip
+
+
 def run_sweep(
     config: SweepConfig, base: BaseModel, *, notify: Callable[[str], None] = log.info
 ) -> SweepSummary:
@@ -389,15 +410,7 @@ def run_sweep(
     started = time.perf_counter()
     results = train_sweep_adapters(plans, inputs, base, root, notify)
     train_s = time.perf_counter() - started
-    server = ServerProcess(
-        [
-            "--data-dir", str(config.data_dir),
-            "--adapter-root", str(root),
-            "--max-resident-adapters", str(len(results) + 1),
-            *(a for name in results for a in ("--preload", f"{name}={name}")),
-        ],
-        log=config.out / "server.log",
-    )  # fmt: skip
+    server = sweep_server(config.data_dir, root, list(results), config.out / "server.log")
     answer_s = 0.0
     try:
         server.wait_ready()
@@ -446,10 +459,7 @@ def run_sweep(
         json_path=config.out / "sweep.json",
         plot_path=config.out / "sweep.png",
     )
-    summary.curves_path = plot_training_curves(
-        {name: {k: str(v) for k, v in r.metadata.items()} for name, r in results.items()},
-        config.out / "training_curves.png",
-    )
+    summary.curves_path = plot_trained_curves(results, config.out / "training_curves.png")
     summary.json_path.write_text(json.dumps(summary.to_dict(), indent=2))
     plot(summary, summary.plot_path)
     return summary

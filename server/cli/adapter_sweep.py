@@ -13,14 +13,17 @@ from typing import Annotated
 import typer
 
 from hybrid_assistant.eval.demo_dataset import DEMO_DIR
+from hybrid_assistant.server.cli.sweep_options import (
+    QUESTIONS,
+    STYLE_DATA,
+    STYLE_SPEC,
+    DataOption,
+    QuestionsOption,
+    StrataOption,
+    StyleSpecOption,
+    ints,
+)
 from hybrid_assistant.server.cli.training_setup import base_model, local_settings, setup_training
-
-
-def _ints(text: str) -> list[int]:
-    try:
-        return [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise typer.BadParameter(f"expected comma-separated integers, got {text!r}") from None
 
 
 def sweep(
@@ -28,15 +31,10 @@ def sweep(
     seeds: Annotated[
         str, typer.Option(help="Seeds per N (subset and initialisation) and per K (exemplar draw).")
     ] = "0,1,2",
-    data: Annotated[
-        Path, typer.Option(help="Style training JSONL (a validation set is held out of it).")
-    ] = DEMO_DIR / "style_train.jsonl",
-    style_spec: Annotated[Path, typer.Option(help="Style spec the score checks.")] = DEMO_DIR
-    / "style_spec.json",
-    questions: Annotated[
-        Path, typer.Option(help="Eval JSONL of held-out questions (none may be in the training data).")
-    ] = DEMO_DIR / "test.jsonl",
-    strata: Annotated[str, typer.Option(help="Dataset strata to ask.")] = "control,kb",
+    data: DataOption = STYLE_DATA,
+    style_spec: StyleSpecOption = STYLE_SPEC,
+    questions: QuestionsOption = QUESTIONS,
+    strata: StrataOption = "control,kb",
     max_questions: Annotated[
         int, typer.Option(help="Questions asked of each adapter and few-shot arm.")
     ] = 64,
@@ -68,8 +66,8 @@ def sweep(
     from hybrid_assistant.eval.sweep import SERIES_LABELS, SweepConfig, SweepInputError, run_sweep
 
     config = SweepConfig(
-        sizes=tuple(_ints(sizes)),
-        seeds=tuple(_ints(seeds)),
+        sizes=tuple(ints(sizes)),
+        seeds=tuple(ints(seeds)),
         data=data,
         style_spec=style_spec,
         questions=questions,
@@ -81,7 +79,7 @@ def sweep(
         steps=steps,
         fixed_epochs=fixed_epochs,
         exemplars=exemplars,
-        ks=tuple(_ints(ks)),
+        ks=tuple(ints(ks)),
     )
     base = base_model(local_settings(data_dir, None, None))
     try:

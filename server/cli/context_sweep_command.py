@@ -16,15 +16,18 @@ from typing import Annotated
 import typer
 
 from hybrid_assistant.eval.demo_dataset import DEMO_DIR
-from hybrid_assistant.server.cli.adapter_sweep import _ints
+from hybrid_assistant.server.cli.sweep_options import (
+    QUESTIONS,
+    STYLE_DATA,
+    STYLE_SPEC,
+    DataOption,
+    QuestionsOption,
+    StrataOption,
+    StyleSpecOption,
+    floats,
+    ints,
+)
 from hybrid_assistant.server.cli.training_setup import base_model, local_settings, setup_training
-
-
-def _floats(text: str) -> list[float]:
-    try:
-        return [float(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise typer.BadParameter(f"expected comma-separated numbers, got {text!r}") from None
 
 
 def sweep_context(
@@ -34,15 +37,10 @@ def sweep_context(
     seeds: Annotated[
         str, typer.Option(help="Seeds per share (which examples get context, passages, initialisation).")
     ] = "0",
-    data: Annotated[
-        Path, typer.Option(help="Style training JSONL (a validation set is held out of it).")
-    ] = DEMO_DIR / "style_train.jsonl",
-    style_spec: Annotated[Path, typer.Option(help="Style spec the score checks.")] = DEMO_DIR
-    / "style_spec.json",
-    questions: Annotated[
-        Path, typer.Option(help="Eval JSONL of held-out questions (none may be in the training data).")
-    ] = DEMO_DIR / "test.jsonl",
-    strata: Annotated[str, typer.Option(help="Dataset strata to ask.")] = "control,kb",
+    data: DataOption = STYLE_DATA,
+    style_spec: StyleSpecOption = STYLE_SPEC,
+    questions: QuestionsOption = QUESTIONS,
+    strata: StrataOption = "control,kb",
     max_questions: Annotated[int, typer.Option(help="Questions asked of each arm.")] = 64,
     documents: Annotated[
         Path, typer.Option(help="Document folder: training passages, and what the server retrieves from.")
@@ -71,8 +69,8 @@ def sweep_context(
     from hybrid_assistant.eval.sweep import SweepInputError
 
     config = ContextSweepConfig(
-        shares=tuple(_floats(shares)),
-        seeds=tuple(_ints(seeds)),
+        shares=tuple(floats(shares)),
+        seeds=tuple(ints(seeds)),
         data=data,
         style_spec=style_spec,
         questions=questions,

@@ -18,6 +18,16 @@ def tiny_base(tiny_model_dir: Path) -> BaseModel:
     return BaseModel(tiny_model_dir, tiny_model_dir.name)
 
 
+@pytest.fixture
+def paths(tiny_model_dir: Path, tmp_path: Path) -> list[str]:
+    """The command-line flags that point a CLI test at the tiny model and its own folders."""
+    return [
+        "--model-path", str(tiny_model_dir),
+        "--data-dir", str(tmp_path / "data"),
+        "--adapter-root", str(tmp_path / "adapters"),
+    ]  # fmt: skip
+
+
 def fox_examples(count: int = 16) -> list[ChatExample]:
     """Different questions, one fixed answer: a few steps are enough to change greedy output."""
     return [chat(("user", f"Tell me a story number {i}."), ("assistant", ANSWER)) for i in range(count)]

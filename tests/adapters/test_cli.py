@@ -14,15 +14,6 @@ from tests.adapters.conftest import fox_examples
 runner = CliRunner()
 
 
-@pytest.fixture
-def paths(tiny_model_dir: Path, tmp_path: Path) -> list[str]:
-    return [
-        "--model-path", str(tiny_model_dir),
-        "--data-dir", str(tmp_path / "data"),
-        "--adapter-root", str(tmp_path / "adapters"),
-    ]  # fmt: skip
-
-
 def write_fox(path: Path, count: int = 8) -> Path:
     path.write_text("".join(e.to_json() + "\n" for e in fox_examples(count)))
     return path

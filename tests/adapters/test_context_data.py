@@ -206,15 +206,6 @@ def test_every_demo_fact_has_a_gold_chunk_and_no_style_passage_holds_an_answer()
             assert not mentions(example.messages[0].content, answer)
 
 
-@pytest.fixture
-def paths(tiny_model_dir: Path, tmp_path: Path) -> list[str]:
-    return [
-        "--model-path", str(tiny_model_dir),
-        "--data-dir", str(tmp_path / "data"),
-        "--adapter-root", str(tmp_path / "adapters"),
-    ]  # fmt: skip
-
-
 TINY = ["--rank", "4", "--epochs", "1", "--batch-size", "4", "--no-progress"]
 
 
