@@ -273,12 +273,28 @@ def raft_examples(
     return out
 
 
-def recipe_examples(data: Path | str, recipe: ContextRecipe, documents: Path | str) -> list[ChatExample]:
-    """The training examples of ``data`` under ``recipe``, passages from the ``documents`` folder:
-    chat/pair JSONL for ``context``, question/answer/doc_id JSONL for ``raft``."""
-    from hybrid_assistant.adapters.data import load_examples
+def recipe_examples(
+    data: Path | str,
+    recipe: ContextRecipe,
+    documents: Path | str,
+    *,
+    subset: int | None = None,
+    chunk_size: int = _RETRIEVAL_DEFAULTS.chunk_size,
+    chunk_overlap: int = _RETRIEVAL_DEFAULTS.chunk_overlap,
+) -> list[ChatExample]:
+    """The training examples of ``data`` under ``recipe``, passages from the ``documents`` folder
+    cut at the serving index's chunk size: chat/pair JSONL for ``context``, question/answer/doc_id
+    JSONL for ``raft``. ``subset`` takes the first N of a shuffle by ``recipe.seed`` *before* the
+    recipe applies, so that the share it records is the share of what is trained."""
+    from hybrid_assistant.adapters.data import load_examples, take_subset
 
-    passages = load_passages(documents)
+    passages = load_passages(documents, chunk_size=chunk_size, chunk_overlap=chunk_overlap)
     if recipe.recipe == RAFT:
-        return raft_examples(load_raft_items(data), passages, recipe)
-    return context_augmented(load_examples(data), passages, recipe)
+        items = load_raft_items(data)
+        if subset:
+            items = take_subset(items, subset, recipe.seed)
+        return raft_examples(items, passages, recipe)
+    examples = load_examples(data)
+    if subset:
+        examples = take_subset(examples, subset, recipe.seed)
+    return context_augmented(examples, passages, recipe)

@@ -17,10 +17,12 @@ import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 ROLES = ("system", "user", "assistant")
 MAX_LISTED_PROBLEMS = 20
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -233,7 +235,7 @@ def split_examples(
     return train, val
 
 
-def take_subset(examples: Sequence[ChatExample], n: int, seed: int) -> list[ChatExample]:
+def take_subset(examples: Sequence[T], n: int, seed: int) -> list[T]:
     """The first ``n`` of a seeded shuffle: for one seed, smaller subsets nest inside larger ones."""
     if not 1 <= n <= len(examples):
         raise ValueError(f"subset size must be between 1 and {len(examples)}, got {n!r}")

@@ -25,6 +25,13 @@ CONTEXT_MAX_LENGTH = 1024
 question and the answer fit (about 600 tokens); 512 would cut answers off."""
 
 
+def context_max_length(passages: int) -> int:
+    """The default ``max_length`` for context examples with ``passages`` passages: CONTEXT_MAX_LENGTH
+    for up to 3, plus 256 tokens per further passage (an 800-character chunk is ~200 tokens), so that
+    more passages do not silently cut the answer off the end of an example."""
+    return CONTEXT_MAX_LENGTH + 256 * max(0, passages - 3)
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """LoRA hyperparameters. Defaults suit a ~100M-parameter model, 50-500 examples, a CPU."""

@@ -19,8 +19,8 @@ is the share with the lowest validation loss (mean over seeds); eval answers nev
 choice, they only show what it buys.
 
 Every run trains with the same recipe (default: the demo's style recipe at
-``CONTEXT_MAX_LENGTH``, so that a share of 0 and a share of 0.5 see the same settings). Files
-written into ``out``: ``adapters/style-ctx<share%>-s<seed>``, ``server.log``,
+``context_max_length(context_passages)``, so that a share of 0 and a share of 0.5 see the same
+settings). Files written into ``out``: ``adapters/style-ctx<share%>-s<seed>``, ``server.log``,
 ``sweep-context.json``, ``analysis.json`` (the eval analysis of every arm), ``sweep-context.png``
 and ``training_curves.png``.
 """
@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 from hybrid_assistant.adapters.train_config import BaseModel, TrainConfig
 from hybrid_assistant.eval.analysis import EvalAnalysis, analyse
 from hybrid_assistant.eval.arms import Arm
-from hybrid_assistant.eval.dataset import EvalItem, StyleSpec, load_dataset, load_style_spec
+from hybrid_assistant.eval.dataset import EvalItem, StyleSpec
 from hybrid_assistant.eval.demo_dataset import DEMO_DIR
 from hybrid_assistant.eval.metrics.registry import PRIMARY_KNOWLEDGE
 from hybrid_assistant.eval.records import AnswerRecord
@@ -53,6 +53,7 @@ from hybrid_assistant.eval.sweep import (
     SweepPoint,
     _trained_entry,
     plot_trained_curves,
+    read_sweep_files,
     score_arm,
     sweep_server,
     to_points,
@@ -99,7 +100,7 @@ class ContextSweepConfig:
     out: Path = Path("reports/sweep-context")
     """Output folder (adapters, JSON, plots)."""
     recipe: TrainConfig | None = None
-    """Training recipe of every run; None: the demo's style recipe at ``CONTEXT_MAX_LENGTH``."""
+    """Training recipe of every run; None: the demo's style recipe at the context recipes' length."""
 
 
 def adapter_name(share: float, seed: int) -> str:
@@ -142,7 +143,7 @@ def load_context_inputs(config: ContextSweepConfig, recipe: TrainConfig) -> Cont
         context_augmented,
         load_passages,
     )
-    from hybrid_assistant.adapters.data import load_examples, split_examples
+    from hybrid_assistant.adapters.data import split_examples
 
     problems: list[str] = []
     if not config.shares:
@@ -162,21 +163,14 @@ def load_context_inputs(config: ContextSweepConfig, recipe: TrainConfig) -> Cont
         problems.append(f"context_passages must be from 1 to 16, got {config.context_passages!r}")
     if config.rag_k < 1:
         problems.append(f"rag_k must be >= 1, got {config.rag_k!r}")
-    if config.max_questions < 1:
-        problems.append(f"max_questions must be >= 1, got {config.max_questions!r}")
     if not recipe.val_fraction > 0:
         problems.append("the recipe's val_fraction must be > 0: the share is chosen on validation loss")
 
-    examples = load_examples(config.data)
-    spec = load_style_spec(config.style_spec)
-    wanted = set(config.strata)
-    items = [i for i in load_dataset(config.questions) if i.stratum in wanted][: config.max_questions]
-    if not items:
-        problems.append(f"no questions of strata {sorted(wanted)} in {config.questions}")
-    trained = {m.content for e in examples for m in e.messages if m.role == "user"}
-    leaked = [i.id for i in items if i.text in trained]
-    if leaked:
-        problems.append(f"questions {leaked} are in the training data")
+    files = read_sweep_files(
+        config.data, config.style_spec, config.questions, config.strata, config.max_questions
+    )
+    examples, spec, items = files.examples, files.spec, files.items
+    problems += files.problems
 
     passages: list[ContextPassage] = []
     if not config.documents.is_dir():
@@ -190,7 +184,7 @@ def load_context_inputs(config: ContextSweepConfig, recipe: TrainConfig) -> Cont
     pool = list(examples)
     held_out: list[ChatExample] = []
     validation: list[ChatExample] = []
-    if recipe.val_fraction > 0:
+    if recipe.val_fraction > 0 and examples:
         pool, held_out = split_examples(examples, recipe.val_fraction, VALIDATION_SEED)
         if not held_out:
             problems.append(f"{len(examples)} examples leave none to hold out for validation")
@@ -212,7 +206,7 @@ def load_context_inputs(config: ContextSweepConfig, recipe: TrainConfig) -> Cont
                     runs.append(ContextRun(plan, share, context, run_examples))
         except ContextDataError as exc:
             problems.append(str(exc))
-    if problems:
+    if problems or spec is None:
         raise SweepInputError("; ".join(problems))
     return ContextSweepInputs(runs, validation, len(held_out), spec, items)
 
@@ -415,11 +409,13 @@ def plot_context_sweep(summary: ContextSweepSummary, path: Path) -> Path:
 
 
 def sweep_recipe(config: ContextSweepConfig) -> TrainConfig:
-    """The recipe of every run: ``config.recipe``, or the demo's style recipe at ``CONTEXT_MAX_LENGTH``."""
+    """The recipe of every run: ``config.recipe``, or the demo's style recipe at the context recipes'
+    ``max_length`` for ``config.context_passages`` passages."""
     from hybrid_assistant.adapters.demo import STYLE
-    from hybrid_assistant.adapters.train_config import CONTEXT_MAX_LENGTH
+    from hybrid_assistant.adapters.train_config import context_max_length
 
-    return config.recipe or dataclasses.replace(STYLE.config, max_length=CONTEXT_MAX_LENGTH)
+    max_length = context_max_length(config.context_passages)
+    return config.recipe or dataclasses.replace(STYLE.config, max_length=max_length)
 
 
 def _ingest(target: str, documents: Path) -> dict[str, int]:

@@ -325,8 +325,13 @@ def item_to_dict(item: EvalItem) -> dict[str, Any]:
 def _json_lines(path: Path, problems: list[str]) -> Iterator[tuple[int, Any]]:
     """(line number, parsed object) for every non-blank line; a line that is not JSON is added
     to ``problems`` and skipped, so a file's every problem is reported at once."""
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
+    with path.open("rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                problems.append(f"line {lineno}: not UTF-8 ({exc.reason} at byte {exc.start})")
+                continue
             if not line.strip():
                 continue
             try:
@@ -397,6 +402,8 @@ def load_style_spec(path: str | Path) -> StyleSpec:
         obj = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise DatasetError(str(path), [f"not valid JSON ({exc.msg} at line {exc.lineno})"]) from None
+    except UnicodeDecodeError as exc:
+        raise DatasetError(str(path), [f"not UTF-8 ({exc.reason} at byte {exc.start})"]) from None
     return parse_style_spec(obj, str(path))
 
 

@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 from hybrid_assistant.adapters.train_config import BaseModel, TrainConfig
 from hybrid_assistant.eval.arms import Arm
 from hybrid_assistant.eval.dataset import (
+    DatasetError,
     EvalItem,
     Exemplar,
     StyleSpec,
@@ -296,22 +297,62 @@ class SweepInputs:
     fewshot_arms: list[Arm]
 
 
-def load_inputs(config: SweepConfig, recipe: TrainConfig) -> SweepInputs:
-    """Read and check everything before any training; every problem at once."""
-    from hybrid_assistant.adapters.data import load_examples, split_examples
+@dataclass(frozen=True)
+class SweepFiles:
+    """What every sweep reads: the style training examples, the style spec and the held-out
+    questions; ``problems`` holds every file that could not be read and every leaked question."""
 
-    examples = load_examples(config.data)
-    pool, validation = split_examples(examples, recipe.val_fraction, 0)
-    spec = load_style_spec(config.style_spec)
-    wanted = set(config.strata)
-    items = [i for i in load_dataset(config.questions) if i.stratum in wanted][: config.max_questions]
+    examples: list[ChatExample]
+    spec: StyleSpec | None
+    items: list[EvalItem]
+    problems: list[str]
+
+
+def read_sweep_files(
+    data: Path, style_spec: Path, questions: Path, strata: Sequence[str], max_questions: int
+) -> SweepFiles:
+    """Read a sweep's three files; a missing, non-UTF-8 or malformed file is a problem, not a crash."""
+    from hybrid_assistant.adapters.data import DataValidationError, load_examples
+
     problems: list[str] = []
-    trained = {e.messages[0].content for e in examples if e.messages}
+    if max_questions < 1:
+        problems.append(f"max_questions must be >= 1, got {max_questions!r}")
+    examples: list[ChatExample] = []
+    spec: StyleSpec | None = None
+    items: list[EvalItem] = []
+    try:
+        examples = load_examples(data)
+    except DataValidationError as exc:
+        problems.append(str(exc))
+    try:
+        spec = load_style_spec(style_spec)
+    except (DatasetError, OSError) as exc:
+        problems.append(f"style spec: {exc}")
+    try:
+        wanted = set(strata)
+        items = [i for i in load_dataset(questions) if i.stratum in wanted][:max_questions]
+        if not items and max_questions >= 1:
+            problems.append(f"no questions of strata {sorted(wanted)} in {questions}")
+    except (DatasetError, OSError) as exc:
+        problems.append(f"questions: {exc}")
+    trained = {m.content for e in examples for m in e.messages if m.role == "user"}
     leaked = [i.id for i in items if i.text in trained]
     if leaked:
         problems.append(f"questions {leaked} are in the training data")
+    return SweepFiles(examples, spec, items, problems)
+
+
+def load_inputs(config: SweepConfig, recipe: TrainConfig) -> SweepInputs:
+    """Read and check everything before any training; every problem at once."""
+    from hybrid_assistant.adapters.data import split_examples
+
+    files = read_sweep_files(
+        config.data, config.style_spec, config.questions, config.strata, config.max_questions
+    )
+    examples, spec, items, problems = files.examples, files.spec, files.items, list(files.problems)
+    pool, validation = split_examples(examples, recipe.val_fraction, 0) if examples else ([], [])
     too_big = [n for n in config.sizes if not 1 <= n <= len(pool)]
-    if too_big:
+    if too_big and examples:
         problems.append(
             f"sizes {too_big} must be from 1 to {len(pool)} ({len(examples)} examples, "
             f"{len(validation)} held out for validation)"
@@ -321,15 +362,19 @@ def load_inputs(config: SweepConfig, recipe: TrainConfig) -> SweepInputs:
     exemplars: list[Exemplar] = []
     fewshot_arms: list[Arm] = []
     if any(config.ks):
-        exemplars = load_style_exemplars(config.exemplars)
+        try:
+            exemplars = load_style_exemplars(config.exemplars)
+        except (DatasetError, OSError) as exc:
+            problems.append(f"exemplars: {exc}")
         try:
             fewshot_arms = [Arm.make(fewshot=k) for k in sorted(set(config.ks)) if k]
         except ValueError as exc:
             problems.append(str(exc))
         from hybrid_assistant.eval.prompting import prompting_problems
 
-        problems += prompting_problems(items, fewshot_arms, spec, exemplars)
-    if problems:
+        if spec is not None:
+            problems += prompting_problems(items, fewshot_arms, spec, exemplars)
+    if problems or spec is None:
         raise SweepInputError("; ".join(problems))
     return SweepInputs(pool, validation, spec, items, exemplars, fewshot_arms)
 
@@ -381,6 +426,14 @@ def sweep_server(data_dir: Path, adapter_root: Path, names: Sequence[str], log: 
     )  # fmt: skip
 
 
+def sweep_recipe(config: SweepConfig) -> TrainConfig:
+    """The recipe of every run: ``config.recipe`` or the demo's style recipe, with ``config.epochs``."""
+    from hybrid_assistant.adapters.demo import STYLE
+
+    recipe = config.recipe or STYLE.config
+    return recipe if config.epochs is None else dataclasses.replace(recipe, epochs=config.epochs)
+
+
 def run_sweep(
     config: SweepConfig, base: BaseModel, *, notify: Callable[[str], None] = log.info
 ) -> SweepSummary:
@@ -391,11 +444,7 @@ def run_sweep(
     ``notify`` gets one line per trained adapter. Raises :class:`SweepInputError`, before any
     training, if the inputs cannot measure what the sweep claims.
     """
-    from hybrid_assistant.adapters.demo import STYLE
-
-    recipe = config.recipe or STYLE.config
-    if config.epochs is not None:
-        recipe = dataclasses.replace(recipe, epochs=config.epochs)
+    recipe = sweep_recipe(config)
     inputs = load_inputs(config, recipe)
     if config.steps is None:
         budget = step_budget(config.sizes, recipe)

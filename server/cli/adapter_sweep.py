@@ -63,7 +63,14 @@ def sweep(
     """Format validity (mean and spread over seeds) against examples: fine-tuned on N examples for
     the same number of steps, for the recipe's epochs, and K exemplars in context (few-shot)."""
     setup_training(None)  # before anything imports torch
-    from hybrid_assistant.eval.sweep import SERIES_LABELS, SweepConfig, SweepInputError, run_sweep
+    from hybrid_assistant.eval.sweep import (
+        SERIES_LABELS,
+        SweepConfig,
+        SweepInputError,
+        load_inputs,
+        run_sweep,
+        sweep_recipe,
+    )
 
     config = SweepConfig(
         sizes=tuple(ints(sizes)),
@@ -81,6 +88,10 @@ def sweep(
         exemplars=exemplars,
         ks=tuple(ints(ks)),
     )
+    try:
+        load_inputs(config, sweep_recipe(config))  # every input problem before the base model
+    except SweepInputError as exc:
+        raise typer.BadParameter(str(exc)) from None
     base = base_model(local_settings(data_dir, None, None))
     try:
         summary = run_sweep(config, base, notify=typer.echo)

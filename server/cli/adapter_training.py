@@ -15,11 +15,11 @@ from typing import Annotated
 import typer
 
 from hybrid_assistant.adapters.train_config import (
-    CONTEXT_MAX_LENGTH,
     DEFAULT_CONTEXT_SHARE,
     DEFAULT_RAFT_GOLD_SHARE,
     RECIPES,
     TrainConfig,
+    context_max_length,
 )
 from hybrid_assistant.server.cli.training_setup import (
     AdapterRoot,
@@ -53,7 +53,8 @@ def train(
     max_length: Annotated[
         int | None,
         typer.Option(
-            help=f"Tokens per example. Default: {_DEFAULTS.max_length}, {CONTEXT_MAX_LENGTH} with context."
+            help=f"Tokens per example. Default: {_DEFAULTS.max_length}; with a context recipe "
+            f"{context_max_length(3)} for 3 passages, 256 more per further passage."
         ),
     ] = None,
     warmup_ratio: Annotated[float, typer.Option(help="Warm-up share of the steps.")] = _DEFAULTS.warmup_ratio,
@@ -122,7 +123,8 @@ def train(
             epochs=epochs,
             learning_rate=lr,
             batch_size=batch_size,
-            max_length=max_length or (_DEFAULTS.max_length if recipe == "plain" else CONTEXT_MAX_LENGTH),
+            max_length=max_length
+            or (_DEFAULTS.max_length if recipe == "plain" else context_max_length(context_passages)),
             warmup_ratio=warmup_ratio,
             weight_decay=weight_decay,
             max_grad_norm=max_grad_norm,
@@ -132,11 +134,13 @@ def train(
         if recipe not in RECIPES:
             raise ValueError(f"--recipe must be one of {list(RECIPES)}, got {recipe!r}")
         extra: dict[str, object] = {}
-        data_sha256 = file_sha256(data)
         if recipe == "plain":
             if context_docs is not None or context_share is not None or quote:
                 raise ValueError("--context-docs, --context-share and --quote need --recipe context or raft")
             examples = load_examples(data)
+            data_sha256 = file_sha256(data)
+            if subset is not None:
+                examples = take_subset(examples, subset, seed)
         else:
             if context_docs is None:
                 raise ValueError(f"--recipe {recipe} needs --context-docs (the folder passages are cut from)")
@@ -145,13 +149,17 @@ def train(
             default_share = DEFAULT_RAFT_GOLD_SHARE if recipe == "raft" else DEFAULT_CONTEXT_SHARE
             share = default_share if context_share is None else context_share
             context = ContextRecipe(recipe, share, context_passages, seed, quote)
-            examples = recipe_examples(data, context, context_docs)
+            # Passages cut as the serving index cuts documents (its configured chunk size).
+            chunking = local_settings(data_dir, model_path, model_name).retrieval
+            examples = recipe_examples(
+                data, context, context_docs, subset=subset,
+                chunk_size=chunking.chunk_size, chunk_overlap=chunking.chunk_overlap,
+            )  # fmt: skip
             data_sha256 = examples_sha256(examples)
             extra.update(context.metadata(context_docs))
         if subset is not None:
-            examples = take_subset(examples, subset, seed)
             extra.update({"subset": subset, "subset_seed": seed})
-    except (DataValidationError, ContextDataError, AdapterError, ValueError) as exc:
+    except (DataValidationError, ContextDataError, AdapterError, ValueError, OSError) as exc:
         fail(str(exc))
     settings = local_settings(data_dir, model_path, model_name)
     root = adapter_root or settings.resolved_adapter_roots[0]

@@ -86,22 +86,34 @@ def test_sweep_refuses_questions_from_its_training_data(
     assert not (out / "adapters").exists()
 
 
+SWEEP_INPUT_ERRORS = [
+    (["--max-questions", "0"], "max_questions must be >= 1"),
+    (["--strata", "nope"], "no questions of strata ['nope']"),
+    (["--data", "missing.jsonl"], "cannot read"),
+    (["--data", "latin1.jsonl"], "not UTF-8"),
+    (["--style-spec", "missing.json"], "style spec:"),
+    (["--questions", "latin1.jsonl"], "questions:"),
+]
+
+
 @pytest.mark.parametrize(
-    ("args", "message"),
+    ("command", "args", "message"),
     [
-        (["--shares", "0,x"], "expected comma-separated numbers"),
-        (["--shares", "0,1.5"], "must be in [0, 1]"),
-        (["--max-questions", "0"], "max_questions must be >= 1"),
-        (["--strata", "nope"], "no questions of strata ['nope']"),
+        ("sweep-context", ["--shares", "0,x"], "expected comma-separated numbers"),
+        ("sweep-context", ["--shares", "0,1.5"], "must be in [0, 1]"),
+        *(("sweep-context", args, message) for args, message in SWEEP_INPUT_ERRORS),
+        *(("sweep", args, message) for args, message in SWEEP_INPUT_ERRORS),
     ],
 )
-def test_sweep_context_bad_options_exit_2_before_training(
-    args: list[str], message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_sweeps_bad_options_and_files_exit_2_before_training(
+    command: str, args: list[str], message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Every input problem is a usage error before the base model loads or anything trains."""
+    """Every input problem, unreadable files included, is a usage error before anything trains."""
     monkeypatch.setenv("HA_MODEL_PATH", str(tmp_path / "no-model"))  # never reached
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "latin1.jsonl").write_bytes('{"question": "caf\xe9"}\n'.encode("latin-1"))
     out = tmp_path / "sweep"
-    cli = ["adapters", "sweep-context", "--data-dir", str(tmp_path / "data"), "--out", str(out), *args]
+    cli = ["adapters", command, "--data-dir", str(tmp_path / "data"), "--out", str(out), *args]
     result = runner.invoke(app, cli)
     assert result.exit_code == 2, result.output
     assert message in result.output

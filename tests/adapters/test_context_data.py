@@ -18,9 +18,11 @@ from hybrid_assistant.adapters.context_data import (
     load_raft_items,
     mentions,
     raft_examples,
+    recipe_examples,
 )
 from hybrid_assistant.adapters.data import chat, load_examples
 from hybrid_assistant.adapters.demo import DEMO_DATA_DIR, raft_items
+from hybrid_assistant.adapters.train_config import CONTEXT_MAX_LENGTH, context_max_length
 from hybrid_assistant.retrieval.prompt_context import RAG_INSTRUCTION, ContextPassage, with_context
 from hybrid_assistant.server.cli import app
 
@@ -261,4 +263,39 @@ def test_recipe_flags_fail_clearly_before_training(
         app, ["adapters", "train", "--data", str(data), "--name", "x", *extra, *TINY, *paths]
     )
     assert result.exit_code == 2 and message in result.output, result.output
+    assert not (tmp_path / "adapters").exists()
+
+
+def test_subset_is_taken_before_the_recipe_so_the_recorded_share_holds(docs: Path, tmp_path: Path) -> None:
+    data = tmp_path / "style.jsonl"
+    data.write_text("".join(e.to_json() + "\n" for e in style_examples(10)))
+    built = recipe_examples(data, ContextRecipe("context", 0.5, 2, seed=3), docs, subset=4)
+    assert len(built) == 4
+    assert sum(e.messages[0].role == "system" for e in built) == 2  # 0.5 of the 4 trained
+
+
+def test_passages_are_cut_at_the_given_chunk_size(docs: Path, tmp_path: Path) -> None:
+    data = tmp_path / "style.jsonl"
+    data.write_text("".join(e.to_json() + "\n" for e in style_examples(4)))
+    recipe = ContextRecipe("context", 1.0, 2)
+    whole = recipe_examples(data, recipe, docs)
+    small = recipe_examples(data, recipe, docs, chunk_size=40, chunk_overlap=0)
+    assert max(len(e.messages[0].content) for e in small) < max(len(e.messages[0].content) for e in whole)
+
+
+def test_the_default_length_grows_with_the_passages() -> None:
+    assert context_max_length(1) == context_max_length(3) == CONTEXT_MAX_LENGTH
+    assert context_max_length(8) == CONTEXT_MAX_LENGTH + 5 * 256
+
+
+def test_a_missing_or_unreadable_data_file_exits_2(paths: list[str], docs: Path, tmp_path: Path) -> None:
+    latin1 = tmp_path / "latin1.jsonl"
+    latin1.write_bytes('{"prompt": "caf\xe9", "response": "x"}\n'.encode("latin-1"))
+    for data, recipe in ((tmp_path / "missing.jsonl", []), (tmp_path, []),
+                         (tmp_path / "missing.jsonl", ["--recipe", "context", "--context-docs", str(docs)]),
+                         (latin1, ["--recipe", "context", "--context-docs", str(docs)])):  # fmt: skip
+        args = ["adapters", "train", "--data", str(data), "--name", "x", *recipe, *TINY, *paths]
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, result.output
+        assert result.output.startswith("error: ") and "Traceback" not in result.output
     assert not (tmp_path / "adapters").exists()

@@ -161,7 +161,8 @@ def test_a_whole_context_sweep_against_the_real_server(
     assert plain["versus_plain_per_seed"] == [{}]
     (delta,) = half["versus_plain_per_seed"]
     assert delta["contains"]["baseline"] == "adapter:style-ctx0-s0+rag@2"
-    assert delta["contains"]["estimate"] == pytest.approx(half["knowledge_with_rag"] - plain["knowledge_with_rag"])
+    difference = half["knowledge_with_rag"] - plain["knowledge_with_rag"]
+    assert delta["contains"]["estimate"] == pytest.approx(difference)
     low, high = delta["contains"]["ci"]
     assert low <= delta["contains"]["estimate"] <= high
     assert 0.0 <= report["knowledge_rag"] <= 1.0

@@ -152,3 +152,18 @@ def test_stratified_subset_keeps_shares_spread_and_order() -> None:
     assert len({i.group for i in subset if i.stratum == "kb"}) > len(kb_groups) / 2, "spread over documents"
     assert stratified_subset(items, 10_000) == items
     assert {i.stratum for i in stratified_subset(items, 1)} == {i.stratum for i in items}
+
+
+def test_non_utf8_files_are_dataset_errors_with_their_line(tmp_path: Path) -> None:
+    """A Latin-1 byte is a reported problem of that line (the other lines still load and are
+    checked), never a UnicodeDecodeError traceback; the same for a style spec."""
+    data = tmp_path / "latin1.jsonl"
+    good = json.dumps({"id": "ok", "question": "Q?", "answers": ["x"]})
+    data.write_bytes(good.encode() + b"\n" + '{"id": "caf\xe9"}\n'.encode("latin-1"))
+    with pytest.raises(DatasetError) as err:
+        load_dataset(data)
+    assert err.value.problems == ["line 2: not UTF-8 (invalid continuation byte at byte 11)"]
+    spec = tmp_path / "spec.json"
+    spec.write_bytes('{"name": "caf\xe9"}'.encode("latin-1"))
+    with pytest.raises(DatasetError, match="not UTF-8"):
+        load_style_spec(spec)
