@@ -319,7 +319,8 @@ class ContextSweepSummary:
             "selected_share": self.selected_share,
             "selected_by": (
                 "lowest mean validation loss over seeds on held-out training examples, half bare and "
-                "half under a retrieval prompt (no eval answers)"
+                "half under a retrieval prompt (no eval answers); the half-and-half mix stands for traffic "
+                "that is half retrieval-augmented, and tends to favour the share that matches it (0.5)"
             ),
             "validation_examples": self.validation_examples,
             "held_out": self.held_out,
