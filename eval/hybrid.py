@@ -13,11 +13,12 @@ retrieval), :func:`hybrid_results` reports:
 - **hybrid gain**, when the context arm alone (``rag`` / ``rag@K``, same K, no adapter) was
   run too: on the primary knowledge metric (``contains``), over the items all three arms define,
   ``mean[adapter+rag] - max(mean[adapter], mean[rag])``. The better part is chosen by those
-  means **on the same items the gain is measured on**, ties going to the context arm; the
-  interval is the paired cluster-bootstrap interval of the per-item difference against that
-  chosen part, so it does not account for the choice (picking the larger of two noisy means
-  makes the gain, if anything, biased low). Computed over all items and within each dataset
-  stratum that has knowledge items.
+  means **on the same items the gain is measured on**, ties going to the context arm. The
+  interval is the percentile interval of ``mean*[adapter+rag] - max(mean*[adapter], mean*[rag])``
+  over the analysis' paired cluster-bootstrap resamples: the better part is chosen again in each
+  resample, so the interval accounts for that choice (picking the larger of two noisy means makes
+  the gain, if anything, biased low). Computed over all items and within each dataset stratum
+  that has knowledge items.
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hybrid_assistant.eval.arms import Arm
-from hybrid_assistant.eval.metrics.registry import METRICS, PRIMARY_KNOWLEDGE, PRIMARY_STYLE
-from hybrid_assistant.eval.stats import ClusterBootstrap, paired_difference
+from hybrid_assistant.eval.metrics.registry import PRIMARY_KNOWLEDGE, PRIMARY_STYLE
+from hybrid_assistant.eval.stats import ClusterBootstrap
 
 #: The scope of the gain over every item.
 ALL_ITEMS = "all"
@@ -96,12 +97,10 @@ def _ratio_ci(
 ) -> tuple[float, float] | None:
     num = boot.resampled_means(numerator)
     den = boot.resampled_means(denominator)
-    keep = ~np.isnan(num) & ~np.isnan(den) & (den > 0)
-    if not keep.any():
-        return None
-    alpha = (1 - boot.confidence) / 2
-    low, high = np.percentile(num[keep] / den[keep], [100 * alpha, 100 * (1 - alpha)])
-    return float(low), float(high)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+    low, high = boot.percentile_interval(ratio)
+    return None if np.isnan(low) else (low, high)
 
 
 def _gain(
@@ -117,19 +116,19 @@ def _gain(
         return None
     means = [float(c[defined].mean()) for c in (alone, retrieved, both)]
     # The better part on these same items; a tie goes to the context alone.
-    better, part = (adapter, alone) if means[0] > means[1] else (context, retrieved)
-    effect = paired_difference(
-        f"{adapter}+{context} - {better}", both, part, boot, binary=METRICS[PRIMARY_KNOWLEDGE].binary
-    )
+    better = adapter if means[0] > means[1] else context
+    # The same resamples for all three arms (paired), the better part re-chosen in each.
+    star = [boot.resampled_means(c) for c in (alone, retrieved, both)]
+    low, high = boot.percentile_interval(star[2] - np.maximum(star[0], star[1]))
     return HybridGain(
         scope=scope,
-        n=effect.n,
+        n=int(defined.sum()),
         knowledge_adapter=means[0],
         knowledge_context=means[1],
         knowledge_hybrid=means[2],
         better_part=better,
-        gain=effect.estimate,
-        gain_ci=(effect.ci_low, effect.ci_high),
+        gain=means[2] - max(means[0], means[1]),
+        gain_ci=(low, high),
     )
 
 

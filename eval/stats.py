@@ -121,12 +121,16 @@ class ClusterBootstrap:
             return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
 
     def interval(self, values: np.ndarray) -> tuple[float, float]:
-        boot = self.resampled_means(values)
-        boot = boot[~np.isnan(boot)]
-        if boot.size == 0:
+        return self.percentile_interval(self.resampled_means(values))
+
+    def percentile_interval(self, statistic: np.ndarray) -> tuple[float, float]:
+        """The percentile interval of a statistic computed in each resample (NaNs left out; NaN
+        bounds when none is left): for statistics of several arms' resampled means."""
+        statistic = statistic[~np.isnan(statistic)]
+        if statistic.size == 0:
             return _NAN, _NAN
         alpha = (1 - self.confidence) / 2
-        lo, hi = np.percentile(boot, [100 * alpha, 100 * (1 - alpha)])
+        lo, hi = np.percentile(statistic, [100 * alpha, 100 * (1 - alpha)])
         return float(lo), float(hi)
 
     def mean_ci(self, values: np.ndarray) -> Estimate:

@@ -35,8 +35,8 @@ HYBRID_FOOTNOTE = (
     "retention = format validity with retrieval ÷ without, on the items both arms define (bootstrap "
     "interval of the ratio; – when the adapter alone is never valid); hybrid gain = {metric} of "
     "adapter+retrieval minus the better of adapter alone and retrieval alone (– without the retrieval "
-    "arm alone). The better part is chosen by its mean on these same items; the interval, paired by "
-    "item against that part, does not account for the choice."
+    "arm alone). The better part is chosen by its mean on these same items; the interval re-makes "
+    "that choice in every paired bootstrap resample, so it accounts for it."
 )
 
 

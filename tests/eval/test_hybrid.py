@@ -100,6 +100,24 @@ def test_better_part_is_the_part_with_the_higher_mean() -> None:
     assert h.better_part == "rag" and h.gain == pytest.approx(0.25)
 
 
+def test_gain_interval_makes_the_choice_of_the_better_part_in_each_resample() -> None:
+    """Two parts of equal mean: in about half the resamples each is the better one, so the interval
+    of ``both - max(parts)`` sits lower than that of ``both - the part chosen once`` would."""
+    rng = np.random.default_rng(7)
+    n = 80
+    arms = parse_arms("adapter:k,rag,adapter:k+rag")
+    boot = ClusterBootstrap([f"g{i // 2}" for i in range(n)], 1000, seed=0)
+    alone = [float(x) for x in rng.permutation([1] * 40 + [0] * 40)]
+    context = [float(x) for x in rng.permutation([1] * 40 + [0] * 40)]
+    both = [float(x) for x in rng.random(n) < 0.6]
+    [h] = hybrid_results(_values(alone, context, both), arms, boot, ["kb"] * n)
+    star = [boot.resampled_means(np.array(c)) for c in (alone, context, both)]
+    expected = np.percentile(star[2] - np.maximum(star[0], star[1]), [2.5, 97.5])
+    assert h.gain_ci == pytest.approx(tuple(expected))
+    chosen_once = np.percentile(star[2] - star[1], [2.5, 97.5])  # the tie went to rag
+    assert h.gain_ci[1] < chosen_once[1]
+
+
 def test_gain_interval_contains_the_estimate() -> None:
     rng = np.random.default_rng(3)
     n = 60
