@@ -184,8 +184,8 @@ def test_run_eval_as_a_library(start_server: Callable[..., ServerThread], tmp_pa
     assert (summary.stats.requests, summary.stats.failed, summary.stats.cached) == (10, 0, 0)
     assert len(summary.records) == 10 and {r.arm for r in summary.records} == {"base", "oracle"}
     assert summary.analysis.meta["n_items"] == 5 and summary.analysis.arm("oracle").operations.n == 5
-    server = summary.stats.server
-    assert server["model"] and server["cpu"] and server["cpu_features"]
+    info = summary.stats.server
+    assert info["model"] and info["cpu"] and info["cpu_features"]
     assert set(summary.phases_s) == {"load_s", "answer_s", "analyse_s", "report_s"}
     assert summary.sequential_s_per_answer is not None and summary.speedup_vs_one_at_a_time is not None
     assert json.loads((out / "run.json").read_text()) == json.loads(json.dumps(summary.to_dict()))
