@@ -18,7 +18,9 @@ infinite above when the saving's interval reaches 0. Saved <= 0: never repaid.
 separately: the candidates are the arms whose difference from ``base`` has an interval above 0
 and an estimate within that comparison's MDE of the best arm's estimate; the cheapest per
 request wins (probe mean latency; without a probe, mean prompt + completion tokens of the main
-run), ties going to the lower one-time cost, then to the simpler arm (fewer parts). Caveats:
+run), ties going to the lower one-time cost, then to the simpler arm (fewer parts). On probe
+latency a tie is statistical: an arm whose paired bootstrap interval of extra latency over the
+cheapest reaches 0 is tied with it, so run-to-run noise in a small probe does not decide. Caveats:
 forgetting (the arm's ``contains`` on the ``control`` stratum lower than base's, interval
 excluding 0: paired by item within the stratum, else, for an analysis without those
 comparisons, two intervals apart), style
@@ -83,6 +85,7 @@ class Recommendation:
     ci: tuple[float, float] | None = None
     mde: float | None = None
     candidates: list[str] = field(default_factory=list)
+    cost_ties: list[str] = field(default_factory=list)  # candidates not measurably dearer than the cheapest
     cost_basis: str = ""  # "latency" (probe) | "tokens" (main run)
     per_request: float | None = None  # ms of latency, or tokens
     one_time_s: float | None = None
@@ -106,6 +109,30 @@ class Decision:
 # ---------------------------------------------------------------------------------------- break-even
 
 
+def paired_mean_difference(
+    first: Sequence[float | None],
+    second: Sequence[float | None],
+    *,
+    n_resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> tuple[float, tuple[float, float]]:
+    """``mean(first - second)`` over the positions both have, with a percentile bootstrap interval.
+
+    Raises ValueError when no position has both values.
+    """
+    pairs = [(a, b) for a, b in zip(first, second, strict=True) if a is not None and b is not None]
+    if not pairs:
+        raise ValueError("no request answered by both arms")
+    diff = np.array([a - b for a, b in pairs], dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, len(diff), size=(n_resamples, len(diff)))
+    means = diff[draws].mean(axis=1)
+    tail = (1 - confidence) / 2 * 100
+    low, high = (float(v) for v in np.percentile(means, [tail, 100 - tail]))
+    return float(diff.mean()), (low, high)
+
+
 def break_even_requests(
     train_s: float,
     prompt_latencies_ms: Sequence[float | None],
@@ -120,20 +147,9 @@ def break_even_requests(
     Positions where either latency is missing are left out. ``requests`` is infinite when the
     mean saving is <= 0; the interval's upper end is None when the saving's interval reaches 0.
     """
-    pairs = [
-        (p, a)
-        for p, a in zip(prompt_latencies_ms, adapter_latencies_ms, strict=True)
-        if p is not None and a is not None
-    ]
-    if not pairs:
-        raise ValueError("no request answered by both arms")
-    diff = np.array([p - a for p, a in pairs], dtype=np.float64)
-    saved = float(diff.mean())
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, len(diff), size=(n_resamples, len(diff)))
-    means = diff[draws].mean(axis=1)
-    tail = (1 - confidence) / 2 * 100
-    low, high = (float(v) for v in np.percentile(means, [tail, 100 - tail]))
+    saved, (low, high) = paired_mean_difference(
+        prompt_latencies_ms, adapter_latencies_ms, n_resamples=n_resamples, seed=seed, confidence=confidence
+    )
     requests = train_s / (saved / 1000) if saved > 0 else math.inf
     fewest = train_s / (high / 1000) if high > 0 else math.inf
     most = train_s / (low / 1000) if low > 0 else None
@@ -354,10 +370,17 @@ def recommend(analysis: EvalAnalysis, costs: Mapping[str, ArmCost], goal: str, m
     names = [c.arm for c in candidates]
     basis, per_request = _per_request(analysis, costs, names)
     one_time = {a: _one_time(a, costs) for a in names}
-    # Ties: the lower one-time cost, then the simpler arm (fewer parts).
-    chosen = min(
+    cheapest = min(
         candidates,
         key=lambda c: (per_request[c.arm], _sort_cost(one_time[c.arm]), c.arm.count("+"), c.arm),
+    )
+    # Ties: arms not measurably dearer per request than the cheapest (a probe of ~10 requests
+    # moves by tens of ms between runs, so a point estimate alone would flip the pick from run to
+    # run) go to the lower one-time cost, then to the simpler arm (fewer parts).
+    ties = {c.arm: _cost_tie(c.arm, cheapest.arm, basis, per_request, costs) for c in candidates}
+    chosen = min(
+        (c for c in candidates if ties[c.arm] is not None),
+        key=lambda c: (_sort_cost(one_time[c.arm]), c.arm.count("+"), per_request[c.arm], c.arm),
     )
     eff = chosen.effect
     forgot = _forgetting(analysis, chosen.arm, base)
@@ -372,6 +395,14 @@ def recommend(analysis: EvalAnalysis, costs: Mapping[str, ArmCost], goal: str, m
         f"candidate(s) within the MDE of the best: {per_request[chosen.arm]:.1f} {unit}; "
         f"one-time cost: {once_text}."
     )
+    tie = ties[chosen.arm]
+    if chosen.arm != cheapest.arm and tie is not None:
+        text += (
+            f" Its per-request cost is within noise of the cheapest, {cheapest.arm} "
+            f"({tie[0]:+.1f} {'ms' if basis == 'latency' else 'tokens'}"
+            + (f" [{tie[1][0]:+.1f}, {tie[1][1]:+.1f}]" if basis == "latency" else "")
+            + "), so the lower one-time cost decides."
+        )
     return Recommendation(
         goal,
         metric,
@@ -382,6 +413,7 @@ def recommend(analysis: EvalAnalysis, costs: Mapping[str, ArmCost], goal: str, m
         ci=(eff.ci_low, eff.ci_high),
         mde=eff.mde,
         candidates=names,
+        cost_ties=[a for a, t in ties.items() if t is not None],
         cost_basis=basis,
         per_request=per_request[chosen.arm],
         one_time_s=once,
@@ -390,6 +422,29 @@ def recommend(analysis: EvalAnalysis, costs: Mapping[str, ArmCost], goal: str, m
 
 def _signed(eff: Effect) -> str:
     return f"{eff.estimate:+.2f} [{eff.ci_low:+.2f}, {eff.ci_high:+.2f}]"
+
+
+def _cost_tie(
+    arm: str, cheapest: str, basis: str, per_request: Mapping[str, float], costs: Mapping[str, ArmCost]
+) -> tuple[float, tuple[float, float]] | None:
+    """``arm``'s extra cost per request over ``cheapest`` when it is not measurably dearer, else None.
+
+    On probe latency: the paired (same items, same order) bootstrap interval of the difference
+    reaches 0. On tokens (no probe, no per-request spread kept): equal means only.
+    """
+    extra = per_request[arm] - per_request[cheapest]
+    if arm == cheapest:
+        return 0.0, (0.0, 0.0)
+    if basis != "latency":
+        return (extra, (extra, extra)) if extra == 0 else None
+    own, other = costs[arm], costs[cheapest]
+    if own.item_ids != other.item_ids:
+        return None  # not paired: only the point estimates compare
+    try:
+        extra, interval = paired_mean_difference(own.latencies_ms, other.latencies_ms)
+    except ValueError:
+        return None
+    return (extra, interval) if interval[0] <= 0 else None
 
 
 def _sort_cost(value: float | None) -> float:

@@ -195,6 +195,25 @@ def test_recommendation_takes_the_cheapest_candidate() -> None:
     assert not style.caveats
 
 
+def test_a_cost_difference_within_the_probe_noise_is_a_tie() -> None:
+    analysis = make_analysis({**KNOWLEDGE, **STYLE})
+    costs = {
+        "adapter:style": cost("adapter:style", [240.0, 262.0, 251.0, 247.0], train_s=30.0),
+        # 4 ms dearer on average, but paired per item the interval reaches 0: noise, not a cost.
+        "prompt": cost("prompt", [262.0, 248.0, 258.0, 248.0]),
+    }
+    style = recommend(analysis, costs, "style", "format_valid")
+    assert style.arm == "prompt" and set(style.cost_ties) == {"adapter:style", "prompt"}
+    assert style.per_request == pytest.approx(254.0) and style.one_time_s == 0.0
+    assert "within noise of the cheapest, adapter:style (+4.0 ms [" in style.text
+    assert style.text.endswith("so the lower one-time cost decides.")
+    # The same 4 ms, every time: a real cost, so the cheapest wins even with its training.
+    steady = {**costs, "prompt": cost("prompt", [244.0, 266.0, 255.0, 251.0])}
+    picked = recommend(analysis, steady, "style", "format_valid")
+    assert picked.arm == "adapter:style" and picked.cost_ties == ["adapter:style"]
+    assert "within noise" not in picked.text
+
+
 def test_none_of_the_levers_moved_it() -> None:
     analysis = make_analysis({("prompt", "format_valid"): eff(0.05, -0.05, 0.15, mde=0.3)}, n_groups=12)
     result = recommend(analysis, {}, "style", "format_valid")
