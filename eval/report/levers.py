@@ -152,7 +152,9 @@ def decision_section(analysis: EvalAnalysis) -> Section:
     section.paragraphs.append(
         "Computed from the measured numbers only: for each goal, the arms whose difference from base "
         "has an interval above 0 and an estimate within the MDE of the best; the cheapest per request "
-        "(cost probe latency, else tokens) wins, ties to the lower one-time cost, then the simpler arm."
+        "(cost probe latency, else tokens) wins, ties to the lower one-time cost, then the simpler arm. "
+        "On probe latency an arm ties with the cheapest when the paired interval of its extra latency "
+        "reaches 0."
     )
     for rec in recommendations:
         section.paragraphs.append(rec["text"])
