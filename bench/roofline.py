@@ -9,8 +9,11 @@ step it prints:
 - compute-bound time: the step's FLOPs (2 x matmul parameters per row, attention over the
   context) divided by the large-GEMM rate;
 - roofline time: the larger of the two, and the measured step time over it (1.0 = at the limit);
-- the same step on Hugging Face's modules (``forward_path=transformers``), the alternative to the
-  lean forward the engine runs by default.
+- the same step with plain weights (``prepack_weights=false``: ``F.linear``, no oneDNN reorder),
+  and on Hugging Face's modules with plain weights (``forward_path=transformers``): the two
+  alternatives to what the engine runs by default;
+- each product kind alone (q/k/v, o, gate/up, down over every layer, and the LM head), prepacked
+  against plain weights, and the resident memory of a runner with each.
 
     python bench/roofline.py                 # SmolLM2, rows 1/16/32, 0 and 4 adapters
     python bench/roofline.py --quick         # fewer steps
@@ -21,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -97,6 +101,73 @@ def time_steps(runner: Any, rows: int, uids: list[int], steps: int) -> float:
     return statistics.median(times)
 
 
+_RESIDENT = """
+import sys, torch
+from pathlib import Path
+from hybrid_assistant.server.engines.model_runner import ModelRunner
+runner = ModelRunner(Path(sys.argv[1]), dtype=torch.float32, max_rows=32, max_tokens=256,
+                     model_name="m", aliases=set(), prepack=sys.argv[2] == "1")
+runner.forward(0, torch.tensor([[5, 6, 7]]), torch.zeros(1, dtype=torch.int64), torch.tensor([3]), [0], [0])
+for line in open("/proc/self/status"):
+    if line.startswith("VmRSS:"):
+        print(int(line.split()[1]) * 1024)
+"""
+
+
+def resident_gb(model_dir: Path, prepack: bool) -> float | None:
+    """Resident memory of a fresh process holding one runner after a forward (Linux /proc; else None)."""
+    if not Path("/proc/self/status").exists():
+        return None
+    done = subprocess.run(
+        [sys.executable, "-c", _RESIDENT, str(model_dir), "1" if prepack else "0"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return int(done.stdout.split()[-1]) / 1e9
+
+
+def product_times(
+    runners: dict[str, Any], shape: dict[str, int], rows: int, repeats: int
+) -> list[dict[str, Any]]:
+    """Median ms of each product kind over all layers (weights streamed as in a step), per variant.
+
+    One call per layer in turn, as a step makes them, so each weight comes from memory, not cache.
+    """
+    widths = {"qkv": shape["hidden"], "o": shape["heads"] * shape["head_dim"], "gate_up": shape["hidden"]}
+    widths["down"] = shape["inter"]
+    out = []
+    for kind in (*widths, "lm_head"):
+        x = torch.randn(rows, shape["hidden"] if kind == "lm_head" else widths[kind])
+        timed = {}
+        for name in ("default", "plain_weights"):
+            runner = runners[name]
+            calls = (
+                [runner.head]
+                if kind == "lm_head"
+                else [getattr(layer, f"{kind}_linear") for layer in runner.lean.layers]
+            )
+            times = []
+            with torch.inference_mode():
+                for i in range(repeats + 1):
+                    started = time.perf_counter()
+                    for call in calls:
+                        call(x)
+                    if i:
+                        times.append((time.perf_counter() - started) * 1000 / len(calls))
+            timed[name] = statistics.median(times)
+        out.append(
+            {
+                "product": kind,
+                "rows": rows,
+                "prepacked_ms": timed["default"],
+                "plain_ms": timed["plain_weights"],
+                "prepack_speedup": timed["plain_weights"] / timed["default"],
+            }
+        )
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -117,9 +188,10 @@ def main() -> None:
     model_dir = resolve_model(None, None, settings.models_dir).path
     shape = model_shape(model_dir)
     decode_gemm = matmul_gflops(16, shape["hidden"], shape["inter"])
-    # The lean forward (the default) and Hugging Face's modules (the alternative), same weights.
+    # The default (lean forward, prepacked weights) and the two alternatives, same weights.
+    variants = {"default": (True, True), "plain_weights": (True, False), "hf_modules": (False, False)}
     runners = {
-        lean: ModelRunner(
+        name: ModelRunner(
             model_dir,
             dtype=torch.float32,
             max_rows=max(ROWS),
@@ -127,9 +199,12 @@ def main() -> None:
             model_name="SmolLM2-135M-Instruct",
             aliases=set(),
             lean=lean,
+            prepack=prepack,
         )
-        for lean in (True, False)
+        for name, (lean, prepack) in variants.items()
     }
+    if not runners["default"].prepacked:
+        print("note: prepacked weights are unavailable here; 'default' runs plain weights")
     with tempfile.TemporaryDirectory() as tmp:
         made = make_adapters(model_dir, Path(tmp), 4, RANK, TARGETS)
         for runner in runners.values():
@@ -142,10 +217,12 @@ def main() -> None:
         for rows in ROWS:
             uids = [1 + r % adapters for r in range(rows)] if adapters else [0] * rows
             used = min(adapters, rows)
-            # Which path goes first alternates between points, so drift hits both.
-            order = (False, True) if len(results) % 2 else (True, False)
-            timed = {lean: time_steps(runners[lean], rows, uids, steps) for lean in order}
-            step_ms, hf_ms = timed[True], timed[False]
+            # Which path goes first rotates between points, so drift hits all of them.
+            names = list(variants)
+            shift = len(results) % len(names)
+            order = names[shift:] + names[:shift]
+            timed = {name: time_steps(runners[name], rows, uids, steps) for name in order}
+            step_ms, plain_ms, hf_ms = timed["default"], timed["plain_weights"], timed["hf_modules"]
             read, flops = step_costs(shape, rows, CONTEXT, used)
             memory_ms = read / (bandwidth * 1e9) * 1000
             compute_ms = flops / (gemm * 1e9) * 1000
@@ -155,8 +232,10 @@ def main() -> None:
                     "rows": rows,
                     "adapters": used,
                     "step_ms": step_ms,
+                    "plain_weights_step_ms": plain_ms,
                     "hf_modules_step_ms": hf_ms,
-                    "lean_speedup": hf_ms / step_ms,
+                    "prepack_speedup": plain_ms / step_ms,
+                    "speedup_vs_hf_modules": hf_ms / step_ms,
                     "memory_bound_ms": memory_ms,
                     "compute_bound_ms": compute_ms,
                     "bound_by": "memory" if memory_ms >= compute_ms else "compute",
@@ -165,6 +244,14 @@ def main() -> None:
                     "achieved_gflops": flops / (step_ms / 1000) / 1e9,
                 }
             )
+    products = [
+        p
+        for rows in ROWS
+        for p in product_times(runners, shape, rows, 3 if args.quick else 10)
+        if runners["default"].prepacked and runners["default"].lean is not None
+    ]
+    memory = {"resident_gb_prepacked": resident_gb(model_dir, True)}
+    memory["resident_gb_plain_weights"] = resident_gb(model_dir, False)
     limits = {
         "stream_copy_gbps": bandwidth,
         "gemm_2048_gflops": gemm,
@@ -173,11 +260,26 @@ def main() -> None:
     }
     print(table([limits], list(limits), "this machine's limits (measured now)"))
     print()
-    columns = ["rows", "adapters", "step_ms", "hf_modules_step_ms", "lean_speedup", "memory_bound_ms"]
+    columns = ["rows", "adapters", "step_ms", "plain_weights_step_ms", "hf_modules_step_ms"]
+    columns += ["prepack_speedup", "speedup_vs_hf_modules", "memory_bound_ms"]
     columns += ["compute_bound_ms", "bound_by"]
     columns += ["step_over_roofline", "tokens_per_s", "achieved_gflops"]
     print(table(results, columns, f"decode step, float32, {CONTEXT}-token context, rank-{RANK} adapters"))
-    payload = {"context": CONTEXT, "steps": steps, "limits": limits, "decode_steps": results}
+    print()
+    print(table([memory], list(memory), "resident memory of one runner after a forward (GB)"))
+    if products:
+        print()
+        columns = ["product", "rows", "prepacked_ms", "plain_ms", "prepack_speedup"]
+        print(table(products, columns, "one product per layer (ms per call), prepacked vs plain weights"))
+    payload = {
+        "context": CONTEXT,
+        "steps": steps,
+        "prepacked": runners["default"].prepacked,
+        "limits": limits,
+        "decode_steps": results,
+        "products": products,
+        "memory": memory,
+    }
     path = write_results("roofline", payload)
     print(f"wrote {path}")
 

@@ -97,6 +97,11 @@ class Settings(BaseSettings):
     """The embedded engine's forward pass. auto: the lean one (q/k/v and gate/up fused into one GEMM
     each, no module dispatch) for Llama-shaped models, Hugging Face's modules for others;
     transformers: always Hugging Face's modules (the reference the lean one is tested against)."""
+    prepack_weights: bool = True
+    """Run the lean forward's projections and the LM head on float32 weights reordered once, at
+    load, for oneDNN (faster decode-shaped GEMMs on the CPUs measured; server/engines/packed_linear.py).
+    Costs a second copy of those weights (+0.5 GB for SmolLM2-135M). Ignored where torch lacks
+    oneDNN or the dtype is not float32."""
     prefix_cache_mb: float = Field(512.0, ge=0)
     """Memory for the embedded engine's prefix cache: keys/values of prompt prefixes kept for
     requests that start the same way (the eval's arms, a shared system prompt). 0 turns it off."""

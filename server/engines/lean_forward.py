@@ -7,9 +7,11 @@ Two changes to the work of a step, nothing else:
   is not doubled and the Hugging Face path (Score, the fallback) reads the same numbers.
 - the layer loop calls tensor functions directly instead of nested ``nn.Module`` calls with
   their hooks and keyword plumbing, on the 30 layers of every step.
-Everything numerical is Hugging Face's own: its RMSNorm formula, its rotary embedding module,
-``apply_rotary_pos_emb`` and its SDPA attention function, so greedy answers stay those of
-``generate`` (tests/engine_contract.py checks both paths).
+Each product runs on a plain weight or, by default, on a copy reordered once for oneDNN
+(:mod:`.packed_linear`, chosen by the runner). Everything else numerical is Hugging Face's own:
+its RMSNorm formula, its rotary embedding module, ``apply_rotary_pos_emb`` and its SDPA attention
+function, so greedy answers stay those of ``generate`` (tests/engine_contract.py checks both
+paths).
 
 LoRA deltas land on their slice of a fused output: the bank's per-row masked A/B product for,
 say, ``k_proj`` is added to the k columns of the qkv output, for adapters that target any
@@ -26,10 +28,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from hybrid_assistant.server.engines.lora_bank import LoraBank
+from hybrid_assistant.server.engines.packed_linear import Linear, plain
 
 
 def unsupported(model: nn.Module) -> str | None:
@@ -81,20 +83,26 @@ class _Layer:
     qkv: torch.Tensor
     qkv_sizes: list[int]
     qkv_paths: list[str]
-    o: torch.Tensor
     o_path: str
     gate_up: torch.Tensor
     gate_up_sizes: list[int]
     gate_up_paths: list[str]
-    down: torch.Tensor
     down_path: str
+    # The four products, each ``x -> x @ weight.T`` (plain F.linear or a prepacked weight).
+    qkv_linear: Linear
+    o_linear: Linear
+    gate_up_linear: Linear
+    down_linear: Linear
     act: Callable[[torch.Tensor], torch.Tensor]
     head_dim: int
     scaling: float
 
 
 class LeanDecoder:
-    def __init__(self, model: nn.Module, bank: LoraBank) -> None:
+    def __init__(
+        self, model: nn.Module, bank: LoraBank, make_linear: Callable[[torch.Tensor], Linear] = plain
+    ) -> None:
+        """``make_linear`` turns each (fused) weight into its product; see :mod:`.packed_linear`."""
         from transformers.integrations.sdpa_attention import sdpa_attention_forward
         from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
@@ -124,13 +132,15 @@ class LeanDecoder:
                     qkv=qkv,
                     qkv_sizes=qkv_sizes,
                     qkv_paths=[f"{prefix}.self_attn.{p}_proj" for p in "qkv"],
-                    o=_base_linear(attn.o_proj).weight,
                     o_path=f"{prefix}.self_attn.o_proj",
                     gate_up=gate_up,
                     gate_up_sizes=gate_up_sizes,
                     gate_up_paths=[f"{prefix}.mlp.gate_proj", f"{prefix}.mlp.up_proj"],
-                    down=_base_linear(mlp.down_proj).weight,
                     down_path=f"{prefix}.mlp.down_proj",
+                    qkv_linear=make_linear(qkv),
+                    o_linear=make_linear(_base_linear(attn.o_proj).weight),
+                    gate_up_linear=make_linear(gate_up),
+                    down_linear=make_linear(_base_linear(mlp.down_proj).weight),
                     act=mlp.act_fn,
                     head_dim=int(attn.head_dim),
                     scaling=float(attn.scaling),
@@ -183,7 +193,7 @@ class LeanDecoder:
     ) -> torch.Tensor:
         rows, length, width = x.shape
         flat = _rms_norm(x, *layer.in_norm).reshape(-1, width)
-        qkv = F.linear(flat, layer.qkv)
+        qkv = layer.qkv_linear(flat)
         self._lora(flat, qkv, layer.qkv_paths, layer.qkv_sizes)
         q, k, v = (
             part.reshape(rows, length, -1, layer.head_dim).transpose(1, 2)
@@ -193,15 +203,15 @@ class LeanDecoder:
         k, v = cache.update(k, v, layer.index)
         attended, _ = self._attend(layer.attention, q, k, v, mask, dropout=0.0, scaling=layer.scaling)
         attended = attended.reshape(rows * length, -1).contiguous()
-        out = F.linear(attended, layer.o)
+        out = layer.o_linear(attended)
         self._lora(attended, out, [layer.o_path], [width])
         x = x + out.view(rows, length, width)
 
         flat = _rms_norm(x, *layer.post_norm).reshape(-1, width)
-        gate_up = F.linear(flat, layer.gate_up)
+        gate_up = layer.gate_up_linear(flat)
         self._lora(flat, gate_up, layer.gate_up_paths, layer.gate_up_sizes)
         gate, up = gate_up.split(layer.gate_up_sizes, dim=-1)
         inner = layer.act(gate) * up
-        down = F.linear(inner, layer.down)
+        down = layer.down_linear(inner)
         self._lora(inner, down, [layer.down_path], [width])
         return x + down.view(rows, length, width)

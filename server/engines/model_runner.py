@@ -17,6 +17,7 @@ from hybrid_assistant.server import metrics
 from hybrid_assistant.server.engines.kv_cache import SlotKVCache
 from hybrid_assistant.server.engines.lean_forward import LeanDecoder, unsupported
 from hybrid_assistant.server.engines.lora_bank import LoraBank
+from hybrid_assistant.server.engines.packed_linear import Linear, packed, plain, unavailable
 from hybrid_assistant.server.engines.prefix_cache import Block, PrefixCache
 from hybrid_assistant.server.engines.types import ContinuationScore
 
@@ -36,6 +37,7 @@ class ModelRunner:
         prefix_cache_bytes: int = 0,
         prefix_block_tokens: int = 16,
         lean: bool = True,
+        prepack: bool = True,
     ) -> None:
         self.dtype = dtype
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, attn_implementation="sdpa")
@@ -51,10 +53,22 @@ class ModelRunner:
         LoraBank.wrap(model, self.bank, sorted(self.base_spec.linear_shapes))
         # The lean forward (fused projections, no module dispatch) where the model allows it;
         # Hugging Face's modules otherwise, and always for Score.
+        # The lean forward's products and the LM head on weights reordered once for oneDNN where
+        # torch allows it (packed_linear.py says why); F.linear otherwise.
+        no_prepack = unavailable(dtype) if prepack else "turned off (prepack_weights=false)"
+        if no_prepack is not None:
+            log.info("prepacked weights not used: %s", no_prepack)
+        self.prepacked = no_prepack is None
+        make_linear: Callable[[torch.Tensor], Linear] = (
+            (lambda weight: packed(weight, rows_hint=max_rows)) if self.prepacked else plain
+        )
+        head = self.lm_head
+        plain_head = isinstance(head, torch.nn.Linear) and head.bias is None
+        self.head: Linear = make_linear(head.weight) if self.prepacked and plain_head else head
         self.lean: LeanDecoder | None = None
         why_not = unsupported(model) if lean else "turned off (forward_path=transformers)"
         if why_not is None:
-            self.lean = LeanDecoder(model, self.bank)
+            self.lean = LeanDecoder(model, self.bank, make_linear)
         else:
             log.info("lean forward not used: %s; running the Hugging Face modules", why_not)
         config = model.config
@@ -168,7 +182,7 @@ class ModelRunner:
             return torch.empty(0, self.vocab_size)
         index = torch.tensor(list(logits_rows), dtype=torch.int64)
         hidden = states[index, lengths[index] - 1]
-        return self.lm_head(hidden).float()
+        return self.head(hidden).float()
 
     @torch.inference_mode()
     def score(

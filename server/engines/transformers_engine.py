@@ -80,6 +80,7 @@ class TransformersEngine(LoadedModel):
             prefix_cache_bytes=int(settings.prefix_cache_mb * 2**20),
             prefix_block_tokens=settings.prefix_cache_block_tokens,
             lean=settings.forward_path == "auto",
+            prepack=settings.prepack_weights,
         )
         max_context = min(settings.max_total_tokens, self._runner.context_limit)
         self._info = ModelInfo(

@@ -15,6 +15,7 @@ from transformers import AutoModelForCausalLM, Qwen2Config
 from hybrid_assistant.adapters.peft_format import inspect_adapter, load_lora_weights
 from hybrid_assistant.server.engines.lean_forward import unsupported
 from hybrid_assistant.server.engines.model_runner import ModelRunner
+from hybrid_assistant.server.engines.packed_linear import unavailable
 from hybrid_assistant.testing.models import build_adapter
 
 # Adapters over every combination that splits a fused GEMM differently.
@@ -26,10 +27,10 @@ TARGETS = {
 }
 
 
-def _runner(model_dir: Path, adapters: dict[int, Path], *, lean: bool) -> ModelRunner:
+def _runner(model_dir: Path, adapters: dict[int, Path], *, lean: bool, prepack: bool = True) -> ModelRunner:
     runner = ModelRunner(
         model_dir, dtype=torch.float32, max_rows=8, max_tokens=128, model_name="tiny",
-        aliases={str(model_dir)}, lean=lean,
+        aliases={str(model_dir)}, lean=lean, prepack=prepack,
     )  # fmt: skip
     for uid, path in adapters.items():
         spec = inspect_adapter(path, runner.base_spec, max_rank=64)
@@ -46,10 +47,15 @@ def lean_adapters(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
     }
 
 
-def test_lean_and_hugging_face_paths_agree(tiny_model_dir: Path, lean_adapters: dict[int, Path]) -> None:
-    lean = _runner(tiny_model_dir, lean_adapters, lean=True)
-    reference = _runner(tiny_model_dir, lean_adapters, lean=False)
+@pytest.mark.parametrize("prepack", [True, False], ids=["prepacked", "plain-weights"])
+def test_lean_and_hugging_face_paths_agree(
+    tiny_model_dir: Path, lean_adapters: dict[int, Path], prepack: bool
+) -> None:
+    lean = _runner(tiny_model_dir, lean_adapters, lean=True, prepack=prepack)
+    # The reference: Hugging Face's modules and F.linear everywhere, LM head included.
+    reference = _runner(tiny_model_dir, lean_adapters, lean=False, prepack=False)
     assert lean.lean is not None and reference.lean is None
+    assert lean.prepacked is prepack and not reference.prepacked
     torch.manual_seed(0)
     rows, uids = 6, [0, 1, 2, 3, 4, 1]
     lengths = torch.tensor([9, 4, 12, 7, 12, 1])
@@ -92,3 +98,18 @@ def test_other_architectures_use_the_hugging_face_modules() -> None:
     model = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa")
     reason = unsupported(model)
     assert reason is not None and "qwen2" in reason
+
+
+def test_prepacked_weights_only_where_they_apply(tiny_model_dir: Path) -> None:
+    # torch's CPU wheels ship oneDNN: on the pinned torch, float32 prepacks.
+    assert unavailable(torch.float32) is None
+    assert "float32 only" in (unavailable(torch.bfloat16) or "")
+    runner = ModelRunner(
+        tiny_model_dir, dtype=torch.bfloat16, max_rows=4, max_tokens=64, model_name="tiny",
+        aliases={str(tiny_model_dir)},
+    )  # fmt: skip
+    assert not runner.prepacked and runner.head is runner.lm_head  # bfloat16 falls back to F.linear
+    out = runner.forward(
+        0, torch.tensor([[5, 6, 7]]), torch.zeros(1, dtype=torch.int64), torch.tensor([3]), [0], [0]
+    )
+    assert out.shape == (1, runner.vocab_size) and torch.isfinite(out).all()
