@@ -113,3 +113,22 @@ def test_prepacked_weights_only_where_they_apply(tiny_model_dir: Path) -> None:
         0, torch.tensor([[5, 6, 7]]), torch.zeros(1, dtype=torch.int64), torch.tensor([3]), [0], [0]
     )
     assert out.shape == (1, runner.vocab_size) and torch.isfinite(out).all()
+
+
+def test_a_prepacked_kernel_that_disagrees_is_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    from hybrid_assistant.server.engines import packed_linear
+
+    real = packed_linear.packed
+
+    def off_by_one(weight: torch.Tensor, *, rows_hint: int) -> packed_linear.Linear:
+        inner = real(weight, rows_hint=rows_hint)
+        return lambda x: inner(x) + 1.0
+
+    monkeypatch.setattr(packed_linear, "packed", off_by_one)
+    assert unavailable(torch.float32) == "oneDNN linear disagrees with F.linear"
+
+    def refuses(weight: torch.Tensor, *, rows_hint: int) -> packed_linear.Linear:
+        raise RuntimeError("no kernel for this CPU")
+
+    monkeypatch.setattr(packed_linear, "packed", refuses)
+    assert unavailable(torch.float32) == "oneDNN linear failed: no kernel for this CPU"
