@@ -12,7 +12,8 @@ step it prints:
 - the same step with plain weights (``prepack_weights=false``: ``F.linear``, no oneDNN reorder),
   and on Hugging Face's modules with plain weights (``forward_path=transformers``): the two
   alternatives to what the engine runs by default;
-- each product kind alone (q/k/v, o, gate/up, down over every layer, and the LM head), prepacked
+- each product kind alone (q/k/v, o, gate/up, down over every layer, and the LM head) at decode
+  and prefill row counts, prepacked
   against plain weights, and the resident memory of a runner with each.
 
     python bench/roofline.py                 # SmolLM2, rows 1/16/32, 0 and 4 adapters
@@ -38,6 +39,7 @@ import torch
 from bench.harness import matmul_gflops, table, write_results
 
 ROWS = (1, 16, 32)
+PREFILL_ROWS = (128, 512)
 CONTEXT = 128
 RANK = 8
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -244,10 +246,11 @@ def main() -> None:
                     "achieved_gflops": flops / (step_ms / 1000) / 1e9,
                 }
             )
+    # Decode rows, then prefill-sized chunks (the eval's prompts are prefilled 128-512 tokens at a time).
     products = [
         p
-        for rows in ROWS
-        for p in product_times(runners, shape, rows, 3 if args.quick else 10)
+        for rows in (*ROWS, *PREFILL_ROWS)
+        for p in product_times(runners, shape, rows, 3 if args.quick or rows in PREFILL_ROWS else 10)
         if runners["default"].prepacked and runners["default"].lean is not None
     ]
     memory = {"resident_gb_prepacked": resident_gb(model_dir, True)}
