@@ -104,22 +104,19 @@ def time_steps(runner: Any, rows: int, uids: list[int], steps: int) -> float:
 
 
 _RESIDENT = """
-import sys, torch
+import os, sys, torch
 from pathlib import Path
 from hybrid_assistant.server.engines.model_runner import ModelRunner
+from hybrid_assistant.testing.live import rss_bytes
 runner = ModelRunner(Path(sys.argv[1]), dtype=torch.float32, max_rows=32, max_tokens=256,
                      model_name="m", aliases=set(), prepack=sys.argv[2] == "1")
 runner.forward(0, torch.tensor([[5, 6, 7]]), torch.zeros(1, dtype=torch.int64), torch.tensor([3]), [0], [0])
-for line in open("/proc/self/status"):
-    if line.startswith("VmRSS:"):
-        print(int(line.split()[1]) * 1024)
+print(rss_bytes(os.getpid()))
 """
 
 
-def resident_gb(model_dir: Path, prepack: bool) -> float | None:
-    """Resident memory of a fresh process holding one runner after a forward (Linux /proc; else None)."""
-    if not Path("/proc/self/status").exists():
-        return None
+def resident_gb(model_dir: Path, prepack: bool) -> float:
+    """Resident memory of a fresh process holding one runner after a forward (GB)."""
     done = subprocess.run(
         [sys.executable, "-c", _RESIDENT, str(model_dir), "1" if prepack else "0"],
         capture_output=True,

@@ -39,6 +39,7 @@ import numpy as np
 
 from hybrid_assistant.eval.analysis import finite_json
 from hybrid_assistant.eval.arms import parse_arm
+from hybrid_assistant.eval.stats import ClusterBootstrap
 
 if TYPE_CHECKING:
     from hybrid_assistant.eval.analysis import EvalAnalysis
@@ -117,20 +118,20 @@ def paired_mean_difference(
     seed: int = 0,
     confidence: float = 0.95,
 ) -> tuple[float, tuple[float, float]]:
-    """``mean(first - second)`` over the positions both have, with a percentile bootstrap interval.
+    """``mean(first - second)`` over the positions both have, with a percentile bootstrap interval
+    (:class:`ClusterBootstrap` with every position its own cluster).
 
     Raises ValueError when no position has both values.
     """
-    pairs = [(a, b) for a, b in zip(first, second, strict=True) if a is not None and b is not None]
-    if not pairs:
+    diff = np.array(
+        [np.nan if a is None or b is None else a - b for a, b in zip(first, second, strict=True)],
+        dtype=np.float64,
+    )
+    if np.isnan(diff).all():
         raise ValueError("no request answered by both arms")
-    diff = np.array([a - b for a, b in pairs], dtype=np.float64)
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, len(diff), size=(n_resamples, len(diff)))
-    means = diff[draws].mean(axis=1)
-    tail = (1 - confidence) / 2 * 100
-    low, high = (float(v) for v in np.percentile(means, [tail, 100 - tail]))
-    return float(diff.mean()), (low, high)
+    positions = [str(i) for i in range(len(diff))]
+    estimate = ClusterBootstrap(positions, n_resamples, seed, confidence).mean_ci(diff)
+    return estimate.mean, (estimate.ci_low, estimate.ci_high)
 
 
 def break_even_requests(

@@ -45,3 +45,13 @@ def test_bad_values_name_the_field(tmp_path: Path) -> None:
         load_settings(unknown_field=1)
     with pytest.raises(FileNotFoundError):
         load_settings(tmp_path / "missing.toml")
+
+
+def test_prepack_weights_refuses_what_is_not_a_boolean(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings(None).prepack_weights is True
+    monkeypatch.setenv("HA_PREPACK_WEIGHTS", "false")
+    assert load_settings(None).prepack_weights is False
+    for bad in ("maybe", "2", "nan", "x" * 10_000):
+        monkeypatch.setenv("HA_PREPACK_WEIGHTS", bad)
+        with pytest.raises(ValidationError, match="prepack_weights"):
+            load_settings(None)
