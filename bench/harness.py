@@ -43,6 +43,42 @@ def median(values: Sequence[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
+def request_plan(streams: int, per_stream: int, adapters: list[str]) -> list[list[tuple[str, str]]]:
+    """Each stream's (prompt, adapter) requests: prompts and adapters round-robin over all requests."""
+    return [
+        [
+            (STREAM_PROMPTS[i % len(STREAM_PROMPTS)], adapters[i % len(adapters)] if adapters else "")
+            for i in range(s * per_stream, (s + 1) * per_stream)
+        ]
+        for s in range(streams)
+    ]
+
+
+def load_row(
+    records: Sequence[dict[str, float]], streams: int, adapters: int, wall: float, max_tokens: int
+) -> dict[str, Any]:
+    """One load point's summary from its per-request records (ttft, itl, tokens; seconds)."""
+    tokens = sum(r["tokens"] for r in records)
+    ttft = [r["ttft"] for r in records]
+    itl = [r["itl"] for r in records if r["itl"] == r["itl"]]
+    uneven = sum(r["tokens"] != max_tokens for r in records)
+    if uneven:
+        print(f"warning: {uneven} of {len(records)} requests did not make {max_tokens} tokens", flush=True)
+    return {
+        "streams": streams,
+        "adapters": adapters,
+        "requests": len(records),
+        "tokens": tokens,
+        "uneven_requests": uneven,
+        "wall_s": wall,
+        "tokens_per_s": tokens / wall,
+        "ttft_p50_ms": median(ttft) * 1000,
+        "ttft_p99_ms": percentile(ttft, 99) * 1000,
+        "itl_p50_ms": median(itl) * 1000,
+        "itl_p99_ms": percentile(itl, 99) * 1000,
+    }
+
+
 def table(rows: Sequence[dict[str, Any]], columns: Sequence[str], title: str = "") -> str:
     def fmt(v: Any) -> str:
         if isinstance(v, float):

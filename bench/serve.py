@@ -29,11 +29,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.harness import STREAM_PROMPTS as PROMPTS
 from bench.harness import (
+    load_row,
     matmul_gflops,
     median,
     percentile,
+    request_plan,
     table,
     write_results,
 )
@@ -79,38 +80,14 @@ async def load(
 ) -> dict[str, Any]:
     from hybrid_assistant.client import AsyncAssistantClient
 
-    plans = []
-    for s in range(streams):
-        plan = []
-        for r in range(per_stream):
-            i = s * per_stream + r
-            plan.append((PROMPTS[i % len(PROMPTS)], adapters[i % len(adapters)] if adapters else ""))
-        plans.append(plan)
+    plans = request_plan(streams, per_stream, adapters)
     records: list[dict[str, float]] = []
     async with AsyncAssistantClient(target, timeout=1800) as client:
         await one_stream(client, [("warm up", "")], 2, [])
         started = time.perf_counter()
         await asyncio.gather(*(one_stream(client, plan, max_tokens, records) for plan in plans))
         wall = time.perf_counter() - started
-    tokens = sum(r["tokens"] for r in records)
-    ttft = [r["ttft"] for r in records]
-    itl = [r["itl"] for r in records if r["itl"] == r["itl"]]
-    uneven = sum(r["tokens"] != max_tokens for r in records)
-    if uneven:
-        print(f"warning: {uneven} of {len(records)} requests did not make {max_tokens} tokens", flush=True)
-    return {
-        "streams": streams,
-        "adapters": len(adapters),
-        "requests": len(records),
-        "tokens": tokens,
-        "uneven_requests": uneven,
-        "wall_s": wall,
-        "tokens_per_s": tokens / wall,
-        "ttft_p50_ms": median(ttft) * 1000,
-        "ttft_p99_ms": percentile(ttft, 99) * 1000,
-        "itl_p50_ms": median(itl) * 1000,
-        "itl_p99_ms": percentile(itl, 99) * 1000,
-    }
+    return load_row(records, streams, len(adapters), wall, max_tokens)
 
 
 def adapter_latency(target: str, paths: dict[str, Path], rounds: int) -> dict[str, float]:
