@@ -28,7 +28,15 @@ from torch.profiler import ProfilerActivity, profile
 from bench.harness import matmul_gflops, table, write_results
 
 GROUPS = {
-    "linear (GEMM)": ("aten::addmm", "aten::mm", "aten::linear", "aten::matmul", "aten::bmm"),
+    # mkldnn::_linear_pointwise: the prepacked weights (server/engines/packed_linear.py).
+    "linear (GEMM)": (
+        "aten::addmm",
+        "aten::mm",
+        "aten::linear",
+        "aten::matmul",
+        "aten::bmm",
+        "mkldnn::_linear_pointwise",
+    ),
     "attention": ("aten::scaled_dot_product_attention", "aten::_scaled_dot_product"),
     "copies / cache writes": ("aten::copy_", "aten::index_copy_", "aten::cat", "aten::index", "aten::clone"),
     "elementwise / norms": ("aten::mul", "aten::add", "aten::silu", "aten::pow", "aten::mean", "aten::rsqrt"),
