@@ -90,7 +90,7 @@ async def load(
     return load_row(records, streams, len(adapters), wall, max_tokens)
 
 
-def adapter_latency(target: str, paths: dict[str, Path], rounds: int) -> dict[str, float]:
+def adapter_latency(target: str, paths: dict[str, Path], rounds: int) -> dict[str, float | str]:
     from hybrid_assistant.client import AssistantClient
 
     load_ms, unload_ms = [], []
