@@ -81,7 +81,12 @@ def start_llama(model_dir: Path, adapters: dict[str, Path], work: Path) -> tuple
         for name, path in adapters.items()
     }
     threads = len(os.sched_getaffinity(0))
-    server = llama_cpp.LlamaServer(model, converted, work, threads).wait_ready()
+    server = llama_cpp.LlamaServer(model, converted, work, threads)
+    try:
+        server.wait_ready()
+    except BaseException:  # not yet in the caller's list of servers to stop
+        server.stop()
+        raise
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     prompt_ids = {p: render_chat(tokenizer, [{"role": "user", "content": p}]) for p in STREAM_PROMPTS}
     return server, prompt_ids
