@@ -65,7 +65,9 @@ def summarize(points: dict[tuple[int, int], dict[str, list[dict[str, Any]]]]) ->
     return rows
 
 
-def start_llama(model_dir: Path, adapters: dict[str, Path], work: Path) -> tuple[Any, dict[str, list[int]]]:
+def start_llama(
+    model_dir: Path, adapters: dict[str, Path], work: Path
+) -> tuple[llama_cpp.LlamaServer, dict[str, list[int]]]:
     """llama-server on GGUF conversions of the same weights and adapters, and the prompts as token ids.
 
     The ids are rendered by the server's own chat rendering, so all engines prefill the same tokens.
@@ -92,12 +94,12 @@ def start_llama(model_dir: Path, adapters: dict[str, Path], work: Path) -> tuple
     return server, prompt_ids
 
 
-def llama_cpp_info() -> dict[str, Any]:
+def llama_cpp_info(server: llama_cpp.LlamaServer) -> dict[str, Any]:
     return {
         "source": f"llama-cpp-python {llama_cpp.LLAMA_CPP_PYTHON} sdist (vendor/llama.cpp)",
         "weights": "GGUF f32 from convert_hf_to_gguf.py; adapters from convert_lora_to_gguf.py",
-        "threads": len(os.sched_getaffinity(0)),
-        "slots": 32,
+        "threads": server.threads,
+        "slots": server.slots,
         "adapter_latency": "n/a: llama-server loads adapters at start only (scales change per request)",
     }
 
@@ -122,7 +124,7 @@ def agreement(
         if LLAMA in servers:
             row[LLAMA] = llama_cpp.complete(servers[LLAMA], prompt_ids[prompt], name, 32)
         reference = row["transformers"]
-        row["same_as_transformers"] = {e: row[e] == reference for e in (*targets, *servers) if e in row}
+        row["same_as_transformers"] = {e: row[e] == reference for e in (*targets, LLAMA) if e in row}
         rows.append(row)
     return rows
 
@@ -237,7 +239,7 @@ def main() -> None:
             "adapter_targets": args.targets,
             "vllm_python": args.vllm_python,
             "engines": list(engines),
-            "llama_cpp": llama_cpp_info() if args.llama_cpp else None,
+            "llama_cpp": llama_cpp_info(servers[LLAMA]) if args.llama_cpp else None,
             "load_average_before": load_before,
             "load_average_after": load_after,
             "wall_s": time.perf_counter() - started,

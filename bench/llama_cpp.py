@@ -137,6 +137,7 @@ class LlamaServer:
 
     def __init__(self, model: Path, adapters: dict[str, Path], work: Path, threads: int, slots: int = 32):
         self.names = list(adapters)
+        self.threads, self.slots = threads, slots
         self.url = f"http://127.0.0.1:{free_port()}"
         argv = [str(BINARY), "-m", str(model), "--host", "127.0.0.1", "--port", self.url.rsplit(":", 1)[1]]
         argv += ["-t", str(threads), "-tb", str(threads), "-np", str(slots), "-c", str(slots * 256)]
