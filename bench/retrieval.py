@@ -361,18 +361,6 @@ def bench_latency(
                 start = time.perf_counter()
                 KnowledgeBase.open(directory, embedder, settings).close()
                 config["reopen_s"] = time.perf_counter() - start
-                if index_type == "flat":
-                    # The obvious alternative for the exact scan, in the same run: one query's
-                    # scan on the calling thread alone, as FAISS runs it.
-                    serial = RetrievalSettings(index_type="flat", flat_search_threads=1)
-                    with KnowledgeBase.open(directory, embedder, serial) as kb:
-                        for mode in ("dense", "hybrid"):
-                            search = partial(kb.search, top_k=5, mode=mode)
-                            config[f"{mode}_one_scan_thread"] = best_round(
-                                partial(timed, search, texts), rounds
-                            )
-                            p50, p99 = (config[f"{mode}_one_scan_thread"][q] for q in ("p50_ms", "p99_ms"))
-                            rows.append([size, index_type, f"{mode}, one scan thread", p50, p99])
                 results["configs"].append(config)
     banner(f"2. query latency, top_k=5, query embedding included (ms; best of {rounds} rounds)")
     embed = results["embed_only"]

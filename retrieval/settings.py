@@ -42,9 +42,6 @@ class RetrievalSettings(BaseModel):
     hnsw_compact_ratio: float = Field(default=0.2, gt=0.0, le=1.0)
     """HNSW cannot delete in place: deleted vectors are masked and the graph is rebuilt once this
     fraction of it is masked."""
-    flat_search_threads: int | None = Field(default=None, ge=1, le=64)
-    """Threads that share one query's exact scan of a large flat index (32k vectors or more);
-    ``None``: one per CPU core, at most 4; ``1``: the calling thread scans alone."""
 
     default_top_k: int = Field(default=5, ge=1)
     """Hits returned when the caller does not say."""

@@ -21,9 +21,7 @@ import logging
 import math
 import os
 import re
-import threading
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -49,12 +47,6 @@ _HNSW_COPY_ON_WRITE_ADDS = 256
 # 10-40x slower in bench/retrieval.py. FAISS's thread count is per calling thread, so this
 # leaves index builds and other threads alone.
 _SERIAL_QUERY_LIMIT = 8
-# FAISS scans a flat index for one query on one thread (it parallelises over queries only), so
-# from this many vectors on, one query's scan is cut into contiguous slices scanned on parallel
-# threads, each with one OpenMP thread, and their top k merged: 100k x 384 on 2 cores, 14 -> 7 ms
-# (bench/retrieval.py, latency). Below it, handing work to a thread costs more than it saves.
-_SPLIT_MIN_VECTORS = 32_768
-_MAX_AUTO_SCAN_THREADS = 4
 _FILE_PATTERN = re.compile(r"^vectors-g(\d+)-(.+)\.faiss$")
 
 
@@ -219,48 +211,10 @@ class VectorIndex:
             keep = (selector,)
         elif self._mask is not None:
             selector = self._mask
-        serial = len(queries) < _SERIAL_QUERY_LIMIT
-        with _omp_threads(1 if serial else None):
-            if serial and selector is None and self._scannable():
-                return self._scan_flat(queries, k)
-            scores, ids = self._index.search(queries, k, params=self._params(selector))
+        params = self._params(selector)
+        with _omp_threads(1 if len(queries) < _SERIAL_QUERY_LIMIT else None):
+            scores, ids = self._index.search(queries, k, params=params)
         del keep
-        return scores, ids
-
-    def _scannable(self) -> bool:
-        if not isinstance(self._index, faiss.IndexIDMap2) or self.stored == 0:
-            return False
-        inner = _inner(self._index)
-        return isinstance(inner, faiss.IndexFlat) and inner.metric_type == faiss.METRIC_INNER_PRODUCT
-
-    def _scan_flat(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """A few queries against an id-mapped flat index, the scan split across threads.
-
-        Every slice is scored by the same FAISS kernel (``knn_inner_product``) whatever the
-        thread count, so scores do not depend on it; only which of several vectors tied at the
-        k-th score is kept can. Runs under the caller's read lock: no write moves the storage.
-        """
-        count = self.stored
-        vectors = faiss.rev_swig_ptr(_inner(self._index).get_xb(), count * self.dimension)
-        vectors = vectors.reshape(count, self.dimension)
-        positions = faiss.rev_swig_ptr(self._index.id_map.data(), count)
-        threads = self.settings.flat_search_threads or min(os.cpu_count() or 1, _MAX_AUTO_SCAN_THREADS)
-        # Slices of at least half the threshold: a thread's hand-off must pay for itself.
-        parts = 1 if count < _SPLIT_MIN_VECTORS else min(threads, count // (_SPLIT_MIN_VECTORS // 2))
-        bounds = np.linspace(0, count, parts + 1).astype(np.int64)
-        slices = list(zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True))
-        pending = [_scan_pool().submit(_knn, queries, vectors[a:b], k) for a, b in slices[1:]]
-        found = [_knn(queries, vectors[slices[0][0] : slices[0][1]], k)]
-        found += [future.result() for future in pending]
-        scores = np.concatenate([s for s, _ in found], axis=1)
-        where = np.concatenate(
-            [np.where(i >= 0, i + a, -1) for (_, i), (a, _) in zip(found, slices, strict=True)], axis=1
-        )
-        # Best score first, ties by storage position: the order does not depend on the slicing.
-        order = np.lexsort((where, -scores), axis=1)[:, :k]
-        scores = np.take_along_axis(scores, order, axis=1)
-        where = np.take_along_axis(where, order, axis=1)
-        ids = np.where(where >= 0, positions[np.maximum(where, 0)], -1)
         return scores, ids
 
     def _params(self, selector: faiss.IDSelector | None) -> Any:
@@ -343,35 +297,6 @@ def _ivf_ids(index: Any) -> np.ndarray:
             parts.append(faiss.rev_swig_ptr(pointer, size).astype(np.int64))  # astype copies
             invlists.release_ids(list_no, pointer)
     return np.concatenate(parts)
-
-
-def _knn(queries: np.ndarray, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Top ``min(k, len(vectors))`` inner products, padded to ``k`` with id -1 (as FAISS pads)."""
-    scores, where = faiss.knn(queries, vectors, min(k, len(vectors)), metric=faiss.METRIC_INNER_PRODUCT)
-    if scores.shape[1] < k:
-        pad = k - scores.shape[1]
-        scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=-np.inf)
-        where = np.pad(where, ((0, 0), (0, pad)), constant_values=-1)
-    return scores, where
-
-
-_scan_pool_lock = threading.Lock()
-_scan_pool_instance: ThreadPoolExecutor | None = None
-
-
-def _scan_pool() -> ThreadPoolExecutor:
-    """Threads for slices of flat scans, each held to one OpenMP thread: several threads each
-    waiting on its own OpenMP team, on a busy machine, is what made searches 10-40x slower."""
-    global _scan_pool_instance
-    with _scan_pool_lock:
-        if _scan_pool_instance is None:
-            _scan_pool_instance = ThreadPoolExecutor(
-                max_workers=32,
-                thread_name_prefix="flat-scan",
-                initializer=faiss.omp_set_num_threads,
-                initargs=(1,),
-            )
-        return _scan_pool_instance
 
 
 @contextmanager

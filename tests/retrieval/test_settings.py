@@ -32,13 +32,3 @@ def test_build_key_names_the_parameters_that_shape_the_index() -> None:
     assert RetrievalSettings(index_type="ivf").index_build_key() == "ivf-nlistauto-t10000"
     hnsw = RetrievalSettings(index_type="hnsw", hnsw_m=16, hnsw_ef_search=10)
     assert hnsw.index_build_key() == "hnsw-m16-efc40", "efSearch is a query-time knob"
-
-
-@pytest.mark.parametrize("threads", [0, -1, 65, "many"])
-def test_flat_search_threads_out_of_range_are_refused_by_name(threads: object) -> None:
-    with pytest.raises(ValidationError, match="flat_search_threads"):
-        RetrievalSettings(flat_search_threads=threads)  # type: ignore[arg-type]
-
-
-def test_flat_search_threads_do_not_shape_the_stored_index() -> None:
-    assert RetrievalSettings(flat_search_threads=1).index_build_key() == RetrievalSettings().index_build_key()

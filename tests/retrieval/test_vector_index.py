@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from hybrid_assistant.retrieval import RetrievalSettings
 from hybrid_assistant.retrieval.vector_index import VectorIndex, auto_nlist
@@ -125,42 +124,3 @@ def test_auto_nlist_keeps_enough_points_per_cell() -> None:
     assert auto_nlist(10_000, None) == 100
     assert auto_nlist(1000, 4096) == 25
     assert auto_nlist(5, None) == 1
-
-
-@pytest.mark.parametrize("threads", [1, 2, 3])
-def test_a_split_flat_scan_finds_what_faiss_finds(threads: int) -> None:
-    # Above the split threshold one query's scan is cut into slices on parallel threads; the
-    # answer must be FAISS's own (ids and scores), also after removals moved vectors around.
-    count = 40_000
-    rng = np.random.default_rng(5)
-    vectors = rng.standard_normal((count, DIM)).astype(np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    ids = rng.permutation(10 * count)[:count].astype(np.int64)
-    index = VectorIndex.build(DIM, RetrievalSettings(flat_search_threads=threads), [(ids, vectors)])
-    index.apply(np.zeros(0, np.int64), np.zeros((0, DIM), np.float32), ids[::7])
-    queries = rng.standard_normal((3, DIM)).astype(np.float32)
-    for k in (1, 10, 100):
-        scores, found = index.search(queries, k)
-        want_scores, want = index._index.search(queries, k)  # FAISS's own single-threaded search
-        np.testing.assert_array_equal(found, want)
-        np.testing.assert_allclose(scores, want_scores, atol=1e-5)
-        assert not np.isin(found, ids[::7]).any()
-
-
-def test_a_split_flat_scan_orders_ties_by_storage_whatever_the_slices() -> None:
-    # Equal vectors (the same chunk ingested twice, say) tie; their order must not depend on
-    # how many slices the scan was cut into.
-    count = 40_000
-    vectors = np.zeros((count, DIM), np.float32)
-    vectors[:, 0] = 1.0
-    vectors[count // 2 :, 1] = 1e-3  # the second half scores a little higher, all tied inside
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    ids = np.arange(count, dtype=np.int64)[::-1].copy()
-    query = np.zeros((1, DIM), np.float32)
-    query[0, :2] = 1.0
-    answers = []
-    for threads in (1, 2, 4):
-        index = VectorIndex.build(DIM, RetrievalSettings(flat_search_threads=threads), [(ids, vectors)])
-        answers.append(index.search(query, 5)[1].tolist())
-    assert answers[0] == answers[1] == answers[2]
-    assert set(answers[0][0]) <= set(ids[count // 2 :].tolist())
