@@ -34,6 +34,8 @@ import torch
 from bench.harness import table, write_results
 from hybrid_assistant.server.engines.model_runner import ModelRunner
 
+_WARM_UP = 2  # steps of each kind left out of the median
+
 
 def measure(
     packed: ModelRunner, plain: ModelRunner, compiled_layer: Any, rows: int, context: int, steps: int
@@ -75,7 +77,7 @@ def measure(
                 step(each)
                 times[name].append(time.perf_counter() - started)
         del plain.lean._layer  # back to the class's eager method
-    medians = {name: statistics.median(values[2:]) * 1000 for name, values in times.items()}
+    medians = {name: statistics.median(values[_WARM_UP:]) * 1000 for name, values in times.items()}
     return {
         "rows": rows,
         **{f"{name} ms": value for name, value in medians.items()},
@@ -93,7 +95,9 @@ def main() -> None:
     )
     parser.add_argument("--rows", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--context", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=15)
+    parser.add_argument(
+        "--steps", type=int, default=15, help=f"timed steps of each kind, {_WARM_UP} of them warm-up"
+    )
     parser.add_argument("--freeze", action="store_true", help="inductor freezing (prepacks constant weights)")
     args = parser.parse_args()
 
@@ -132,7 +136,11 @@ def main() -> None:
         row = measure(packed, plain, compiled_layer, rows, context, args.steps)
         results.append(row)
         print(
-            table([row], list(row), f"{rows} rows, {context}-token context (step ms: median of {args.steps})")
+            table(
+                [row],
+                list(row),
+                f"{rows} rows, {context}-token context (step ms: median of {args.steps - _WARM_UP})",
+            )
         )
     path = write_results(
         "compiled-step-freeze" if args.freeze else "compiled-step",
