@@ -58,25 +58,27 @@ def measure(
         starts = torch.full((rows,), context, dtype=torch.int64)
         return each.forward(0, token, starts, torch.ones(rows, dtype=torch.int64), uids, where)
 
-    with torch.inference_mode():
-        reference = step(plain)
-        plain.lean._layer = compiled_layer  # type: ignore[method-assign]
-        started = time.perf_counter()
-        compiled_logits = step(plain)  # the first call for this row count compiles
-        compile_s = time.perf_counter() - started
-        times: dict[str, list[float]] = {"lean, prepacked": [], "lean, plain": [], "compiled, plain": []}
-        for _ in range(steps):
-            for name, each, layer in (
-                ("lean, prepacked", packed, None),
-                ("lean, plain", plain, eager_layer),
-                ("compiled, plain", plain, compiled_layer),
-            ):
-                if layer is not None:
-                    plain.lean._layer = layer  # type: ignore[method-assign]
-                started = time.perf_counter()
-                step(each)
-                times[name].append(time.perf_counter() - started)
-        del plain.lean._layer  # back to the class's eager method
+    try:
+        with torch.inference_mode():
+            reference = step(plain)
+            plain.lean._layer = compiled_layer  # type: ignore[method-assign]
+            started = time.perf_counter()
+            compiled_logits = step(plain)  # the first call for this row count compiles
+            compile_s = time.perf_counter() - started
+            times: dict[str, list[float]] = {"lean, prepacked": [], "lean, plain": [], "compiled, plain": []}
+            for _ in range(steps):
+                for name, each, layer in (
+                    ("lean, prepacked", packed, None),
+                    ("lean, plain", plain, eager_layer),
+                    ("compiled, plain", plain, compiled_layer),
+                ):
+                    if layer is not None:
+                        plain.lean._layer = layer  # type: ignore[method-assign]
+                    started = time.perf_counter()
+                    step(each)
+                    times[name].append(time.perf_counter() - started)
+    finally:
+        vars(plain.lean).pop("_layer", None)  # back to the class's eager method, even after a failure
     medians = {name: statistics.median(values[_WARM_UP:]) * 1000 for name, values in times.items()}
     return {
         "rows": rows,
