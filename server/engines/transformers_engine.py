@@ -81,6 +81,7 @@ class TransformersEngine(LoadedModel):
             prefix_block_tokens=settings.prefix_cache_block_tokens,
             lean=settings.forward_path == "auto",
             prepack=settings.prepack_weights,
+            gemv_max_rows=settings.gemv_max_rows,
         )
         max_context = min(settings.max_total_tokens, self._runner.context_limit)
         self._info = ModelInfo(

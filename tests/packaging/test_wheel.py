@@ -106,6 +106,7 @@ def test_wheel_in_a_fresh_venv_imports_everything(tmp_path: Path) -> None:
             "proto": data.joinpath("v1/assistant.proto").is_file(),
             "py.typed": data.joinpath("py.typed").is_file(),
             "demo": data.joinpath("eval/data/demo/test.jsonl").is_file(),
+            "row_gemv_source": data.joinpath("server/engines/row_gemv.cpp").is_file(),
             "demo_kb": len(list(data.joinpath("eval/data/demo/kb").iterdir())),
         }
         print(json.dumps({"files": files, "skipped": skipped, "shipped": shipped}))
@@ -127,6 +128,7 @@ def test_wheel_in_a_fresh_venv_imports_everything(tmp_path: Path) -> None:
     assert len(report["files"]) + len(report["skipped"]) == len(modules)
     assert set(report["skipped"]) <= {m for m in modules if "vllm" in m}, report["skipped"]
     assert report["shipped"]["proto"] and report["shipped"]["py.typed"] and report["shipped"]["demo"]
+    assert report["shipped"]["row_gemv_source"]  # compiled on the user's machine, so it must ship
     assert report["shipped"]["demo_kb"] == len(list((ROOT / "eval/data/demo/kb").iterdir()))
 
     cli = subprocess.run(
