@@ -10,6 +10,7 @@ of a shared machine is visible next to the ratios.
     python bench/engines.py --quick         # a smoke run
     python bench/engines.py --vllm-python .venv-vllm/bin/python --rounds 3
     python bench/engines.py --llama-cpp     # a third peer (`make llama-cpp` first; not in CI)
+    python bench/engines.py --llama-cpp --streams 1 --out engines-1-stream   # some points only
 """
 
 from __future__ import annotations
@@ -142,6 +143,9 @@ def main() -> None:
     parser.add_argument("--requests-per-stream", type=int, default=1, help="sequential requests per stream")
     parser.add_argument("--rank", type=int, default=8)
     parser.add_argument("--targets", default="q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj")
+    parser.add_argument("--streams", type=int, nargs="+", default=None, help="default: 1 4 16 32")
+    parser.add_argument("--adapter-counts", type=int, nargs="+", default=None, help="default: 0 1 4")
+    parser.add_argument("--out", default="engines", help="results name: bench/results/<out>.json")
     parser.add_argument(
         "--llama-cpp", action="store_true", help="add llama.cpp's llama-server (float32; `make llama-cpp`)"
     )
@@ -159,8 +163,8 @@ def main() -> None:
     from hybrid_assistant.server.model_store import resolve_model
 
     model_dir = args.model_path or resolve_model(None, None, load_settings().models_dir).path
-    concurrency = [1, 4] if args.quick else [1, 4, 16, 32]
-    adapter_counts = [0, 4] if args.quick else [0, 1, 4]
+    concurrency = args.streams or ([1, 4] if args.quick else [1, 4, 16, 32])
+    adapter_counts = args.adapter_counts or ([0, 4] if args.quick else [0, 1, 4])
     per_stream = 1 if args.quick else args.requests_per_stream
     max_tokens = 8 if args.quick else args.max_tokens
     pythons = {"transformers": sys.executable, "vllm": args.vllm_python}
@@ -227,7 +231,7 @@ def main() -> None:
     )
     print(f"\nload average before/after: {load_before[0]:.1f} / {load_after[0]:.1f} (2 cores = 2.0)")
     path = write_results(
-        "engines-quick" if args.quick else "engines",
+        "engines-quick" if args.quick else args.out,
         {
             "dtype": args.dtype,
             "max_tokens": max_tokens,
