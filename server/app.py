@@ -22,7 +22,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from hybrid_assistant.retrieval.errors import RetrievalError
-from hybrid_assistant.server import metrics
+from hybrid_assistant.server import metrics, openmp
 from hybrid_assistant.server.adapter_registry import AdapterRegistry
 from hybrid_assistant.server.assistant import AssistantCore
 from hybrid_assistant.server.auth import AdminTokenInterceptor
@@ -251,7 +251,11 @@ class App:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, lambda: asyncio.ensure_future(self.stop()))
+        # Executor threads (model load, embeddings, adapter reads) free their OpenMP threads after
+        # each task, so the engine's scheduler keeps the only team (openmp.py says why).
+        loop.set_default_executor(openmp.ReleasingExecutor(thread_name_prefix="asyncio"))
         await self.start()
+        openmp.release_team()  # this thread's, if anything here ran parallel work
         return await self.wait_stopped()
 
     def _engine_died_threadsafe(self, exc: BaseException) -> None:
