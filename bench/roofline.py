@@ -9,7 +9,8 @@ step it prints:
 - compute-bound time: the step's FLOPs (2 x matmul parameters per row, attention over the
   context) divided by the large-GEMM rate;
 - roofline time: the larger of the two, and the measured step time over it (1.0 = at the limit);
-- the same step with plain weights (``prepack_weights=false``: ``F.linear``, no oneDNN reorder),
+- the same step with plain weights (``prepack_weights=false``, ``gemv_max_rows=0``: ``F.linear``,
+  no oneDNN reorder, no row GEMV kernel),
   and on Hugging Face's modules with plain weights (``forward_path=transformers``): the two
   alternatives to what the engine runs by default;
 - each product kind alone (q/k/v, o, gate/up, down over every layer, and the LM head) at decode
@@ -199,6 +200,8 @@ def main() -> None:
             aliases=set(),
             lean=lean,
             prepack=prepack,
+            # The alternatives run torch's products at every row count, the row GEMV kernel too.
+            gemv_max_rows=load_settings(None).gemv_max_rows if name == "default" else 0,
         )
         for name, (lean, prepack) in variants.items()
     }
