@@ -89,8 +89,11 @@ def unavailable(dtype: torch.dtype) -> str | None:
 def with_row_gemv(weight: torch.Tensor, other: Linear, max_rows: int) -> Linear:
     """``x -> x @ weight.T``: the kernel for up to ``max_rows`` rows, ``other`` above that.
 
-    Call only after :func:`unavailable` returned None. ``weight`` must be contiguous float32.
+    Call only after :func:`unavailable` returned None. A weight the kernel cannot read in place
+    (not contiguous, not float32) keeps ``other`` at every row count.
     """
+    if not weight.is_contiguous() or weight.dtype != torch.float32:
+        return other
     module, _ = _build()
     gemv = module.row_gemv
 

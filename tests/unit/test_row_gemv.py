@@ -76,6 +76,14 @@ def test_larger_batches_take_the_other_product() -> None:
     assert calls == [3, 9]
 
 
+def test_a_weight_the_kernel_cannot_read_keeps_the_other_product() -> None:
+    def other(x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    assert row_gemv.with_row_gemv(torch.randn(8, 16).t(), other, max_rows=2) is other
+    assert row_gemv.with_row_gemv(torch.randn(16, 8, dtype=torch.float64), other, max_rows=2) is other
+
+
 def _runner(model_dir: Path, *, lean: bool, gemv_max_rows: int) -> ModelRunner:
     return ModelRunner(
         model_dir, dtype=torch.float32, max_rows=4, max_tokens=64, model_name="tiny",
