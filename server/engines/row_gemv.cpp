@@ -2,7 +2,7 @@
 //
 // Why not torch's own kernels: at one or two rows a decode step is a chain of matrix-vector
 // products, bound by how fast the weights stream from memory. MKL's sgemv runs on one thread, and
-// oneDNN's inner product on prepacked weights reads ~20 GB/s where two threads can read ~50
+// oneDNN's inner product on prepacked weights reads ~20 GB/s where the machine reads ~33
 // (python bench/row_gemv.py). This loop walks one weight row at a time (one sequential stream per
 // thread, which the hardware prefetcher follows best), with U independent 8-wide FMA chains per
 // row of x so the adds do not wait on each other. Threads split the output columns through

@@ -2,8 +2,8 @@
 
 Why: at one row a decode step reads every weight once to make one token, so it is bound by how
 fast weights stream from memory. Torch has no kernel that streams at that rate: MKL's sgemv runs
-on one thread, and oneDNN's inner product on prepacked weights reads ~20 GB/s where two threads
-can read ~50 (``python bench/row_gemv.py`` measures all three against the machine's read rate).
+on one thread, and oneDNN's inner product on prepacked weights reads ~20 GB/s where the machine
+reads ~33 (``python bench/row_gemv.py`` measures all three against that read rate).
 ``row_gemv.cpp`` does (see its header); batches of up to ``gemv_max_rows`` rows use it, larger
 ones keep the prepacked or plain product, which is as fast from 4 rows on.
 
@@ -11,8 +11,8 @@ It reads the plain weights the model already holds (the lean forward's fused ten
 LM head's), so it costs no memory.
 
 It is compiled with torch's own extension builder (``torch.utils.cpp_extension``: a C++ compiler
-and ninja; ninja comes from PyPI with the project) into torch's extension cache, once per machine
-and torch version: ~30 s the first time, then a load. ``make install`` builds it ahead. Where it
+and ninja; ninja comes from PyPI with the project) into torch's extension cache, once per Python
+environment: ~33 s the first time, then a load. ``make install`` builds it ahead. Where it
 cannot be used (no AVX2/FMA, no compiler, another dtype, a result that disagrees with
 ``F.linear``), :func:`unavailable` says why and the engine keeps its other products.
 """
@@ -20,8 +20,10 @@ cannot be used (no AVX2/FMA, no compiler, another dtype, a result that disagrees
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +59,9 @@ def _build() -> tuple[Any, str | None]:
 
     try:
         module = load(
-            name="hybrid_assistant_row_gemv",
+            # One build per environment: torch rebuilds an extension whose flags or include paths
+            # changed, so two venvs sharing one name would rebuild it at each switch.
+            name=f"hybrid_assistant_row_gemv_{hashlib.sha256(sys.prefix.encode()).hexdigest()[:10]}",
             sources=[str(SOURCE)],
             extra_cflags=["-O3", "-mavx2", "-mfma", "-fopenmp"],
             # The OpenMP runtime torch already loaded (same soname), so one thread pool, not two.
