@@ -55,3 +55,13 @@ def test_prepack_weights_refuses_what_is_not_a_boolean(monkeypatch: pytest.Monke
         monkeypatch.setenv("HA_PREPACK_WEIGHTS", bad)
         with pytest.raises(ValidationError, match="prepack_weights"):
             load_settings(None)
+
+
+def test_gemv_max_rows_refuses_what_the_kernel_cannot_serve(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings(None).gemv_max_rows == 3
+    monkeypatch.setenv("HA_GEMV_MAX_ROWS", "0")  # off
+    assert load_settings(None).gemv_max_rows == 0
+    for bad in ("-1", "5", "2.5", "nan", "three", "9" * 400):
+        monkeypatch.setenv("HA_GEMV_MAX_ROWS", bad)
+        with pytest.raises(ValidationError, match="gemv_max_rows"):
+            load_settings(None)
