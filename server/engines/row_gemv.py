@@ -42,6 +42,12 @@ MAX_ROWS = 4
 _PROBE_TOLERANCE = 1e-4
 
 
+def _build_key() -> str:
+    digest = hashlib.sha256(sys.prefix.encode())
+    digest.update(SOURCE.read_bytes())
+    return digest.hexdigest()[:12]
+
+
 @functools.cache
 def _build() -> tuple[Any, str | None]:
     """(the compiled module, None) or (None, why not); built or loaded once per process."""
@@ -59,9 +65,10 @@ def _build() -> tuple[Any, str | None]:
 
     try:
         module = load(
-            # One build per environment: torch rebuilds an extension whose flags or include paths
-            # changed, so two venvs sharing one name would rebuild it at each switch.
-            name=f"hybrid_assistant_row_gemv_{hashlib.sha256(sys.prefix.encode()).hexdigest()[:10]}",
+            # One build per environment and source: torch rebuilds an extension whose source, flags
+            # or include paths changed, so two venvs (or two sources) sharing one name would
+            # rebuild it at each switch, and a later process would find the other's build.
+            name=f"hybrid_assistant_row_gemv_{_build_key()}",
             sources=[str(SOURCE)],
             extra_cflags=["-O3", "-mavx2", "-mfma", "-fopenmp"],
             # The OpenMP runtime torch already loaded (same soname), so one thread pool, not two.
