@@ -21,7 +21,6 @@ import queue
 import statistics
 import sys
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,10 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch
 
 from bench.harness import table, write_results
+from bench.roofline import CONTEXT, time_steps
 from hybrid_assistant.server import openmp
 from hybrid_assistant.server.engines.model_runner import ModelRunner
-
-CONTEXT = 128
 
 
 class Worker:
@@ -59,24 +57,6 @@ class Worker:
         self._thread.join()
 
 
-def step_ms(runner: ModelRunner, rows: int, steps: int) -> float:
-    """Median ms of a decode step of ``rows`` rows at CONTEXT cached tokens."""
-    generator = torch.Generator().manual_seed(rows)
-    prompt = torch.randint(5000, 20000, (rows, CONTEXT), generator=generator)
-    token = torch.randint(5000, 20000, (rows, 1), generator=generator)
-    uids, where = [0] * rows, list(range(rows))
-    with torch.inference_mode():
-        zeros = torch.zeros(rows, dtype=torch.int64)
-        runner.forward(0, prompt, zeros, torch.full((rows,), CONTEXT), uids, where)
-        starts, ones = torch.full((rows,), CONTEXT, dtype=torch.int64), torch.ones(rows, dtype=torch.int64)
-        times = []
-        for _ in range(steps + 2):
-            started = time.perf_counter()
-            runner.forward(0, token, starts, ones, uids, where)
-            times.append(time.perf_counter() - started)
-    return statistics.median(times[2:]) * 1000
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -92,7 +72,7 @@ def main() -> None:
     scheduler, other = Worker("scheduler"), Worker("executor")
     runner: ModelRunner = scheduler.run(
         lambda: ModelRunner(
-            model_dir, dtype=torch.float32, max_rows=32, max_tokens=CONTEXT + 8,
+            model_dir, dtype=torch.float32, max_rows=32, max_tokens=CONTEXT + args.steps + 8,
             model_name="SmolLM2-135M-Instruct", aliases=set(),
         )
     )  # fmt: skip
@@ -108,7 +88,7 @@ def main() -> None:
         for rows in (1, 16):
             for name, enter in states.items():
                 enter()
-                measured = scheduler.run(functools.partial(step_ms, runner, rows, args.steps))
+                measured = scheduler.run(functools.partial(time_steps, runner, rows, [0] * rows, args.steps))
                 times.setdefault((rows, name), []).append(measured)
                 other.run(openmp.release_team)  # every state starts from no other team
     scheduler.close()
