@@ -12,9 +12,13 @@ once per layer. The attention mask that goes with it comes from :meth:`attention
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from hybrid_assistant.server.engines.lean_forward import Segment
 
 
 class SlotKVCache:
@@ -104,6 +108,11 @@ class SlotKVCache:
     def get_seq_length(self, layer_idx: int = 0) -> int:
         return self._kv_len
 
+    def rows_for(self, rows: Sequence[int], segments: Sequence[Segment]) -> RowSegments:
+        """The cache as a packed forward sees it: segment ``i`` reads and extends row ``rows[i]``."""
+        self.ensure_capacity(max(s.start + s.length for s in segments))
+        return RowSegments(self, rows, segments)
+
     def move_row(self, src: int, dst: int, length: int) -> None:
         """Copy the first ``length`` positions of row ``src`` into row ``dst`` (compaction)."""
         if src == dst or length <= 0:
@@ -120,3 +129,20 @@ class SlotKVCache:
                 tmp = layer[a, :, :length].clone()
                 layer[a, :, :length] = layer[b, :, :length]
                 layer[b, :, :length] = tmp
+
+
+class RowSegments:
+    """Rows of a :class:`SlotKVCache` for :meth:`LeanDecoder.packed` (a ``SegmentCache``)."""
+
+    def __init__(self, cache: SlotKVCache, rows: Sequence[int], segments: Sequence[Segment]) -> None:
+        self.cache, self.rows, self.segments = cache, rows, segments
+
+    def segment(
+        self, layer: int, index: int, keys: torch.Tensor, values: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        row, segment = self.rows[index], self.segments[index]
+        end = segment.start + segment.length
+        k_store, v_store = self.cache.keys[layer], self.cache.values[layer]
+        k_store[row, :, segment.start : end] = keys[0]
+        v_store[row, :, segment.start : end] = values[0]
+        return k_store[row : row + 1, :, :end], v_store[row : row + 1, :, :end]

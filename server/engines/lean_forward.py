@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -72,6 +72,23 @@ def _fuse(modules: Sequence[nn.Module]) -> tuple[torch.Tensor, list[int]]:
         lin.weight = nn.Parameter(fused[start : start + size], requires_grad=False)
         start += size
     return fused, sizes
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A run of consecutive tokens of one sequence in a packed forward (:meth:`LeanDecoder.packed`)."""
+
+    start: int  # tokens of the sequence already cached before this run: its first position
+    length: int
+
+
+class SegmentCache(Protocol):
+    def segment(
+        self, layer: int, index: int, keys: torch.Tensor, values: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keep segment ``index``'s new keys and values ``(1, kv_heads, length, head_dim)`` of
+        ``layer``; return every key and value its queries attend to, positions ``0..start+length``."""
+        ...
 
 
 @dataclass
@@ -175,7 +192,7 @@ class LeanDecoder:
     def __call__(
         self, tokens: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, cache: Any
     ) -> torch.Tensor:
-        """Final hidden states ``(rows, T, hidden)`` for ``tokens`` at ``positions``."""
+        """Final hidden states ``(rows, T, hidden)`` for ``tokens`` at ``positions`` (padded rows)."""
         hidden = self.embed(tokens)
         cos, sin = self.rotary(hidden, positions)
         for layer in self.layers:
@@ -191,6 +208,48 @@ class LeanDecoder:
         mask: torch.Tensor,
         cache: Any,
     ) -> torch.Tensor:
+        """One decoder layer over padded rows (a function of its own: bench/compiled_step.py compiles it)."""
+        q, k, v = self._query_key_value(layer, x, cos, sin)
+        k, v = cache.update(k, v, layer.index)
+        attended, _ = self._attend(layer.attention, q, k, v, mask, dropout=0.0, scaling=layer.scaling)
+        return self._rest_of_layer(layer, x, attended)
+
+    def packed(self, tokens: torch.Tensor, segments: Sequence[Segment], cache: SegmentCache) -> torch.Tensor:
+        """Final hidden states ``(N, hidden)`` for ``N`` tokens packed end to end, no padding.
+
+        ``segments`` split the tokens into runs of one sequence each, in order. Every product
+        runs once over all ``N`` tokens; only attention runs per segment, against the keys that
+        ``cache`` holds for that segment's sequence. A segment that starts its sequence is plain
+        causal attention (Hugging Face's own prefill call: no mask, so SDPA skips the blocks above
+        the diagonal); one that continues a cached prefix gets a causal mask offset by its start.
+        """
+        offsets = [0]
+        for segment in segments:
+            offsets.append(offsets[-1] + segment.length)
+        if offsets[-1] != tokens.shape[0]:
+            raise ValueError(f"segments cover {offsets[-1]} tokens, not {tokens.shape[0]}")
+        positions = torch.cat([torch.arange(s.start, s.start + s.length) for s in segments])[None]
+        hidden = self.embed(tokens)[None]
+        cos, sin = self.rotary(hidden, positions)
+        masks = [_offset_causal_mask(s) if s.start else None for s in segments]
+        for layer in self.layers:
+            q, k, v = self._query_key_value(layer, hidden, cos, sin)
+            parts = []
+            for i, mask in enumerate(masks):
+                span = slice(offsets[i], offsets[i + 1])
+                seen_k, seen_v = cache.segment(layer.index, i, k[:, :, span], v[:, :, span])
+                part, _ = self._attend(
+                    layer.attention, q[:, :, span], seen_k, seen_v, mask, dropout=0.0, scaling=layer.scaling
+                )
+                parts.append(part)
+            attended = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+            hidden = self._rest_of_layer(layer, hidden, attended)
+        return _rms_norm(hidden, *self.norm)[0]
+
+    def _query_key_value(
+        self, layer: _Layer, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Rotated queries, keys and values ``(rows, heads, T, head_dim)`` of one layer."""
         rows, length, width = x.shape
         flat = _rms_norm(x, *layer.in_norm).reshape(-1, width)
         qkv = layer.qkv_linear(flat)
@@ -200,8 +259,11 @@ class LeanDecoder:
             for part in qkv.split(layer.qkv_sizes, dim=-1)
         )
         q, k = self._rotate(q, k, cos, sin)
-        k, v = cache.update(k, v, layer.index)
-        attended, _ = self._attend(layer.attention, q, k, v, mask, dropout=0.0, scaling=layer.scaling)
+        return q, k, v
+
+    def _rest_of_layer(self, layer: _Layer, x: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
+        """Output projection, residuals and MLP after attention ``(rows, T, heads, head_dim)``."""
+        rows, length, width = x.shape
         attended = attended.reshape(rows * length, -1).contiguous()
         out = layer.o_linear(attended)
         self._lora(attended, out, [layer.o_path], [width])
@@ -215,3 +277,10 @@ class LeanDecoder:
         down = layer.down_linear(inner)
         self._lora(inner, down, [layer.down_path], [width])
         return x + down.view(rows, length, width)
+
+
+def _offset_causal_mask(segment: Segment) -> torch.Tensor:
+    """``(1, 1, length, start + length)``: query ``t`` sees keys at positions ``<= start + t``."""
+    keys = torch.arange(segment.start + segment.length)
+    queries = segment.start + torch.arange(segment.length)
+    return (keys[None, :] <= queries[:, None])[None, None]

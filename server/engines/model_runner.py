@@ -16,7 +16,7 @@ from hybrid_assistant.adapters.peft_format import BaseModelSpec
 from hybrid_assistant.server import metrics
 from hybrid_assistant.server.engines import row_gemv
 from hybrid_assistant.server.engines.kv_cache import SlotKVCache
-from hybrid_assistant.server.engines.lean_forward import LeanDecoder, unsupported
+from hybrid_assistant.server.engines.lean_forward import LeanDecoder, Segment, unsupported
 from hybrid_assistant.server.engines.lora_bank import LoraBank
 from hybrid_assistant.server.engines.packed_linear import Linear, packed, plain, unavailable
 from hybrid_assistant.server.engines.prefix_cache import Block, PrefixCache
@@ -200,21 +200,118 @@ class ModelRunner:
         return self.head(hidden).float()
 
     @torch.inference_mode()
+    def prefill(
+        self,
+        rows: Sequence[int],
+        starts: Sequence[int],
+        chunks: Sequence[Sequence[int]],
+        row_uids: Sequence[int],
+        logits_for: Sequence[int],
+    ) -> torch.Tensor:
+        """Append chunk ``i`` of prompt tokens to cache row ``rows[i]``, which holds ``starts[i]``.
+
+        Returns float32 logits ``(len(logits_for), vocab)`` at the last token of each listed chunk.
+        The lean forward packs the chunks end to end, so no product runs on padding (a chunk
+        budget split 88 + 424 costs 512 tokens, not 2 x 424); Hugging Face's modules take them
+        right-padded, which needs consecutive rows (the scheduler's prefill rows are).
+        """
+        lengths = [len(chunk) for chunk in chunks]
+        if self.lean is None:
+            if list(rows) != list(range(rows[0], rows[0] + len(rows))):
+                raise ValueError(f"padded prefill needs consecutive rows, got {list(rows)}")
+            tokens = torch.zeros(len(chunks), max(lengths), dtype=torch.int64)
+            for i, chunk in enumerate(chunks):
+                tokens[i, : len(chunk)] = torch.tensor(list(chunk), dtype=torch.int64)
+            return self.forward(
+                rows[0], tokens, torch.tensor(list(starts)), torch.tensor(lengths), row_uids, logits_for
+            )
+        segments = [Segment(start, length) for start, length in zip(starts, lengths, strict=True)]
+        tokens = torch.tensor([token for chunk in chunks for token in chunk], dtype=torch.int64)
+        self.bank.set_batch(row_uids, lengths)
+        try:
+            hidden = self.lean.packed(tokens, segments, self.cache.rows_for(rows, segments))
+        finally:
+            self.bank.clear_batch()
+        if not logits_for:
+            return torch.empty(0, self.vocab_size)
+        ends = torch.tensor(lengths).cumsum(0) - 1
+        return self.head(hidden[ends[list(logits_for)]]).float()
+
+    @torch.inference_mode()
     def score(
         self, prompt_ids: list[int], continuations: Sequence[list[int]], adapter_uid: int
     ) -> list[ContinuationScore]:
         """Sum of log-probabilities of each continuation's tokens after the prompt.
 
-        The prompt runs once; its key/value cache is then shared by every continuation (options
-        of a multiple-choice item share long prompts, especially with retrieved context).
+        The prompt runs once; its keys and values are then shared by every continuation (options
+        of a multiple-choice item share long prompts, especially with retrieved context). A
+        Generate of the same prompt and adapter left its blocks: only the rest is computed.
         """
-        from transformers import DynamicCache
-
-        cache = DynamicCache(config=self.model.config)
-        # A Generate of the same prompt and adapter left its blocks: only the rest is computed.
         blocks = self.prefix.lookup(adapter_uid, prompt_ids)
         if self.prefix.enabled:
             self._count_lookup(len(blocks) * self.prefix.block_tokens, len(prompt_ids))
+        rows = [list(c) for c in continuations if len(c) > 1]
+        if self.lean is not None:
+            first, rest = self._score_packed(prompt_ids, rows, adapter_uid, blocks)
+        else:
+            first, rest = self._score_modules(prompt_ids, rows, adapter_uid, blocks)
+        results = []
+        row = 0
+        for continuation in continuations:
+            if not continuation:
+                results.append(ContinuationScore(logprob=0.0, tokens=0, greedy=True))
+                continue
+            predicted = first[None]
+            if len(continuation) > 1:
+                predicted = torch.cat([predicted, rest[row]])
+                row += 1
+            targets = torch.tensor(list(continuation))
+            token_lp = predicted.gather(1, targets[:, None]).squeeze(1)
+            greedy = bool((predicted.argmax(dim=-1) == targets).all())
+            results.append(ContinuationScore(float(token_lp.sum()), len(continuation), greedy))
+        return results
+
+    def _score_packed(
+        self, prompt_ids: list[int], rows: list[list[int]], adapter_uid: int, blocks: Sequence[Block]
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Score on the lean forward: the prompt's uncached rest and every continuation in one pass.
+
+        Segment 0 is the rest of the prompt; each continuation (less its last token) follows as a
+        segment that sees the whole prompt and itself. Returns log-probabilities after the prompt
+        ``(vocab,)`` and, per continuation, after each of its tokens but the last.
+        """
+        assert self.lean is not None
+        cache = _PromptThenContinuations(self.cache, blocks)
+        reused = cache.prompt_tokens
+        tail = prompt_ids[reused:]
+        segments = [Segment(reused, len(tail))] + [Segment(len(prompt_ids), len(r) - 1) for r in rows]
+        tokens = torch.tensor(tail + [t for r in rows for t in r[:-1]], dtype=torch.int64)
+        self.bank.set_batch([adapter_uid] * len(segments), [s.length for s in segments])
+        try:
+            hidden = self.lean.packed(tokens, segments, cache)
+        finally:
+            self.bank.clear_batch()
+        self._save_blocks(
+            adapter_uid,
+            prompt_ids,
+            lambda start, end: (
+                torch.stack([k[0, :, start:end] for k in cache.keys]),
+                torch.stack([v[0, :, start:end] for v in cache.values]),
+            ),
+        )
+        # Logits only where a continuation token is predicted: the prompt's last token, then each
+        # continuation position.
+        logprobs = torch.log_softmax(self.head(hidden[len(tail) - 1 :]).float(), dim=-1)
+        sizes = [len(r) - 1 for r in rows]
+        return logprobs[0], list(logprobs[1:].split(sizes)) if rows else []
+
+    def _score_modules(
+        self, prompt_ids: list[int], rows: list[list[int]], adapter_uid: int, blocks: Sequence[Block]
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Score on Hugging Face's modules (the fallback): the same results as :meth:`_score_packed`."""
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=self.model.config)
         reused = 0
         if blocks:
             keys, values = _joined(blocks)
@@ -240,42 +337,49 @@ class ModelRunner:
             ),
         )
         first = torch.log_softmax(out.logits[0, -1].float(), dim=-1)
-        rows = [list(c) for c in continuations if len(c) > 1]
-        rest: torch.Tensor | None = None
-        if rows:
-            # Each continuation's tokens after the first are predicted from the shared prompt cache.
-            width = max(len(r) for r in rows) - 1
-            ids = torch.zeros(len(rows), width, dtype=torch.int64)
-            attention = torch.ones(len(rows), len(prompt_ids) + width, dtype=torch.int64)
-            for i, r in enumerate(rows):
-                ids[i, : len(r) - 1] = torch.tensor(r[:-1])
-                attention[i, len(prompt_ids) + len(r) - 1 :] = 0
-            cache.batch_repeat_interleave(len(rows))
-            self.bank.set_batch([adapter_uid] * len(rows), width)
-            try:
-                rest = self.model(
-                    input_ids=ids, attention_mask=attention, past_key_values=cache
-                ).logits.float()
-            finally:
-                self.bank.clear_batch()
-            rest = torch.log_softmax(rest, dim=-1)
-        results = []
-        row = 0
-        for continuation in continuations:
-            if not continuation:
-                results.append(ContinuationScore(logprob=0.0, tokens=0, greedy=True))
-                continue
-            predicted = [first]
-            if len(continuation) > 1:
-                assert rest is not None
-                predicted += list(rest[row, : len(continuation) - 1])
-                row += 1
-            stacked = torch.stack(predicted)
-            targets = torch.tensor(list(continuation))
-            token_lp = stacked.gather(1, targets[:, None]).squeeze(1)
-            greedy = bool((stacked.argmax(dim=-1) == targets).all())
-            results.append(ContinuationScore(float(token_lp.sum()), len(continuation), greedy))
-        return results
+        if not rows:
+            return first, []
+        # Each continuation's tokens after the first are predicted from the shared prompt cache.
+        width = max(len(r) for r in rows) - 1
+        ids = torch.zeros(len(rows), width, dtype=torch.int64)
+        attention = torch.ones(len(rows), len(prompt_ids) + width, dtype=torch.int64)
+        for i, r in enumerate(rows):
+            ids[i, : len(r) - 1] = torch.tensor(r[:-1])
+            attention[i, len(prompt_ids) + len(r) - 1 :] = 0
+        cache.batch_repeat_interleave(len(rows))
+        self.bank.set_batch([adapter_uid] * len(rows), width)
+        try:
+            rest = self.model(input_ids=ids, attention_mask=attention, past_key_values=cache).logits.float()
+        finally:
+            self.bank.clear_batch()
+        rest = torch.log_softmax(rest, dim=-1)
+        return first, [rest[i, : len(r) - 1] for i, r in enumerate(rows)]
+
+
+class _PromptThenContinuations:
+    """Score's ``SegmentCache``: segment 0 extends the prompt's keys and values (starting from its
+    cached blocks); every later segment is a continuation that sees the whole prompt and itself,
+    and is kept nowhere."""
+
+    def __init__(self, cache: SlotKVCache, blocks: Sequence[Block]) -> None:
+        if blocks:
+            keys, values = _joined(blocks)
+            self.keys = [keys[layer][None] for layer in range(cache.layers)]
+            self.values = [values[layer][None] for layer in range(cache.layers)]
+        else:
+            empty = torch.zeros(1, cache.kv_heads, 0, cache.head_dim, dtype=cache.dtype)
+            self.keys = [empty] * cache.layers
+            self.values = [empty] * cache.layers
+        self.prompt_tokens = self.keys[0].shape[2]
+
+    def segment(
+        self, layer: int, index: int, keys: torch.Tensor, values: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        seen_k = torch.cat([self.keys[layer], keys], dim=2)
+        seen_v = torch.cat([self.values[layer], values], dim=2)
+        if index == 0:
+            self.keys[layer], self.values[layer] = seen_k, seen_v
+        return seen_k, seen_v
 
 
 def _joined(blocks: Sequence[Block]) -> tuple[torch.Tensor, torch.Tensor]:

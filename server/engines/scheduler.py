@@ -295,22 +295,15 @@ class Scheduler:
             take = min(seq.prompt_left, budget)
             chunks.append((seq, take))
             budget -= take
-        width = max(take for _, take in chunks)
-        tokens = torch.zeros(len(chunks), width, dtype=torch.int64)
-        for i, (seq, take) in enumerate(chunks):
-            tokens[i, :take] = torch.tensor(seq.request.prompt_ids[seq.cached : seq.cached + take])
-        starts = torch.tensor([seq.cached for seq, _ in chunks])
-        lengths = torch.tensor([take for _, take in chunks])
         done = [i for i, (seq, take) in enumerate(chunks) if take == seq.prompt_left]
         finished = [chunks[i][0] for i in done]
         try:
-            logits = self.runner.forward(
-                row_start=len(self._decoding),
-                tokens=tokens,
-                starts=starts,
-                lengths=lengths,
+            logits = self.runner.prefill(
+                rows=[seq.row for seq, _ in chunks],
+                starts=[seq.cached for seq, _ in chunks],
+                chunks=[seq.request.prompt_ids[seq.cached : seq.cached + take] for seq, take in chunks],
                 row_uids=[seq.request.adapter_uid for seq, _ in chunks],
-                logits_rows=done,
+                logits_for=done,
             )
             next_tokens = self._sample(finished, logits) if finished else []
         except Exception as exc:

@@ -142,20 +142,20 @@ def test_a_failing_step_fails_its_requests_and_serving_goes_on(
     start_server: Callable[..., ServerThread],
 ) -> None:
     server = start_server()
-    runner = server.app.engine._runner  # fault injection: the next forward passes fail
-    real_forward = runner.forward  # type: ignore[union-attr]
+    runner = server.app.engine._runner  # fault injection: the next prefill and decode passes fail
+    real_prefill, real_forward = runner.prefill, runner.forward  # type: ignore[union-attr]
 
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("simulated step fault")
 
-    runner.forward = broken  # type: ignore[union-attr, method-assign]
+    runner.prefill = runner.forward = broken  # type: ignore[union-attr, method-assign]
     with AssistantClient(server.target) as client:
         with pytest.raises(grpc.RpcError) as info:
             client.generate(Q, max_tokens=4)
         assert info.value.code() == grpc.StatusCode.INTERNAL
         assert "simulated" not in info.value.details()  # internals are not leaked
         assert server.app.engine.healthy()
-        runner.forward = real_forward  # type: ignore[union-attr, method-assign]
+        runner.prefill, runner.forward = real_prefill, real_forward  # type: ignore[union-attr, method-assign]
         assert client.generate(Q, max_tokens=4).text
 
 

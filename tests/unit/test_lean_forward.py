@@ -13,7 +13,7 @@ import torch
 from transformers import AutoModelForCausalLM, Qwen2Config
 
 from hybrid_assistant.adapters.peft_format import inspect_adapter, load_lora_weights
-from hybrid_assistant.server.engines.lean_forward import unsupported
+from hybrid_assistant.server.engines.lean_forward import Segment, unsupported
 from hybrid_assistant.server.engines.model_runner import ModelRunner
 from hybrid_assistant.server.engines.packed_linear import unavailable
 from hybrid_assistant.testing.models import build_adapter
@@ -27,10 +27,12 @@ TARGETS = {
 }
 
 
-def _runner(model_dir: Path, adapters: dict[int, Path], *, lean: bool, prepack: bool = True) -> ModelRunner:
+def _runner(
+    model_dir: Path, adapters: dict[int, Path], *, lean: bool, prepack: bool = True, prefix_cache_mb: int = 0
+) -> ModelRunner:
     runner = ModelRunner(
         model_dir, dtype=torch.float32, max_rows=8, max_tokens=128, model_name="tiny",
-        aliases={str(model_dir)}, lean=lean, prepack=prepack,
+        aliases={str(model_dir)}, lean=lean, prepack=prepack, prefix_cache_bytes=prefix_cache_mb << 20,
     )  # fmt: skip
     for uid, path in adapters.items():
         spec = inspect_adapter(path, runner.base_spec, max_rank=64)
@@ -132,3 +134,92 @@ def test_a_prepacked_kernel_that_disagrees_is_not_used(monkeypatch: pytest.Monke
 
     monkeypatch.setattr(packed_linear, "packed", refuses)
     assert unavailable(torch.float32) == "oneDNN linear failed: no kernel for this CPU"
+
+
+@pytest.mark.parametrize("prepack", [True, False], ids=["prepacked", "plain-weights"])
+def test_packed_prefill_equals_the_padded_one(
+    tiny_model_dir: Path, lean_adapters: dict[int, Path], prepack: bool
+) -> None:
+    # The scheduler's prefill: chunks of different lengths packed end to end, the second chunk
+    # of each prompt continuing its cached first (an offset causal mask), adapters mixed.
+    lean = _runner(tiny_model_dir, lean_adapters, lean=True, prepack=prepack)
+    reference = _runner(tiny_model_dir, lean_adapters, lean=False, prepack=False)
+    torch.manual_seed(1)
+    uids = [0, 1, 2, 3, 4]
+    prompts = [torch.randint(5, 300, (n,)).tolist() for n in (9, 4, 12, 7, 2)]
+    split = [4, 1, 6, 3, 1]
+    rows, everyone = list(range(len(uids))), list(range(len(uids)))
+    firsts = [p[:k] for p, k in zip(prompts, split, strict=True)]
+    rests = [p[k:] for p, k in zip(prompts, split, strict=True)]
+    for runner in (lean, reference):
+        assert runner.prefill(rows, [0] * len(rows), firsts, uids, []).shape == (0, runner.vocab_size)
+    got = lean.prefill(rows, split, rests, uids, everyone)
+    want = reference.prefill(rows, split, rests, uids, everyone)
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+    # The cache holds what the padded path wrote: decoding on from it agrees too.
+    starts = torch.tensor([len(p) for p in prompts])
+    for _ in range(4):
+        tokens = got.argmax(-1, keepdim=True)
+        assert torch.equal(tokens, want.argmax(-1, keepdim=True))
+        ones = torch.ones(len(rows), dtype=torch.int64)
+        got = lean.forward(0, tokens, starts, ones, uids, everyone)
+        want = reference.forward(0, tokens, starts, ones, uids, everyone)
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+        starts += 1
+
+
+def test_packed_prefill_writes_the_rows_it_is_given(tiny_model_dir: Path) -> None:
+    runner = _runner(tiny_model_dir, {}, lean=True)
+    torch.manual_seed(2)
+    a, b = torch.randint(5, 300, (6,)).tolist(), torch.randint(5, 300, (3,)).tolist()
+    # Rows out of order and not consecutive: each chunk lands in its own row only.
+    got = runner.prefill([5, 2], [0, 0], [a, b], [0, 0], [0, 1])
+    alone = _runner(tiny_model_dir, {}, lean=True)
+    want = torch.cat([alone.prefill([0], [0], [a], [0], [0]), alone.prefill([1], [0], [b], [0], [0])])
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)  # other GEMM shapes: rounding
+    for layer in range(runner.cache.layers):
+        keys, alone_keys = runner.cache.keys[layer], alone.cache.keys[layer]
+        torch.testing.assert_close(keys[5, :, :6], alone_keys[0, :, :6], atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(keys[2, :, :3], alone_keys[1, :, :3], atol=1e-5, rtol=1e-4)
+        assert not runner.cache.keys[layer][0].any() and not runner.cache.keys[layer][3].any()
+
+
+def test_padded_prefill_refuses_rows_it_cannot_pad_together(tiny_model_dir: Path) -> None:
+    runner = _runner(tiny_model_dir, {}, lean=False)
+    with pytest.raises(ValueError, match="consecutive rows"):
+        runner.prefill([0, 2], [0, 0], [[5, 6], [7]], [0, 0], [])
+
+
+def test_packed_forward_refuses_segments_that_do_not_cover_the_tokens(tiny_model_dir: Path) -> None:
+    runner = _runner(tiny_model_dir, {}, lean=True)
+    assert runner.lean is not None
+    segments = [Segment(0, 3)]
+    with pytest.raises(ValueError, match="cover 3 tokens, not 4"):
+        runner.lean.packed(torch.tensor([5, 6, 7, 8]), segments, runner.cache.rows_for([0], segments))
+
+
+@pytest.mark.parametrize("cached", [False, True], ids=["cold", "after-a-prefill"])
+def test_score_on_the_lean_forward_equals_the_hugging_face_modules(
+    tiny_model_dir: Path, lean_adapters: dict[int, Path], cached: bool
+) -> None:
+    # One packed pass (the prompt's rest, then every option as its own segment) against the
+    # modules' two passes over a repeated cache, with and without the prompt's blocks cached.
+    runners = [_runner(tiny_model_dir, lean_adapters, lean=lean, prefix_cache_mb=8) for lean in (True, False)]
+    torch.manual_seed(3)
+    prompt = torch.randint(5, 300, (37,)).tolist()
+    options = [[11], [12, 13, 14], [], [15, 16], [17, 18, 19, 20, 21]]
+    for uid in (0, 3):
+        scored = []
+        for runner in runners:
+            if cached:
+                runner.prefill([0], [0], [prompt], [uid], [0])
+                runner.save_prefix(0, uid, prompt)
+            before = runner.prefix.stats.hit_tokens
+            scored.append(runner.score(prompt, options, uid))
+            assert runner.prefix.stats.hit_tokens - before == (32 if cached else 0)
+        got, want = scored
+        for g, w, option in zip(got, want, options, strict=True):
+            assert g.logprob == pytest.approx(w.logprob, abs=1e-4)
+            assert (g.tokens, g.greedy) == (w.tokens, w.greedy) and g.tokens == len(option)
+        # Score keeps the prompt's blocks for the next request, as a prefill does.
+        assert len(runners[0].prefix.lookup(uid, prompt, count=False)) == 2
