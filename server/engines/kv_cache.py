@@ -110,6 +110,8 @@ class SlotKVCache:
 
     def rows_for(self, rows: Sequence[int], segments: Sequence[Segment]) -> RowSegments:
         """The cache as a packed forward sees it: segment ``i`` reads and extends row ``rows[i]``."""
+        if any(s.branches for s in segments):
+            raise ValueError("a cache row holds one sequence: segments with branches cannot be written")
         self.ensure_capacity(max(s.start + s.length for s in segments))
         return RowSegments(self, rows, segments)
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from hybrid_assistant.server.engines.lora_bank import LoraBank
@@ -76,10 +77,38 @@ def _fuse(modules: Sequence[nn.Module]) -> tuple[torch.Tensor, list[int]]:
 
 @dataclass(frozen=True)
 class Segment:
-    """A run of consecutive tokens of one sequence in a packed forward (:meth:`LeanDecoder.packed`)."""
+    """A run of tokens of one sequence in a packed forward (:meth:`LeanDecoder.packed`).
+
+    With ``branches``, the run is several independent continuations of the same cached prefix
+    packed together (Score's options): each starts at ``start`` and sees the prefix and its own
+    earlier tokens only.
+    """
 
     start: int  # tokens of the sequence already cached before this run: its first position
     length: int
+    branches: tuple[int, ...] = ()  # the continuations' lengths, summing to ``length``
+
+    def __post_init__(self) -> None:
+        if self.branches and (sum(self.branches) != self.length or min(self.branches) < 1):
+            raise ValueError(f"branches {self.branches} do not split {self.length} tokens")
+
+    def positions(self) -> torch.Tensor:
+        if not self.branches:
+            return torch.arange(self.start, self.start + self.length)
+        return torch.cat([torch.arange(self.start, self.start + b) for b in self.branches])
+
+    def mask(self) -> torch.Tensor | None:
+        """``(1, 1, length, start + length)`` keys each query sees; None for plain causal from 0."""
+        if not self.branches:
+            if not self.start:
+                return None
+            keys = torch.arange(self.start + self.length)
+            return (keys[None, :] <= self.positions()[:, None])[None, None]
+        branch = torch.repeat_interleave(torch.arange(len(self.branches)), torch.tensor(self.branches))
+        positions = self.positions()
+        own = (branch[:, None] == branch[None, :]) & (positions[None, :] <= positions[:, None])
+        prefix = torch.ones(self.length, self.start, dtype=torch.bool)
+        return torch.cat([prefix, own], dim=1)[None, None]
 
 
 class SegmentCache(Protocol):
@@ -228,20 +257,28 @@ class LeanDecoder:
             offsets.append(offsets[-1] + segment.length)
         if offsets[-1] != tokens.shape[0]:
             raise ValueError(f"segments cover {offsets[-1]} tokens, not {tokens.shape[0]}")
-        positions = torch.cat([torch.arange(s.start, s.start + s.length) for s in segments])[None]
+        positions = torch.cat([s.positions() for s in segments])[None]
         hidden = self.embed(tokens)[None]
         cos, sin = self.rotary(hidden, positions)
-        masks = [_offset_causal_mask(s) if s.start else None for s in segments]
+        masks = [s.mask() for s in segments]
         for layer in self.layers:
             q, k, v = self._query_key_value(layer, hidden, cos, sin)
             parts = []
             for i, mask in enumerate(masks):
                 span = slice(offsets[i], offsets[i + 1])
                 seen_k, seen_v = cache.segment(layer.index, i, k[:, :, span], v[:, :, span])
-                part, _ = self._attend(
-                    layer.attention, q[:, :, span], seen_k, seen_v, mask, dropout=0.0, scaling=layer.scaling
+                # Hugging Face's call for a causal prompt (no mask, grouped keys); with a mask it
+                # repeats the key heads instead, which gives bitwise the same result, slower.
+                part = F.scaled_dot_product_attention(
+                    q[:, :, span],
+                    seen_k,
+                    seen_v,
+                    attn_mask=mask,
+                    is_causal=mask is None and segments[i].length > 1,
+                    scale=layer.scaling,
+                    enable_gqa=True,
                 )
-                parts.append(part)
+                parts.append(part.transpose(1, 2))
             attended = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
             hidden = self._rest_of_layer(layer, hidden, attended)
         return _rms_norm(hidden, *self.norm)[0]
@@ -277,10 +314,3 @@ class LeanDecoder:
         down = layer.down_linear(inner)
         self._lora(inner, down, [layer.down_path], [width])
         return x + down.view(rows, length, width)
-
-
-def _offset_causal_mask(segment: Segment) -> torch.Tensor:
-    """``(1, 1, length, start + length)``: query ``t`` sees keys at positions ``<= start + t``."""
-    keys = torch.arange(segment.start + segment.length)
-    queries = segment.start + torch.arange(segment.length)
-    return (keys[None, :] <= queries[:, None])[None, None]

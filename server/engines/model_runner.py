@@ -276,15 +276,18 @@ class ModelRunner:
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Score on the lean forward: the prompt's uncached rest and every continuation in one pass.
 
-        Segment 0 is the rest of the prompt; each continuation (less its last token) follows as a
-        segment that sees the whole prompt and itself. Returns log-probabilities after the prompt
-        ``(vocab,)`` and, per continuation, after each of its tokens but the last.
+        Segment 0 is the rest of the prompt; the continuations (less their last tokens) follow as
+        one segment of branches, each seeing the whole prompt and itself. Returns log-probabilities
+        after the prompt ``(vocab,)`` and, per continuation, after each of its tokens but the last.
         """
         assert self.lean is not None
         cache = _PromptThenContinuations(self.cache, blocks)
         reused = cache.prompt_tokens
         tail = prompt_ids[reused:]
-        segments = [Segment(reused, len(tail))] + [Segment(len(prompt_ids), len(r) - 1) for r in rows]
+        segments = [Segment(reused, len(tail))]
+        sizes = [len(r) - 1 for r in rows]
+        if rows:  # one segment for all of them: one attention call per layer, one copy of the prompt
+            segments.append(Segment(len(prompt_ids), sum(sizes), branches=tuple(sizes)))
         tokens = torch.tensor(tail + [t for r in rows for t in r[:-1]], dtype=torch.int64)
         self.bank.set_batch([adapter_uid] * len(segments), [s.length for s in segments])
         try:
@@ -302,7 +305,6 @@ class ModelRunner:
         # Logits only where a continuation token is predicted: the prompt's last token, then each
         # continuation position.
         logprobs = torch.log_softmax(self.head(hidden[len(tail) - 1 :]).float(), dim=-1)
-        sizes = [len(r) - 1 for r in rows]
         return logprobs[0], list(logprobs[1:].split(sizes)) if rows else []
 
     def _score_modules(

@@ -223,3 +223,32 @@ def test_score_on_the_lean_forward_equals_the_hugging_face_modules(
             assert (g.tokens, g.greedy) == (w.tokens, w.greedy) and g.tokens == len(option)
         # Score keeps the prompt's blocks for the next request, as a prefill does.
         assert len(runners[0].prefix.lookup(uid, prompt, count=False)) == 2
+
+
+def test_segment_masks() -> None:
+    # A prompt's first chunk: no mask (SDPA's causal flag); a later chunk: causal, offset by its start.
+    assert Segment(0, 3).mask() is None
+    later = Segment(2, 2).mask()
+    assert later is not None and later[0, 0].tolist() == [[True, True, True, False], [True, True, True, True]]
+    # Branches: two continuations of a 2-token prefix, each seeing the prefix and itself only.
+    branched = Segment(2, 3, branches=(1, 2))
+    assert branched.positions().tolist() == [2, 2, 3]
+    mask = branched.mask()
+    assert mask is not None
+    assert mask[0, 0].int().tolist() == [
+        [1, 1, 1, 0, 0],
+        [1, 1, 0, 1, 0],
+        [1, 1, 0, 1, 1],
+    ]
+
+
+@pytest.mark.parametrize("branches", [(1, 1), (3, 0), (4,)], ids=["short", "empty-branch", "long"])
+def test_branches_must_split_the_segment(branches: tuple[int, ...]) -> None:
+    with pytest.raises(ValueError, match="do not split 3 tokens"):
+        Segment(5, 3, branches=branches)
+
+
+def test_a_cache_row_refuses_a_segment_of_branches(tiny_model_dir: Path) -> None:
+    runner = _runner(tiny_model_dir, {}, lean=True)
+    with pytest.raises(ValueError, match="branches cannot be written"):
+        runner.cache.rows_for([0], [Segment(4, 2, branches=(1, 1))])
