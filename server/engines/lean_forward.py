@@ -4,14 +4,15 @@ Two changes to the work of a step, nothing else:
 - q/k/v and gate/up are each one GEMM over weights concatenated at load time (fewer, larger
   GEMMs: a decode step's projections are skinny, and each call has a fixed cost). The model's
   own Linear modules keep working: their weights become views into the fused tensors, so memory
-  is not doubled and the Hugging Face path (Score, the fallback) reads the same numbers.
+  is not doubled and the Hugging Face path (the fallback) reads the same numbers.
 - the layer loop calls tensor functions directly instead of nested ``nn.Module`` calls with
   their hooks and keyword plumbing, on the 30 layers of every step.
 Each product runs on a plain weight or, by default, on a copy reordered once for oneDNN
 (:mod:`.packed_linear`, chosen by the runner). Everything else numerical is Hugging Face's own:
 its RMSNorm formula, its rotary embedding module, ``apply_rotary_pos_emb`` and its SDPA attention
 function, so greedy answers stay those of ``generate`` (tests/engine_contract.py checks both
-paths).
+paths). The packed forward (:meth:`LeanDecoder.packed`: prefill chunks and Score without
+padding) calls torch's SDPA as that function does for a causal prompt, with grouped key heads.
 
 LoRA deltas land on their slice of a fused output: the bank's per-row masked A/B product for,
 say, ``k_proj`` is added to the k columns of the qkv output, for adapters that target any
@@ -250,7 +251,8 @@ class LeanDecoder:
         runs once over all ``N`` tokens; only attention runs per segment, against the keys that
         ``cache`` holds for that segment's sequence. A segment that starts its sequence is plain
         causal attention (Hugging Face's own prefill call: no mask, so SDPA skips the blocks above
-        the diagonal); one that continues a cached prefix gets a causal mask offset by its start.
+        the diagonal); one that continues a cached prefix gets a causal mask offset by its start,
+        and one of branches the mask :meth:`Segment.mask` builds.
         """
         offsets = [0]
         for segment in segments:
