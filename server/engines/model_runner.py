@@ -6,7 +6,7 @@ Only the scheduler thread calls this; nothing here is thread-safe.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -23,6 +23,10 @@ from hybrid_assistant.server.engines.prefix_cache import Block, PrefixCache
 from hybrid_assistant.server.engines.types import ContinuationScore
 
 log = logging.getLogger(__name__)
+
+# Continuation tokens in one Score pass: bounds its attention mask and its logits (64 options of
+# ~2,000 tokens each would otherwise be one 128k x 130k mask and 25 GB of logits).
+SCORE_TOKENS_PER_PASS = 512
 
 
 class ModelRunner:
@@ -237,22 +241,32 @@ class ModelRunner:
         ends = torch.tensor(lengths).cumsum(0) - 1
         return self.head(hidden[ends[list(logits_for)]]).float()
 
-    @torch.inference_mode()
     def score(
         self, prompt_ids: list[int], continuations: Sequence[list[int]], adapter_uid: int
     ) -> list[ContinuationScore]:
-        """Sum of log-probabilities of each continuation's tokens after the prompt.
+        """Sum of log-probabilities of each continuation's tokens after the prompt (all passes)."""
+        *_, result = self.score_passes(prompt_ids, continuations, adapter_uid)
+        assert result is not None
+        return result
+
+    @torch.inference_mode()
+    def score_passes(
+        self, prompt_ids: list[int], continuations: Sequence[list[int]], adapter_uid: int
+    ) -> Iterator[list[ContinuationScore] | None]:
+        """:meth:`score` one forward pass per ``next``: None after each pass but the last, then the scores.
 
         The prompt runs once; its keys and values are then shared by every continuation (options
         of a multiple-choice item share long prompts, especially with retrieved context). A
-        Generate of the same prompt and adapter left its blocks: only the rest is computed.
+        Generate of the same prompt and adapter left its blocks: only the rest is computed. The
+        engine runs each pass as its own scheduler operation, so decoding goes on between the
+        passes of a long Score instead of waiting for all of them.
         """
         blocks = self.prefix.lookup(adapter_uid, prompt_ids)
         if self.prefix.enabled:
             self._count_lookup(len(blocks) * self.prefix.block_tokens, len(prompt_ids))
         rows = [list(c) for c in continuations if len(c) > 1]
         if self.lean is not None:
-            first, rest = self._score_packed(prompt_ids, rows, adapter_uid, blocks)
+            first, rest = yield from self._score_packed(prompt_ids, rows, adapter_uid, blocks)
         else:
             first, rest = self._score_modules(prompt_ids, rows, adapter_uid, blocks)
         results = []
@@ -261,39 +275,56 @@ class ModelRunner:
             if not continuation:
                 results.append(ContinuationScore(logprob=0.0, tokens=0, greedy=True))
                 continue
-            predicted = first[None]
+            logprob = float(first[continuation[0]])
+            greedy = int(first.argmax()) == continuation[0]
             if len(continuation) > 1:
-                predicted = torch.cat([predicted, rest[row]])
+                token_lp, matches = rest[row]
+                logprob += float(token_lp.sum())
+                greedy = greedy and bool(matches.all())
                 row += 1
-            targets = torch.tensor(list(continuation))
-            token_lp = predicted.gather(1, targets[:, None]).squeeze(1)
-            greedy = bool((predicted.argmax(dim=-1) == targets).all())
-            results.append(ContinuationScore(float(token_lp.sum()), len(continuation), greedy))
-        return results
+            results.append(ContinuationScore(logprob, len(continuation), greedy))
+        yield results
 
     def _score_packed(
         self, prompt_ids: list[int], rows: list[list[int]], adapter_uid: int, blocks: Sequence[Block]
-    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Score on the lean forward: the prompt's uncached rest and every continuation in one pass.
+    ) -> Generator[None, None, tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]]:
+        """Score on the lean forward: the prompt's uncached rest, then the continuations, packed.
 
-        Segment 0 is the rest of the prompt; the continuations (less their last tokens) follow as
-        one segment of branches, each seeing the whole prompt and itself. Returns log-probabilities
-        after the prompt ``(vocab,)`` and, per continuation, after each of its tokens but the last.
+        The first pass reads the rest of the prompt (segment 0) and the first group of
+        continuations, less their last tokens, as one segment of branches, each seeing the whole
+        prompt and itself. Further groups follow in passes of their own over the same prompt keys,
+        so one pass holds at most ``SCORE_TOKENS_PER_PASS`` continuation tokens (or one longer
+        continuation): a request of 64 near-context-length options must not build one mask, or
+        one logits tensor, over all of them at once. Returns log-probabilities after the prompt
+        ``(vocab,)`` and, per continuation, :func:`_judged` for each of its tokens after the first.
         """
         assert self.lean is not None
         cache = _PromptThenContinuations(self.cache, blocks)
-        reused = cache.prompt_tokens
-        tail = prompt_ids[reused:]
-        segments = [Segment(reused, len(tail))]
-        sizes = [len(r) - 1 for r in rows]
-        if rows:  # one segment for all of them: one attention call per layer, one copy of the prompt
-            segments.append(Segment(len(prompt_ids), sum(sizes), branches=tuple(sizes)))
-        tokens = torch.tensor(tail + [t for r in rows for t in r[:-1]], dtype=torch.int64)
-        self.bank.set_batch([adapter_uid] * len(segments), [s.length for s in segments])
-        try:
-            hidden = self.lean.packed(tokens, segments, cache)
-        finally:
-            self.bank.clear_batch()
+        tail = prompt_ids[cache.prompt_tokens :]
+        first = torch.empty(0)
+        rest: list[tuple[torch.Tensor, torch.Tensor]] = []
+        for n, group in enumerate(_groups([len(r) - 1 for r in rows], SCORE_TOKENS_PER_PASS) or [[]]):
+            if n:
+                yield None  # a pass is done: the scheduler may run a step before the next
+            cache.extends_prompt = reads_prompt = n == 0
+            segments = [Segment(cache.prompt_tokens, len(tail))] if reads_prompt else []
+            tokens = list(tail) if reads_prompt else []
+            sizes = [len(rows[i]) - 1 for i in group]
+            if group:
+                segments.append(Segment(len(prompt_ids), sum(sizes), branches=tuple(sizes)))
+                tokens += [t for i in group for t in rows[i][:-1]]
+            self.bank.set_batch([adapter_uid] * len(segments), [s.length for s in segments])
+            try:
+                hidden = self.lean.packed(torch.tensor(tokens, dtype=torch.int64), segments, cache)
+            finally:
+                self.bank.clear_batch()
+            # Logits only where a continuation token is predicted: from the prompt's last token on.
+            predicting = hidden[len(tail) - 1 :] if reads_prompt else hidden
+            logprobs = torch.log_softmax(self.head(predicting).float(), dim=-1)
+            if reads_prompt:
+                first, logprobs = logprobs[0], logprobs[1:]
+            for i, part in zip(group, logprobs.split(sizes), strict=True):
+                rest.append(_judged(part, rows[i][1:]))
         self._save_blocks(
             adapter_uid,
             prompt_ids,
@@ -302,14 +333,11 @@ class ModelRunner:
                 torch.stack([v[0, :, start:end] for v in cache.values]),
             ),
         )
-        # Logits only where a continuation token is predicted: the prompt's last token, then each
-        # continuation position.
-        logprobs = torch.log_softmax(self.head(hidden[len(tail) - 1 :]).float(), dim=-1)
-        return logprobs[0], list(logprobs[1:].split(sizes)) if rows else []
+        return first, rest
 
     def _score_modules(
         self, prompt_ids: list[int], rows: list[list[int]], adapter_uid: int, blocks: Sequence[Block]
-    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    ) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
         """Score on Hugging Face's modules (the fallback): the same results as :meth:`_score_packed`."""
         from transformers import DynamicCache
 
@@ -355,7 +383,7 @@ class ModelRunner:
         finally:
             self.bank.clear_batch()
         rest = torch.log_softmax(rest, dim=-1)
-        return first, [rest[i, : len(r) - 1] for i, r in enumerate(rows)]
+        return first, [_judged(rest[i, : len(r) - 1], r[1:]) for i, r in enumerate(rows)]
 
 
 class _PromptThenContinuations:
@@ -373,15 +401,35 @@ class _PromptThenContinuations:
             self.keys = [empty] * cache.layers
             self.values = [empty] * cache.layers
         self.prompt_tokens = self.keys[0].shape[2]
+        self.extends_prompt = True  # segment 0 of the next pass is the prompt's rest
 
     def segment(
         self, layer: int, index: int, keys: torch.Tensor, values: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         seen_k = torch.cat([self.keys[layer], keys], dim=2)
         seen_v = torch.cat([self.values[layer], values], dim=2)
-        if index == 0:
+        if index == 0 and self.extends_prompt:
             self.keys[layer], self.values[layer] = seen_k, seen_v
         return seen_k, seen_v
+
+
+def _groups(sizes: Sequence[int], budget: int) -> list[list[int]]:
+    """Consecutive indices of ``sizes`` in groups of at most ``budget`` in total (or one item)."""
+    groups: list[list[int]] = []
+    total = budget
+    for i, size in enumerate(sizes):
+        if total + size > budget:
+            groups.append([])
+            total = 0
+        groups[-1].append(i)
+        total += size
+    return groups
+
+
+def _judged(logprobs: torch.Tensor, targets: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probability of each target token, and whether it was the most likely: ``(n,)`` each."""
+    index = torch.tensor(list(targets))
+    return logprobs.gather(1, index[:, None]).squeeze(1), logprobs.argmax(dim=-1) == index
 
 
 def _joined(blocks: Sequence[Block]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -209,8 +209,14 @@ class TransformersEngine(LoadedModel):
         self, prompt_ids: list[int], continuations: Sequence[list[int]], adapter_uid: int
     ) -> list[ContinuationScore]:
         runner = self._require_runner()
-        future = self._require_scheduler().call(lambda: runner.score(prompt_ids, continuations, adapter_uid))
-        return await asyncio.wrap_future(future)
+        scheduler = self._require_scheduler()
+        # One scheduler operation per forward pass: a Score of many long options lets the
+        # scheduler run decode steps between its passes instead of stalling every stream.
+        passes = runner.score_passes(prompt_ids, continuations, adapter_uid)
+        while True:
+            result = await asyncio.wrap_future(scheduler.call(lambda: next(passes)))
+            if result is not None:
+                return result
 
 
 def _eos_ids(model_dir: Path, tokenizer: PreTrainedTokenizerBase) -> set[int]:

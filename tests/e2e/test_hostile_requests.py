@@ -7,6 +7,7 @@ Numbers in the names refer to the defects listed in the issue.
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -17,7 +18,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from hybrid_assistant.client import AssistantClient, AsyncAssistantClient
+from hybrid_assistant.client import AssistantClient, AsyncAssistantClient, score_request
 from hybrid_assistant.testing.models import build_adapter
 from hybrid_assistant.v1 import assistant_pb2 as pb
 from tests.helpers import ServerThread
@@ -328,6 +329,23 @@ def test_score_limits(server: ServerThread) -> None:
         many = rpc_error(lambda: client.score(Q, ["a"] * 1000))
         long = rpc_error(lambda: client.score(Q, ["a" * 100_000]))
     assert many.code() == long.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert_still_serving(server.target)
+
+
+def test_score_of_many_options_near_the_context_limit(server: ServerThread) -> None:
+    # 64 options of ~400 tokens each (the fixture's context is 512): the engine scores them in
+    # passes of bounded size, one scheduler operation each, and a stream started meanwhile is
+    # served while it runs.
+    tokenizer = server.app.engine.tokenizer
+    per_word = len(tokenizer(" lorem", add_special_tokens=False)["input_ids"])
+    options = [" lorem" * (400 // per_word) + f" {i}" for i in range(64)]
+    with AssistantClient(server.target, timeout=600) as client:
+        pending = client.assistant.Score.future(score_request(Q, options), timeout=600)
+        streamed = list(client.stream(Q, temperature=0, max_tokens=4))
+        scored = pending.result()
+    assert streamed[-1].summary.usage.completion_tokens >= 1
+    assert len(scored.scores) == 64
+    assert all(math.isfinite(s.logprob) and s.logprob < 0 and s.tokens > 300 for s in scored.scores)
     assert_still_serving(server.target)
 
 

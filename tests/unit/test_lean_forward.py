@@ -252,3 +252,27 @@ def test_a_cache_row_refuses_a_segment_of_branches(tiny_model_dir: Path) -> None
     runner = _runner(tiny_model_dir, {}, lean=True)
     with pytest.raises(ValueError, match="branches cannot be written"):
         runner.cache.rows_for([0], [Segment(4, 2, branches=(1, 1))])
+
+
+def test_score_in_several_passes_equals_one(
+    tiny_model_dir: Path, lean_adapters: dict[int, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A budget of 3 continuation tokens per pass splits these options over three passes (one
+    # longer than the budget on its own); each pass reuses the prompt's keys from the first.
+    from hybrid_assistant.server.engines import model_runner
+
+    runner = _runner(tiny_model_dir, lean_adapters, lean=True, prefix_cache_mb=8)
+    torch.manual_seed(4)
+    prompt = torch.randint(5, 300, (21,)).tolist()
+    options = [[11, 12], [13, 14, 15], [16], [17, 18, 19, 20, 21, 22], [23, 24]]
+    whole = runner.score(prompt, options, 3)
+    monkeypatch.setattr(model_runner, "SCORE_TOKENS_PER_PASS", 3)
+    assert model_runner._groups([1, 2, 5, 1], 3) == [[0, 1], [2], [3]]
+    runner.prefix.drop_adapter(3)  # the same cold start as the first call
+    passes = list(runner.score_passes(prompt, options, 3))  # the engine runs one per scheduler op
+    assert passes[:-1] == [None, None]
+    split = passes[-1]
+    assert split is not None
+    for a, b in zip(whole, split, strict=True):
+        assert a.logprob == pytest.approx(b.logprob, abs=1e-4)
+        assert (a.tokens, a.greedy) == (b.tokens, b.greedy)
