@@ -387,9 +387,9 @@ class ModelRunner:
 
 
 class _PromptThenContinuations:
-    """Score's ``SegmentCache``: segment 0 extends the prompt's keys and values (starting from its
-    cached blocks); every later segment is a continuation that sees the whole prompt and itself,
-    and is kept nowhere."""
+    """Score's ``SegmentCache``: in the first pass (``extends_prompt``), segment 0 extends the
+    prompt's keys and values (starting from its cached blocks); every other segment is a group of
+    continuations that sees the whole prompt and itself, and is kept nowhere."""
 
     def __init__(self, cache: SlotKVCache, blocks: Sequence[Block]) -> None:
         if blocks:
