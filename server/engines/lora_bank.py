@@ -13,7 +13,8 @@ while requests still use the old weights is just two uids alive at once.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -116,6 +117,15 @@ class LoraBank:
         else:
             uids = uids.repeat_interleave(torch.tensor(list(tokens_per_row), dtype=torch.int64))
         self._row_uids = uids
+
+    @contextmanager
+    def batch(self, row_uids: Sequence[int], tokens_per_row: int | Sequence[int]) -> Iterator[None]:
+        """:meth:`set_batch` for the forward inside the block, :meth:`clear_batch` after it, even on error."""
+        self.set_batch(row_uids, tokens_per_row)
+        try:
+            yield
+        finally:
+            self.clear_batch()
 
     def clear_batch(self) -> None:
         self._row_uids = None

@@ -183,8 +183,7 @@ class ModelRunner:
         self.cache.begin(row_start, starts, new_tokens)
         mask = SlotKVCache.attention_mask(starts, lengths, new_tokens)
         positions = starts[:, None] + torch.arange(new_tokens)[None, :]
-        self.bank.set_batch(row_uids, new_tokens)
-        try:
+        with self.bank.batch(row_uids, new_tokens):
             if self.lean is not None:
                 states = self.lean(tokens, positions, mask, self.cache)
             else:
@@ -195,8 +194,6 @@ class ModelRunner:
                     past_key_values=self.cache,
                     use_cache=True,
                 ).last_hidden_state
-        finally:
-            self.bank.clear_batch()
         if not logits_rows:
             return torch.empty(0, self.vocab_size)
         index = torch.tensor(list(logits_rows), dtype=torch.int64)
@@ -231,11 +228,8 @@ class ModelRunner:
             )
         segments = [Segment(start, length) for start, length in zip(starts, lengths, strict=True)]
         tokens = torch.tensor([token for chunk in chunks for token in chunk], dtype=torch.int64)
-        self.bank.set_batch(row_uids, lengths)
-        try:
+        with self.bank.batch(row_uids, lengths):
             hidden = self.lean.packed(tokens, segments, self.cache.rows_for(rows, segments))
-        finally:
-            self.bank.clear_batch()
         if not logits_for:
             return torch.empty(0, self.vocab_size)
         ends = torch.tensor(lengths).cumsum(0) - 1
@@ -313,11 +307,8 @@ class ModelRunner:
             if group:
                 segments.append(Segment(len(prompt_ids), sum(sizes), branches=tuple(sizes)))
                 tokens += [t for i in group for t in rows[i][:-1]]
-            self.bank.set_batch([adapter_uid] * len(segments), [s.length for s in segments])
-            try:
+            with self.bank.batch([adapter_uid] * len(segments), [s.length for s in segments]):
                 hidden = self.lean.packed(torch.tensor(tokens, dtype=torch.int64), segments, cache)
-            finally:
-                self.bank.clear_batch()
             # Logits only where a continuation token is predicted: from the prompt's last token on.
             predicting = hidden[len(tail) - 1 :] if reads_prompt else hidden
             logprobs = torch.log_softmax(self.head(predicting).float(), dim=-1)
@@ -348,13 +339,10 @@ class ModelRunner:
             reused = keys.shape[2]
             for layer in range(keys.shape[0]):
                 cache.update(keys[layer][None].clone(), values[layer][None].clone(), layer)
-        self.bank.set_batch([adapter_uid], len(prompt_ids) - reused)
-        try:
+        with self.bank.batch([adapter_uid], len(prompt_ids) - reused):
             out = self.model(
                 input_ids=torch.tensor([prompt_ids[reused:]]), past_key_values=cache, logits_to_keep=1
             )
-        finally:
-            self.bank.clear_batch()
         # Each full-attention layer of a DynamicCache holds (batch, kv_heads, tokens, head_dim)
         # tensors as .keys/.values (getattr: the type union also names layers without them).
         held = [(getattr(layer, "keys"), getattr(layer, "values")) for layer in cache.layers]  # noqa: B009
@@ -377,11 +365,8 @@ class ModelRunner:
             ids[i, : len(r) - 1] = torch.tensor(r[:-1])
             attention[i, len(prompt_ids) + len(r) - 1 :] = 0
         cache.batch_repeat_interleave(len(rows))
-        self.bank.set_batch([adapter_uid] * len(rows), width)
-        try:
+        with self.bank.batch([adapter_uid] * len(rows), width):
             rest = self.model(input_ids=ids, attention_mask=attention, past_key_values=cache).logits.float()
-        finally:
-            self.bank.clear_batch()
         rest = torch.log_softmax(rest, dim=-1)
         return first, [_judged(rest[i, : len(r) - 1], r[1:]) for i, r in enumerate(rows)]
 
