@@ -85,6 +85,16 @@ class DemoSummary:
     """Seconds per step: model_s, adapters_s, server_start_s, ingest_s, eval_s."""
 
 
+def demo_documents() -> list[dict[str, str]]:
+    """The demo knowledge base as ``Ingest`` documents (ids are the file stems)."""
+    from hybrid_assistant.retrieval.loaders import DocumentLoader
+
+    return [
+        {"id": Path(d.id).stem, "text": d.text, "source": d.source}
+        for d in DocumentLoader().iter_documents([DEMO_DIR / "kb"])
+    ]
+
+
 def run_demo(config: DemoConfig, *, notify: Callable[[str], None] = log.info) -> DemoSummary:
     """Run the five steps; ``notify`` gets each step's heading and what it did.
 
@@ -95,7 +105,6 @@ def run_demo(config: DemoConfig, *, notify: Callable[[str], None] = log.info) ->
     from hybrid_assistant.adapters.demo import describe_outcome, train_demo
     from hybrid_assistant.eval.arms import ArmError
     from hybrid_assistant.eval.workflow import EvalConfig, EvalInputError, run_eval
-    from hybrid_assistant.retrieval.loaders import DocumentLoader
     from hybrid_assistant.server.model_store import resolve_model
 
     try:  # bad --arms: a usage error before anything is trained
@@ -140,12 +149,8 @@ def run_demo(config: DemoConfig, *, notify: Callable[[str], None] = log.info) ->
 
         t = time.perf_counter()
         notify("== 4/5 knowledge base")
-        docs = [
-            {"id": Path(d.id).stem, "text": d.text, "source": d.source}
-            for d in DocumentLoader().iter_documents([DEMO_DIR / "kb"])
-        ]
         with AssistantClient(server.target) as client:
-            ingested = client.ingest(docs)
+            ingested = client.ingest(demo_documents())
         notify(f"{ingested.added} added, {ingested.updated} updated, {ingested.unchanged} unchanged")
         phases["ingest_s"] = time.perf_counter() - t
 

@@ -20,7 +20,7 @@ import pytest
 from hybrid_assistant.client import AssistantClient
 from hybrid_assistant.eval.metrics import option_choice
 from hybrid_assistant.eval.workflow import EvalConfig, run_eval
-from hybrid_assistant.retrieval.loaders import DocumentLoader
+from hybrid_assistant.server.demo import demo_documents
 from tests.helpers import ServerThread
 
 pytestmark = pytest.mark.slow
@@ -43,12 +43,8 @@ def demo_server(smol_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -
 
 
 def test_demo_answers_are_those_recorded_before(demo_server: ServerThread, tmp_path: Path) -> None:
-    docs = [
-        {"id": Path(d.id).stem, "text": d.text, "source": d.source}
-        for d in DocumentLoader().iter_documents([DEMO / "kb"])
-    ]
     with AssistantClient(demo_server.target) as client:
-        assert client.ingest(docs).added == 47
+        assert client.ingest(demo_documents()).added == 47  # what make demo ingests
     wanted = {a["item"] for a in PINNED}
     every = (DEMO / "test.jsonl").read_text().splitlines()
     lines = [line for line in every if json.loads(line)["id"] in wanted]
