@@ -45,13 +45,11 @@ PROMPT = 535  # the demo's RAG prompts (bench/results/demo-7arms.json)
 OPTIONS = (3, 5, 4, 6)
 
 
-def timed(fn: Callable[[], Any], repeats: int) -> list[float]:
-    out = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        out.append((time.perf_counter() - started) * 1000)
-    return out
+def ms(fn: Callable[[], Any]) -> float:
+    """Wall time of one call; callers alternate the two things they compare, call by call."""
+    started = time.perf_counter()
+    fn()
+    return (time.perf_counter() - started) * 1000
 
 
 def layer_flops_per_token(shape: dict[str, int]) -> float:
@@ -91,8 +89,8 @@ def measure_layout(
     packed_ms: list[float] = []
     padded_ms: list[float] = []
     for _ in range(repeats):  # interleaved: the machine's drift hits both alike
-        packed_ms += timed(packed, 1)
-        padded_ms += timed(padded, 1)
+        packed_ms.append(ms(packed))
+        padded_ms.append(ms(padded))
     real = sum(len(c) for c in chunks)
     floor_ms = real * per_token / (gemm * 1e9) * 1000
     p, q = statistics.median(packed_ms), statistics.median(padded_ms)
@@ -162,8 +160,8 @@ def main() -> None:
     lean_ms: list[float] = []
     module_ms: list[float] = []
     for _ in range(repeats * 2):
-        lean_ms += timed(lambda: engine.score(prompt, options, 0), 1)
-        module_ms += timed(lambda: modules.score(prompt, options, 0), 1)
+        lean_ms.append(ms(lambda: engine.score(prompt, options, 0)))
+        module_ms.append(ms(lambda: modules.score(prompt, options, 0)))
     score = {
         "prompt tokens": PROMPT,
         "options": len(OPTIONS),
