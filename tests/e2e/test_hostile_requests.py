@@ -349,6 +349,23 @@ def test_score_of_many_options_near_the_context_limit(server: ServerThread) -> N
     assert_still_serving(server.target)
 
 
+def test_a_long_score_cancelled_between_its_passes(server: ServerThread) -> None:
+    # The client gives up while the engine is between passes: the remaining passes are dropped
+    # with the request, and the next Score and Generate are answered.
+    tokenizer = server.app.engine.tokenizer
+    per_word = len(tokenizer(" lorem", add_special_tokens=False)["input_ids"])
+    options = [" lorem" * (400 // per_word) + f" {i}" for i in range(64)]
+    with AssistantClient(server.target, timeout=600) as client:
+        pending = client.assistant.Score.future(score_request(Q, options), timeout=600)
+        time.sleep(0.3)
+        pending.cancel()
+        with pytest.raises(grpc.FutureCancelledError):
+            pending.result()
+        again = client.score(Q, [" yes", " no"])
+    assert len(again.scores) == 2 and all(math.isfinite(s.logprob) for s in again.scores)
+    assert_still_serving(server.target)
+
+
 # ---------------------------------------------------------------- issue 11 #8: min_tokens, ignore_eos
 
 
