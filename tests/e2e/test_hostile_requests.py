@@ -332,13 +332,18 @@ def test_score_limits(server: ServerThread) -> None:
     assert_still_serving(server.target)
 
 
+def _long_options(server: ServerThread) -> list[str]:
+    """64 Score options of ~400 tokens each: near the fixture's 512-token context."""
+    tokenizer = server.app.engine.tokenizer
+    per_word = len(tokenizer(" lorem", add_special_tokens=False)["input_ids"])
+    return [" lorem" * (400 // per_word) + f" {i}" for i in range(64)]
+
+
 def test_score_of_many_options_near_the_context_limit(server: ServerThread) -> None:
     # 64 options of ~400 tokens each (the fixture's context is 512): the engine scores them in
     # passes of bounded size, one scheduler operation each, and a stream started meanwhile is
     # served while it runs.
-    tokenizer = server.app.engine.tokenizer
-    per_word = len(tokenizer(" lorem", add_special_tokens=False)["input_ids"])
-    options = [" lorem" * (400 // per_word) + f" {i}" for i in range(64)]
+    options = _long_options(server)
     with AssistantClient(server.target, timeout=600) as client:
         pending = client.assistant.Score.future(score_request(Q, options), timeout=600)
         streamed = list(client.stream(Q, temperature=0, max_tokens=4))
@@ -352,9 +357,7 @@ def test_score_of_many_options_near_the_context_limit(server: ServerThread) -> N
 def test_a_long_score_cancelled_between_its_passes(server: ServerThread) -> None:
     # The client gives up while the engine is between passes: the remaining passes are dropped
     # with the request, and the next Score and Generate are answered.
-    tokenizer = server.app.engine.tokenizer
-    per_word = len(tokenizer(" lorem", add_special_tokens=False)["input_ids"])
-    options = [" lorem" * (400 // per_word) + f" {i}" for i in range(64)]
+    options = _long_options(server)
     with AssistantClient(server.target, timeout=600) as client:
         pending = client.assistant.Score.future(score_request(Q, options), timeout=600)
         time.sleep(0.3)
